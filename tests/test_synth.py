@@ -1,0 +1,199 @@
+"""The embedded dataset builder: determinism, LUN format, distortions really applied, broken files."""
+import hashlib
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from nnutils import distortions as D
+from nnutils.images import inspect_image, read_rgb
+from nnutils.pairs import load_lun_folder
+from nnutils.synth import BuildConfig, build_dataset, choose_bases, ensure_dataset, _overlap
+
+PAIRS = 160
+
+
+def digest_tree(root):
+    return {p.relative_to(root).as_posix(): hashlib.sha1(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ds") / "lun"
+    build_dataset(out, pairs=PAIRS, seed=7, progress=False)
+    return out
+
+
+def test_same_seed_same_files(built, tmp_path):
+    again = build_dataset(tmp_path / "again", pairs=PAIRS, seed=7, progress=False)
+    a, b = digest_tree(built), digest_tree(again)
+    assert a == b
+    assert any(k.startswith("images/") for k in a) and "train.csv" in a
+
+
+def test_other_seed_other_data(built, tmp_path):
+    other = build_dataset(tmp_path / "other", pairs=PAIRS, seed=8, progress=False)
+    assert (other / "train.csv").read_bytes() != (built / "train.csv").read_bytes()
+
+
+def test_lun_format_and_counts(built):
+    lun = load_lun_folder(built)  # validates every CSV
+    n_test = round(PAIRS * 0.2)
+    assert len(lun["train"]) == PAIRS - n_test and len(lun["test"]) == n_test
+    assert list(lun["test"].columns) == ["ID", "image_url1", "image_url2"]
+    assert lun["test_labels"].ID.tolist() == lun["test"].ID.tolist()
+    allpairs = pd.concat([lun["train"].is_same, lun["test_labels"].is_same])
+    assert 0.28 <= allpairs.mean() <= 0.36
+    meta = lun["metadata"]
+    neg = meta[meta.is_same == 0]
+    hard = neg.negative_kind.isin(["other_crop", "same_scene", "similar_colour"]).mean()
+    assert 0.4 <= hard <= 0.6
+    assert set(neg.negative_kind) >= {"other_crop", "similar_colour", "random"}
+    info = json.loads((built / "build_info.json").read_text())
+    assert info["counts"]["train_pairs"] == len(lun["train"])
+
+
+def test_no_photo_on_both_sides_of_train_test(built):
+    img = pd.read_csv(built / "images.csv")
+    by_split = img.groupby("split").shoot.apply(set)
+    assert not by_split["train"] & by_split["test"]
+
+
+def test_labels_agree_with_sources(built):
+    meta = pd.read_csv(built / "metadata.csv", keep_default_na=False)
+    pos, neg = meta[meta.is_same == 1], meta[meta.is_same == 0]
+    assert (pos.base1 == pos.base2).all()           # a positive is one base image
+    assert (neg.base1 != neg.base2).all()
+    oc = neg[neg.negative_kind == "other_crop"]
+    assert (oc.photo1 == oc.photo2).all()           # another crop of the same photo
+    rnd = neg[neg.negative_kind == "random"]
+    assert (rnd.photo1 != rnd.photo2).all()
+
+
+def test_identical_kinds_really_identical_and_distortions_differ(built):
+    meta = pd.read_csv(built / "metadata.csv", keep_default_na=False)
+    pos = meta[(meta.is_same == 1) & (meta.broken1 == "") & (meta.broken2 == "")]
+    seen = set()
+    for r in pos.itertuples():
+        a, b = built / "images" / r.image_url1, built / "images" / r.image_url2
+        if r.distortion == "identical":
+            assert a.read_bytes() == b.read_bytes()
+        elif r.distortion == "pixel_identical":
+            assert a.read_bytes() != b.read_bytes()
+            assert np.array_equal(read_rgb(a), read_rgb(b))
+        elif r.distortion in ("reencode", "jpeg"):  # re-encoded: other bytes, similar pixels
+            x, y = read_rgb(a), read_rgb(b)
+            assert a.read_bytes() != b.read_bytes() and x.shape == y.shape
+            assert 0 < np.abs(x.astype(int) - y.astype(int)).mean() < 8
+        elif r.distortion not in ("double",):
+            x, y = read_rgb(a), read_rgb(b)
+            if x.shape == y.shape:  # same size: a local overlay or a global shift must be visible
+                diff = np.abs(x.astype(int) - y.astype(int))
+                assert (diff.max(-1) > 40).sum() > 50 or diff.mean() > 3, r.distortion
+        seen.add(r.distortion)
+    assert len(seen) >= 8
+
+
+def test_broken_entries_are_really_broken(built):
+    img = pd.read_csv(built / "images.csv", keep_default_na=False)
+    broken = img[img.broken != ""]
+    assert set(broken.broken) == {"missing", "truncated"}
+    for r in broken.itertuples():
+        info = inspect_image(built / "images" / r.file)
+        assert not info.readable and info.reason == r.broken
+    ok = img[img.broken == ""].head(20)
+    assert all(inspect_image(built / "images" / f).readable for f in ok.file)
+
+
+def test_modes_and_formats_vary(built):
+    img = pd.read_csv(built / "images.csv", keep_default_na=False)
+    assert {"JPEG"} < set(img.format)
+    assert "L" in set(img["mode"])
+
+
+def test_ensure_dataset_reuses_and_rebuilds(built, tmp_path):
+    t0 = (built / "train.csv").stat().st_mtime_ns
+    assert ensure_dataset(built, pairs=PAIRS, seed=7, progress=False) == built
+    assert (built / "train.csv").stat().st_mtime_ns == t0
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "train.csv").write_text("image_url1,image_url2,is_same\na,b,1\n")
+    ensure_dataset(real, pairs=100, seed=0, progress=False)  # a user's data is never touched
+    assert (real / "train.csv").read_text().count("\n") == 2
+
+
+def test_refuses_to_overwrite(built):
+    with pytest.raises(FileExistsError):
+        build_dataset(built, pairs=PAIRS, seed=7)
+
+
+# ---------------------------------------------------------------- distortions, one by one
+@pytest.fixture
+def photo():
+    rng = np.random.default_rng(0)
+    arr = (rng.random((300, 400, 3)) * 255).astype(np.uint8)
+    arr[:, :200] = [200, 40, 40]
+    return Image.fromarray(arr)
+
+
+def test_bases_overlap_less_than_a_third():
+    rng = np.random.default_rng(0)
+    for w, h in [(1920, 2880), (640, 427), (300, 200)]:
+        boxes = choose_bases(w, h, 3, rng)
+        assert 1 <= len(boxes) <= 3
+        for i, a in enumerate(boxes):
+            assert 0 <= a[0] < a[2] <= w and 0 <= a[1] < a[3] <= h
+            for b in boxes[i + 1:]:
+                assert _overlap(a, b) < 0.33
+
+
+def num(detail, key):
+    return float(re.search(rf"{key}=([-+\d.]+)", detail).group(1))
+
+
+def test_border_adds_a_frame_of_one_colour(photo):
+    out, d = D.border(photo, np.random.default_rng(1))
+    l, t, r, b = map(int, re.search(r"\(l,t,r,b\)=\((\d+), (\d+), (\d+), (\d+)\)", d).groups())
+    assert out.size == (400 + l + r, 300 + t + b)
+    a = np.asarray(out)
+    assert (a[0, 0] == a[-1, -1]).all() and (a[0, 0] == a[t // 2, out.width // 2]).all()
+
+
+def test_padding_changes_aspect(photo):
+    out, d = D.padding(photo, np.random.default_rng(2))
+    assert abs(out.width / out.height - num(d, "aspect")) < 0.02
+    assert out.width >= 400 and out.height >= 300
+
+
+def test_resize_and_crop_change_size_as_asked(photo):
+    out, d = D.resize(photo, np.random.default_rng(3))
+    w, h = map(int, re.search(r"size=(\d+)x(\d+)", d).groups())
+    assert out.size == (w, h)
+    ratio = (w / h) / (400 / 300)
+    assert abs(ratio - num(d, "aspect_change")) < 0.05
+    out, d = D.crop(photo, np.random.default_rng(4))
+    kept = out.width * out.height / (400 * 300)
+    assert 0.78 <= kept <= 0.96 and abs(kept - num(d, "kept_area")) < 0.01
+
+
+def test_photometric_and_overlay_kinds_change_pixels_not_size(photo):
+    base = np.asarray(photo).astype(int)
+    for kind in ("color", "watermark_text", "watermark_logo", "grayscale"):
+        out, _ = D.DISTORTIONS[kind](photo, np.random.default_rng(5))
+        changed = (np.abs(np.asarray(out).astype(int) - base).max(-1) > 40).sum()
+        assert out.size == photo.size and changed > 100, (kind, changed)
+    g = np.asarray(D.grayscale(photo, np.random.default_rng(0))[0])
+    assert (g[..., 0] == g[..., 1]).all() and (g[..., 1] == g[..., 2]).all()
+
+
+def test_rotate_and_combo(photo):
+    out, d = D.rotate(photo, np.random.default_rng(6))
+    assert 1 <= abs(num(d, "angle")) <= 5 and out.width < 400 and out.height < 300
+    img, steps, detail = D.apply_distortion(photo, "combo", np.random.default_rng(7))
+    assert 2 <= len([s for s in steps if s != "jpeg"]) <= 3 and all(s in D.DISTORTIONS for s in steps)
+    with pytest.raises(ValueError, match="unknown distortion"):
+        D.apply_distortion(photo, "flip", np.random.default_rng(0))
