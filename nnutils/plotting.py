@@ -1,0 +1,82 @@
+"""Figures shared by the notebooks: image grids of pairs and triplets, thumbnails.
+
+Every function returns a :class:`matplotlib.figure.Figure` and never calls ``show``;
+:func:`save` writes PNGs at a consistent size for ``eda/`` and run folders.
+"""
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from .images import try_read_rgb
+
+__all__ = ["thumbnail", "image_grid", "pair_grid", "save"]
+
+
+def thumbnail(path: str | None, side: int = 256) -> tuple[np.ndarray, str | None]:
+    """An RGB uint8 thumbnail (longer side ≤ ``side``) or a grey tile and the unreadable reason."""
+    if path is None:
+        return np.full((side, side, 3), 200, np.uint8), "download failed"
+    arr, reason = try_read_rgb(path)
+    if arr is None:
+        return np.full((side, side, 3), 200, np.uint8), reason
+    h, w = arr.shape[:2]
+    step = max(1, int(np.ceil(max(h, w) / side)))
+    return arr[::step, ::step], None
+
+
+def image_grid(rows: Sequence[Sequence[str | None]], titles: Sequence[Sequence[str]] | None = None,
+               row_labels: Sequence[str] | None = None, tile: float = 2.6, suptitle: str | None = None):
+    """A grid of images: ``rows[i][j]`` is a file path (None = missing), with optional titles."""
+    nr, nc = len(rows), max(len(r) for r in rows) if rows else 1
+    fig, axes = plt.subplots(nr, nc, figsize=(tile * nc, tile * nr), squeeze=False)
+    for i, row in enumerate(rows):
+        for j in range(nc):
+            ax = axes[i][j]
+            ax.axis("off")
+            if j >= len(row):
+                continue
+            img, reason = thumbnail(row[j])
+            ax.imshow(img)
+            title = titles[i][j] if titles else ""
+            if reason:
+                title = f"unreadable: {reason}"
+            ax.set_title("\n".join(textwrap.wrap(title, 32)), fontsize=8)
+        if row_labels:
+            axes[i][0].text(-0.05, 0.5, row_labels[i], transform=axes[i][0].transAxes, rotation=90,
+                            ha="right", va="center", fontsize=9)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def pair_grid(pairs, path_of, n: int = 6, title_cols: Sequence[str] = (), suptitle: str | None = None):
+    """Show the first ``n`` rows of a pairs table side by side (two columns per pair).
+
+    ``path_of`` maps an ``image_url`` to a local path; ``title_cols`` are pair columns
+    printed above the left image (e.g. ``("distortion",)``).
+    """
+    sub = pairs.head(n)
+    rows, titles = [], []
+    for r in sub.itertuples(index=False):
+        rr = r._asdict()
+        rows.append([path_of.get(rr["image_url1"]), path_of.get(rr["image_url2"])])
+        label = " · ".join(str(rr[c]) for c in title_cols if c in rr and rr[c] not in ("", None))
+        titles.append([label, f"is_same={rr.get('is_same', '?')}"])
+    # two pairs per figure row keeps the figure readable
+    flat_rows = [rows[i] + (rows[i + 1] if i + 1 < len(rows) else []) for i in range(0, len(rows), 2)]
+    flat_titles = [titles[i] + (titles[i + 1] if i + 1 < len(titles) else []) for i in range(0, len(titles), 2)]
+    return image_grid(flat_rows, flat_titles, suptitle=suptitle)
+
+
+def save(fig, path: str | Path, dpi: int = 110) -> Path:
+    """Save ``fig`` as PNG (creating folders) and return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    return path
