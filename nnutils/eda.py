@@ -64,12 +64,13 @@ def identical_positives(pairs: pd.DataFrame, scan: pd.DataFrame) -> pd.Series:
 
 
 def summary_table(tables: dict[str, pd.DataFrame], scan: pd.DataFrame) -> pd.DataFrame:
-    """One tidy ``metric, value`` table of the dataset's key numbers (written to ``eda/summary.csv``)."""
-    rows = []
+    """One tidy ``metric, value`` table of the dataset's key numbers (written to ``eda/summary.csv``).
+
+    ``tables`` maps a split name to a pairs table; unlabelled tables count pairs only.
+    """
+    rows = [(f"{name}: pairs", len(t)) for name, t in tables.items() if "is_same" not in t]
     for r in class_balance(tables).itertuples():
         rows += [(f"{r.split}: pairs", r.pairs), (f"{r.split}: positive rate", r.positive_rate)]
-    if "test" in tables:
-        rows.append(("test: pairs", len(tables["test"])))
     rows += [("distinct images", len(scan)), ("unreadable images", int((~scan.readable.astype(bool)).sum()))]
     for reason, n in scan.reason.dropna().value_counts().items():
         rows.append((f"unreadable: {reason}", int(n)))

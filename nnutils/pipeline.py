@@ -27,6 +27,9 @@ __all__ = ["run_pipeline", "main"]
 
 
 class NotebookFailed(RuntimeError):
+    """A notebook failed. ``cell`` is the failing cell's position in the source notebook
+    (1-based, markdown cells included), or None if the kernel never ran it."""
+
     def __init__(self, notebook: str, cell: int | None, error: str, output: Path):
         self.notebook, self.cell, self.error, self.output = notebook, cell, error, output
         where = f"cell {cell}" if cell is not None else "start-up"
@@ -95,11 +98,13 @@ def run_pipeline(profile: str = "cpu", overrides: dict | None = None, only: list
                                 cwd=str(nb.parent), kernel_name="python3", progress_bar=progress,
                                 request_save_on_cell_execute=True)
         except PapermillExecutionError as e:
+            # papermill inserts one "injected-parameters" cell, so the failing cell's 0-based
+            # index in the executed copy is its 1-based position in the source notebook
             step.update(status="failed", seconds=round(time.perf_counter() - t, 1),
-                        error=f"{e.ename}: {e.evalue}", cell=e.exec_count)
+                        error=f"{e.ename}: {e.evalue}", cell=e.cell_index)
             record["steps"].append(step)
             save()
-            raise NotebookFailed(nb.name, e.exec_count, f"{e.ename}: {e.evalue}", out) from None
+            raise NotebookFailed(nb.name, e.cell_index, f"{e.ename}: {e.evalue}", out) from None
         except Exception as e:  # kernel died, bad notebook JSON, ...
             step.update(status="failed", seconds=round(time.perf_counter() - t, 1), error=repr(e))
             record["steps"].append(step)

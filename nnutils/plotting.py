@@ -49,9 +49,9 @@ def image_grid(rows: Sequence[Sequence[str | None]], titles: Sequence[Sequence[s
         if row_labels:
             axes[i][0].text(-0.05, 0.5, row_labels[i], transform=axes[i][0].transAxes, rotation=90,
                             ha="right", va="center", fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.97) if suptitle else None)
     if suptitle:
         fig.suptitle(suptitle)
-    fig.tight_layout()
     return fig
 
 

@@ -63,6 +63,9 @@ POSITIVE_MIX = {
     "rotate": 0.04, "combo": 0.09,
 }
 HARD_MIX = {"other_crop": 0.5, "similar_colour": 0.3, "same_scene": 0.2}
+# Listing photos are mostly landscape 4:3 / 3:2; some square and portrait shots.
+BASE_ASPECTS = (4 / 3, 3 / 2, 16 / 10, 1.0, 3 / 4, 2 / 3)
+BASE_ASPECT_P = (0.40, 0.20, 0.10, 0.10, 0.12, 0.08)
 
 
 @dataclass
@@ -110,9 +113,10 @@ def choose_bases(width: int, height: int, n: int, rng: np.random.Generator,
         if len(boxes) >= n:
             break
         area = rng.uniform(0.30, 0.60) * width * height
-        aspect = float(rng.choice([4 / 3, 3 / 2, 16 / 10, 1.0, 3 / 4, 2 / 3]))
+        aspect = float(rng.choice(BASE_ASPECTS, p=BASE_ASPECT_P))
         w = min(width, int(math.sqrt(area * aspect)))
-        h = min(height, int(area / max(w, 1)))
+        h = min(height, round(w / aspect))
+        w = min(w, round(h * aspect))  # keep the listing aspect ratio when clamped
         if w < 64 or h < 64:
             continue
         x = int(rng.integers(0, width - w + 1))
@@ -326,15 +330,17 @@ def _render_repost(ref_img: Image.Image, kind: str, ref_quality: int, rng) -> tu
     elif mode == "RGB":
         r = rng.random()
         fmt = "PNG" if r < 0.08 else "WEBP" if r < 0.12 else "GIF" if r < 0.14 else "JPEG"
-    if fmt == "PNG" and "padding" in steps and rng.random() < 0.5:
-        # transparent letterbox: a real RGBA file whose alpha the reader must composite
-        rgba = img.convert("RGBA")
-        arr = np.asarray(rgba).copy()
-        border = np.all(arr[..., :3] == arr[0, 0, :3], axis=-1)
-        arr[border, 3] = 0
+    if fmt == "PNG" and rng.random() < 0.5:
+        # an RGBA file, as many sites serve: opaque, or with a transparent letterbox that
+        # the reader must composite on white
+        arr = np.asarray(img.convert("RGBA")).copy()
+        note = "; RGBA"
+        if "padding" in steps or "border" in steps:
+            arr[np.all(arr[..., :3] == arr[0, 0, :3], axis=-1), 3] = 0
+            note = "; RGBA with transparent frame"
         buf = io.BytesIO()
         Image.fromarray(arr, "RGBA").save(buf, "PNG")
-        return buf.getvalue(), "PNG", "RGBA", detail + "; transparent padding"
+        return buf.getvalue(), "PNG", "RGBA", detail + note
     return _encode(img, fmt, q, mode), fmt, mode, detail + (f"; saved {fmt} q={q}" if fmt in ("JPEG", "WEBP") else f"; saved {fmt}")
 
 

@@ -1,0 +1,74 @@
+"""Profiles resolve from one file; the runner names the failing notebook and cell."""
+import json
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from nnutils import profiles
+from nnutils.pipeline import NotebookFailed, main, run_pipeline
+
+
+def test_every_profile_has_data_and_common_sections():
+    profs = profiles.load_profiles()
+    assert {"smoke", "cpu", "kaggle"} <= set(profs)
+    for name, prof in profs.items():
+        assert "build" in prof["data"] and {"data_dir", "run_dir", "eda_dir", "seed"} <= set(prof["common"])
+
+
+def test_resolve_merges_and_makes_paths_absolute(tmp_path):
+    cfg = profiles.resolve("02_balancing", "smoke", {"val_fraction": 0.4})
+    assert cfg.val_fraction == 0.4 and cfg.profile == "smoke"
+    assert cfg.run_dir.endswith("runs/smoke") and cfg.run_dir.startswith("/")
+    assert cfg.images_dir == cfg.data_dir + "/images"
+    assert profiles.resolve("01_eda", "kaggle").data_dir.startswith("/kaggle/input")
+
+
+def test_unknown_setting_or_profile_fails_loudly():
+    with pytest.raises(KeyError, match="val_fractoin"):
+        profiles.resolve("02_balancing", "smoke", {"val_fractoin": 0.3})
+    with pytest.raises(KeyError, match="unknown profile 'gpu'"):
+        profiles.resolve("01_eda", "gpu")
+
+
+def test_notebooks_are_numbered_and_parameterised():
+    nbs = profiles.list_notebooks(profiles.repo_root() / "notebooks")
+    assert [nb.stem[:2] for nb in nbs] == sorted(nb.stem[:2] for nb in nbs) and len(nbs) >= 2
+    for nb in nbs:
+        cells = nbformat.read(nb, as_version=4).cells
+        tagged = [c for c in cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(tagged) == 1, nb
+        assert 'profile = "cpu"' in tagged[0].source and "params = {}" in tagged[0].source
+        assert not any(c.get("outputs") for c in cells if c.cell_type == "code"), f"{nb} has outputs"
+
+
+def make_repo(tmp_path, body):
+    (tmp_path / "pyproject.toml").write_text("[project]\nname='x'\n")
+    (tmp_path / "notebooks").mkdir()
+    nb = new_notebook(cells=[new_code_cell('profile = "smoke"\nparams = {}', metadata={"tags": ["parameters"]}),
+                             new_code_cell("x = 1"), new_code_cell(body)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "notebooks" / "01_probe.ipynb")
+    return tmp_path
+
+
+def test_failure_names_notebook_and_cell(tmp_path):
+    root = make_repo(tmp_path, "raise ValueError('boom in the third cell')")
+    with pytest.raises(NotebookFailed) as ei:
+        run_pipeline("smoke", {"run_dir": str(tmp_path / "run")}, root=root, build_data=False)
+    e = ei.value
+    assert e.notebook == "01_probe.ipynb" and e.cell == 3 and "boom in the third cell" in e.error
+    assert e.output.exists()  # the executed copy shows the traceback
+    record = json.loads((tmp_path / "run" / "pipeline.json").read_text())
+    assert record["steps"][-1]["status"] == "failed"
+
+
+def test_parameters_reach_the_notebook(tmp_path):
+    root = make_repo(tmp_path, "assert profile == 'smoke' and params['seed'] == 5, (profile, params)")
+    record = run_pipeline("smoke", {"run_dir": str(tmp_path / "run"), "seed": 5}, root=root, build_data=False)
+    assert [s["status"] for s in record["steps"]] == ["ok"]
+
+
+def test_cli_rejects_unknown_setting(capsys):
+    assert main(["--profile", "smoke", "--no-build", "-p", "nonsense=1"]) == 2
+    assert "nonsense" in capsys.readouterr().err
