@@ -52,6 +52,7 @@ def image_grid(rows: Sequence[Sequence[str | None]], titles: Sequence[Sequence[s
     fig.tight_layout(rect=(0, 0, 1, 0.97) if suptitle else None)
     if suptitle:
         fig.suptitle(suptitle)
+    fig.nnutils_dpi = 72  # photo grids: smaller PNGs; charts keep save()'s default
     return fig
 
 
@@ -74,8 +75,12 @@ def pair_grid(pairs, path_of, n: int = 6, title_cols: Sequence[str] = (), suptit
     return image_grid(flat_rows, flat_titles, suptitle=suptitle)
 
 
-def save(fig, path: str | Path, dpi: int = 110) -> Path:
-    """Save ``fig`` as PNG (creating folders) and return the path."""
+def save(fig, path: str | Path, dpi: int | None = None) -> Path:
+    """Save ``fig`` as PNG (creating folders) and return the path.
+
+    ``dpi`` defaults to 110 for charts and 72 for photo grids made by :func:`image_grid`.
+    """
+    dpi = dpi or getattr(fig, "nnutils_dpi", 110)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
