@@ -9,7 +9,7 @@ the dataset's metadata. :data:`DISTORTIONS` maps each kind to its function;
 Kinds (the ``distortion`` column of the embedded dataset's metadata):
 
 =================  =====================================================================
-``watermark_text``  site name / phone / agency text, 3–12 % of the height, opacity 0.35–0.9,
+``watermark_text``  site name / phone / agency text, 4–12 % of the height, opacity 0.45–0.9,
                     a corner, the centre, or tiled diagonally across the photo
 ``watermark_logo``  a logo (perception's logoipsum or a drawn badge), 10–30 % of the width
 ``border``          a frame of one colour, 1–8 % of the size per side, optionally uneven
@@ -71,42 +71,66 @@ def _rand_colour(rng):
     return tuple(int(c) for c in FRAME_COLOURS[rng.integers(len(FRAME_COLOURS))])
 
 
+def _luma(colour) -> float:
+    r, g, b = colour[:3]
+    return 0.299 * r + 0.587 * g + 0.114 * b
+
+
+def _composite_at(canvas: Image.Image, layer: Image.Image, x: int, y: int) -> None:
+    """Alpha-composite RGBA ``layer`` onto RGBA ``canvas`` at (x, y), clipping at the edges."""
+    left, top = max(0, -x), max(0, -y)
+    right, bottom = min(layer.width, canvas.width - x), min(layer.height, canvas.height - y)
+    if right > left and bottom > top:
+        canvas.alpha_composite(layer.crop((left, top, right, bottom)), (x + left, y + top))
+
+
 def watermark_text(img, rng):
-    """Overlay semi-transparent text: a corner, the centre, or tiled diagonally."""
+    """Overlay semi-transparent text: a corner, the centre, or tiled diagonally.
+
+    The text colour is drawn from white, black and brand colours, then flipped to black or
+    white if it would not contrast with the pixels under it (re-posting sites want their
+    mark seen), and outlined in the opposite tone.
+    """
     text = _phone(rng) if rng.random() < 0.2 else str(rng.choice(WATERMARK_TEXTS))
-    size = max(10, int(img.height * rng.uniform(0.03, 0.12)))
+    size = max(12, int(img.height * rng.uniform(0.04, 0.12)))
     font = _font(int(rng.integers(6)), size)
-    opacity = rng.uniform(0.35, 0.9)
+    opacity = rng.uniform(0.45, 0.9)
     colour = (255, 255, 255) if rng.random() < 0.6 else (0, 0, 0) if rng.random() < 0.5 else _rand_colour(rng)
     layout = str(rng.choice(["corner", "centre", "tiled"], p=[0.45, 0.3, 0.25]))
     base = img.convert("RGBA")
     overlay = Image.new("RGBA", base.size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(overlay)
-    x0, y0, x1, y1 = draw.textbbox((0, 0), text, font=font, stroke_width=max(1, size // 18))
+    stroke_w = max(1, size // 16)
+    x0, y0, x1, y1 = draw.textbbox((0, 0), text, font=font, stroke_width=stroke_w)
     tw, th = x1 - x0, y1 - y0
+    m = int(size * 0.6)
+    if layout == "centre":
+        x, y = (base.width - tw) // 2, (base.height - th) // 2
+    else:
+        corner = int(rng.integers(4))
+        x = m if corner in (0, 2) else base.width - tw - m
+        y = m if corner in (0, 1) else base.height - th - m
+    region = img if layout == "tiled" else img.crop((max(0, x), max(0, y), min(img.width, x + tw),
+                                                     min(img.height, y + th)))
+    under = float(np.asarray(region.convert("L"), dtype=np.float32).mean()) if region.width * region.height else 128.0
+    if abs(_luma(colour) - under) < 90:
+        colour = (0, 0, 0) if under > 128 else (255, 255, 255)
     fill = colour + (int(255 * opacity),)
-    stroke = ((0, 0, 0) if sum(colour) > 380 else (255, 255, 255)) + (int(160 * opacity),)
+    stroke = ((0, 0, 0) if _luma(colour) > 128 else (255, 255, 255)) + (int(200 * opacity),)
     if layout == "tiled":
         tile = Image.new("RGBA", (tw + size * 2, th + size * 2), (0, 0, 0, 0))
-        ImageDraw.Draw(tile).text((size - x0, size - y0), text, font=font, fill=fill)
+        ImageDraw.Draw(tile).text((size - x0, size - y0), text, font=font, fill=fill,
+                                  stroke_width=stroke_w, stroke_fill=stroke)
         tile = tile.rotate(float(rng.uniform(20, 40)), expand=True)
         step_x, step_y = int(tile.width * rng.uniform(1.0, 1.6)), int(tile.height * rng.uniform(1.0, 1.6))
         for yy in range(-tile.height // 2, base.height, max(8, step_y)):
             shift = (yy // max(8, step_y)) % 2 * step_x // 2
             for xx in range(-tile.width // 2 - shift, base.width, max(8, step_x)):
-                overlay.paste(tile, (xx, yy), tile)  # negative offsets are clipped by PIL
+                _composite_at(overlay, tile, xx, yy)
     else:
-        m = int(size * 0.6)
-        if layout == "centre":
-            x, y = (base.width - tw) // 2, (base.height - th) // 2
-        else:
-            corner = int(rng.integers(4))
-            x = m if corner in (0, 2) else base.width - tw - m
-            y = m if corner in (0, 1) else base.height - th - m
-        draw.text((x - x0, y - y0), text, font=font, fill=fill, stroke_width=max(1, size // 18),
-                  stroke_fill=stroke)
+        draw.text((x - x0, y - y0), text, font=font, fill=fill, stroke_width=stroke_w, stroke_fill=stroke)
     out = Image.alpha_composite(base, overlay).convert("RGB")
-    return out, f"text={text!r} size={size}px opacity={opacity:.2f} layout={layout}"
+    return out, f"text={text!r} size={size}px opacity={opacity:.2f} colour={colour} layout={layout}"
 
 
 def _drawn_logo(rng, width: int) -> Image.Image:

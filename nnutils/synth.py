@@ -367,13 +367,16 @@ def build_dataset(out: str | Path, pairs: int = 4000, seed: int = 0, *, config: 
         photos = photos.iloc[np.sort(rng_split.permutation(len(photos))[: cfg.max_photos])].reset_index(drop=True)
 
     # 1. split photos by shoot, stratified by package
+    # multi-photo shoots are split on their own, so both sides get "same scene" negatives
     test_shoots: set[str] = set()
+    shoot_size = photos.shoot.value_counts()
     for _, grp in photos.groupby("package", sort=True):
-        shoots = sorted(grp.shoot.unique())
-        k = int(round(len(shoots) * cfg.test_fraction))
-        if len(shoots) >= 3:
-            k = max(k, 1)
-        test_shoots.update(rng_split.permutation(shoots)[:k].tolist())
+        for multi in (True, False):
+            shoots = sorted(sh for sh in grp.shoot.unique() if (shoot_size[sh] > 1) == multi)
+            k = int(round(len(shoots) * cfg.test_fraction))
+            if len(shoots) >= (2 if multi else 3):
+                k = max(k, 1)
+            test_shoots.update(rng_split.permutation(shoots)[:k].tolist())
     photos["split"] = np.where(photos.shoot.isin(test_shoots), "test", "train")
 
     # 2. bases

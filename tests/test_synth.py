@@ -197,3 +197,13 @@ def test_rotate_and_combo(photo):
     assert 2 <= len([s for s in steps if s != "jpeg"]) <= 3 and all(s in D.DISTORTIONS for s in steps)
     with pytest.raises(ValueError, match="unknown distortion"):
         D.apply_distortion(photo, "flip", np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("grey", [0, 128, 255])
+def test_watermark_text_is_always_visible(grey):
+    """A re-posting site wants its mark seen: on any flat background, every layout shows."""
+    img = Image.new("RGB", (480, 320), (grey, grey, grey))
+    for seed in range(60):
+        out, detail = D.watermark_text(img, np.random.default_rng(seed))
+        changed = (np.abs(np.asarray(out).astype(int) - grey).max(-1) > 40).sum()
+        assert changed > 50, detail
