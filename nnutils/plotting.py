@@ -14,7 +14,7 @@ import numpy as np
 
 from .images import try_read_rgb
 
-__all__ = ["thumbnail", "image_grid", "pair_grid", "save"]
+__all__ = ["thumbnail", "image_grid", "pair_grid", "save", "plot_histories", "plot_roc", "metrics_table"]
 
 
 def thumbnail(path: str | None, side: int = 256) -> tuple[np.ndarray, str | None]:
@@ -85,3 +85,40 @@ def save(fig, path: str | Path, dpi: int | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
     return path
+
+
+def plot_histories(histories: dict, metric: str = "loss", title: str | None = None):
+    """Training curves: ``histories`` maps a run label to a Keras ``History`` (or its ``.history`` dict)."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for label, h in histories.items():
+        hist = getattr(h, "history", h)
+        ax.plot(range(1, len(hist[metric]) + 1), hist[metric], marker="o", label=f"{label} train")
+        if f"val_{metric}" in hist:
+            ax.plot(range(1, len(hist[metric]) + 1), hist[f"val_{metric}"], ls="--", marker="x", label=f"{label} val")
+    ax.set(xlabel="epoch", ylabel=metric, title=title or metric)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_roc(curves: dict, title: str = "ROC on validation pairs"):
+    """ROC curves: ``curves`` maps a label to ``(y, scores)``; NaN scores are ignored. AUC in the legend."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    for label, (y, s) in curves.items():
+        y, s = np.asarray(y), np.asarray(s, float)
+        ok = ~np.isnan(s)
+        fpr, tpr, _ = roc_curve(y[ok], s[ok])
+        ax.plot(fpr, tpr, label=f"{label} (AUC {roc_auc_score(y[ok], s[ok]):.4f})")
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.5)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title, xlim=(0, 0.3), ylim=(0.7, 1.0))
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def metrics_table(results: dict, keys=("f1", "macro_f1", "roc_auc", "precision", "recall", "threshold",
+                                       "hard_negative_fp_rate")):
+    """A DataFrame of metric dicts (rows: labels) restricted to ``keys``, rounded for display."""
+    import pandas as pd
+    return pd.DataFrame({k: {m: v.get(m) for m in keys} for k, v in results.items()}).T.astype(float).round(4)

@@ -1,0 +1,112 @@
+"""Compute a model's outputs for many images once, batched, cached on disk by image content.
+
+On a CPU the frozen part of a backbone dominates the cost of training, so its outputs are
+computed once (:func:`compute_features`) and every notebook trains on them. The cache is
+keyed by the SHA-1 of each image file's bytes plus a model key, so renamed or duplicated
+files are computed once, and an image that changes is recomputed.
+
+Images are decoded by :mod:`nnutils.images` (in threads: PIL releases the GIL) and resized
+to a square ``size × size`` — squashing rather than cropping, so a re-post with a changed
+aspect ratio maps back onto the original's square. Unreadable images give a row of zeros
+and ``ok = False``.
+"""
+from __future__ import annotations
+
+import hashlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .images import UnreadableImageError, file_digest, open_image
+
+__all__ = ["load_square", "compute_features", "embed_images"]
+
+
+def load_square(path: str | None, size: int, transform: Callable | None = None,
+                rng: np.random.Generator | None = None) -> np.ndarray | None:
+    """One image as float32 (size, size, 3) in [0, 255], or None if unreadable.
+
+    ``transform(img, rng) -> (img, ...)`` (e.g. an :mod:`nnutils.distortions` function)
+    is applied to the PIL image before resizing, for augmented views.
+    """
+    if path is None:
+        return None
+    try:
+        img = open_image(path, draft_size=(size, size))
+    except UnreadableImageError:
+        return None
+    if transform is not None:
+        img = transform(img, rng)[0]
+    from PIL import Image
+    img = img.resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(img, dtype=np.float32)
+
+
+def _digest(path: str | None) -> str | None:
+    try:
+        return file_digest(path) if path else None
+    except UnreadableImageError:
+        return None
+
+
+def compute_features(model, paths: Sequence[str | None], size: int, *, batch_size: int = 32,
+                     cache_dir: str | Path | None = None, key: str = "model", dtype: str = "float16",
+                     transform: Callable | None = None, seed: int = 0, workers: int = 2,
+                     progress: bool = True, desc: str = "features") -> tuple[np.ndarray, np.ndarray]:
+    """Run ``model`` on every image: returns ``(features (N, *model_output_shape), ok (N,) bool)``.
+
+    ``model`` maps float images (B, size, size, 3) in [0, 255] to any tensor. With
+    ``cache_dir``, results are stored as ``<cache_dir>/<key>/<sha1 of file>.npy`` and reused.
+    With a ``transform``, the cache key includes ``seed`` (one augmented view per seed).
+    """
+    paths = list(paths)
+    out_shape = tuple(int(d) for d in model.output.shape[1:])
+    feats = np.zeros((len(paths), *out_shape), dtype=dtype)
+    ok = np.zeros(len(paths), bool)
+    folder = None
+    if cache_dir is not None:
+        tag = key if transform is None else f"{key}-aug{seed}"
+        folder = Path(cache_dir) / tag
+        folder.mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(workers) as pool:
+        digests = list(pool.map(_digest, paths)) if folder else [None] * len(paths)
+    todo = []
+    for i, d in enumerate(digests):
+        if folder and d and (folder / f"{d}.npy").exists():
+            feats[i] = np.load(folder / f"{d}.npy")
+            ok[i] = True
+        else:
+            todo.append(i)
+    rngs = {i: np.random.default_rng([seed, i]) for i in todo} if transform else {}
+    bar = tqdm(total=len(todo), desc=desc, unit="img", disable=not progress or not todo)
+    with ThreadPoolExecutor(workers) as pool:
+        for start in range(0, len(todo), batch_size):
+            idx = todo[start:start + batch_size]
+            imgs = list(pool.map(lambda i: load_square(paths[i], size, transform, rngs.get(i)), idx))
+            good = [j for j, im in zip(idx, imgs) if im is not None]
+            if good:
+                batch = np.stack([im for im in imgs if im is not None])
+                y = np.asarray(model.predict_on_batch(batch)).astype(dtype)
+                for j, row in zip(good, y):
+                    feats[j], ok[j] = row, True
+                    if folder and digests[j]:
+                        np.save(folder / f"{digests[j]}.npy", row)
+            bar.update(len(idx))
+    bar.close()
+    return feats, ok
+
+
+def embed_images(embedder, paths: Sequence[str | None], size: int, **kw) -> tuple[np.ndarray, np.ndarray]:
+    """L2-normalised embeddings (N, D) float32 of images via :func:`compute_features` (cached if asked)."""
+    kw.setdefault("dtype", "float32")
+    kw.setdefault("desc", "embedding")
+    return compute_features(embedder, paths, size, **kw)
+
+
+def model_key(*parts) -> str:
+    """A short, filesystem-safe cache key from descriptive parts (backbone, size, layer, weights...)."""
+    text = "-".join(str(p) for p in parts)
+    return f"{text[:60].replace('/', '_')}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
