@@ -63,6 +63,9 @@ POSITIVE_MIX = {
     "rotate": 0.04, "combo": 0.09,
 }
 HARD_MIX = {"other_crop": 0.5, "similar_colour": 0.3, "same_scene": 0.2}
+# Bump when a change to this module or to nnutils.distortions changes the output for a
+# given seed: ensure_dataset then rebuilds stale data instead of silently reusing it.
+GENERATOR_VERSION = 2
 # Listing photos are mostly landscape 4:3 / 3:2; some square and portrait shots.
 BASE_ASPECTS = (4 / 3, 3 / 2, 16 / 10, 1.0, 3 / 4, 2 / 3)
 BASE_ASPECT_P = (0.40, 0.20, 0.10, 0.10, 0.12, 0.08)
@@ -484,7 +487,7 @@ def build_dataset(out: str | Path, pairs: int = 4000, seed: int = 0, *, config: 
 
     used = photos[photos.photo_id.isin(images.photo_id)]
     build_info = dict(
-        nnutils_version=__version__, config=asdict(cfg),
+        nnutils_version=__version__, generator_version=GENERATOR_VERSION, config=asdict(cfg),
         counts=dict(images=int(len(images)), photos=int(used.photo_id.nunique()),
                     bases=int(images.base_id.nunique()),
                     train_pairs=int(len(train)), test_pairs=int(len(test)),
@@ -497,7 +500,8 @@ def build_dataset(out: str | Path, pairs: int = 4000, seed: int = 0, *, config: 
 
 
 def ensure_dataset(out: str | Path, pairs: int = 4000, seed: int = 0, *, progress: bool = True) -> Path:
-    """Return ``out`` after building it if absent or built with other ``pairs``/``seed``.
+    """Return ``out`` after building it if absent, or built with other ``pairs``/``seed`` or an
+    older generator version.
 
     A folder with a ``train.csv`` but no ``build_info.json`` is a user's real data and is
     never touched.
@@ -507,8 +511,9 @@ def ensure_dataset(out: str | Path, pairs: int = 4000, seed: int = 0, *, progres
     if (out / "train.csv").exists() and not info_path.exists():
         return out
     if info_path.exists():
-        cfg = json.loads(info_path.read_text())["config"]
-        if cfg["pairs"] == pairs and cfg["seed"] == seed:
+        info = json.loads(info_path.read_text())
+        cfg = info["config"]
+        if cfg["pairs"] == pairs and cfg["seed"] == seed and info.get("generator_version") == GENERATOR_VERSION:
             return out
     return build_dataset(out, pairs=pairs, seed=seed, overwrite=True, progress=progress)
 

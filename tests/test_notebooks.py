@@ -62,3 +62,30 @@ def test_balancing_outputs(smoke_run):
     assert dropped.reason.str.contains("crosses split").any()
     summary = json.loads((run / "split_summary.json").read_text())
     assert summary["pairs_val.csv"] == len(val)
+
+
+def test_model_notebooks_write_metrics_and_loadable_models(smoke_run):
+    import numpy as np
+
+    from nnutils.experiments import load_model
+    from nnutils.features import load_square
+
+    tmp, _ = smoke_run
+    run = tmp / "run"
+    for nb in ("03_siamese_bce", "04_triplet", "05_vgg16_finetune", "06_hard_negatives"):
+        m = json.loads((run / "metrics" / f"{nb}.json").read_text())
+        assert 0 <= m["val"]["f1"] <= 1 and 0.5 <= m["val"]["roc_auc"] <= 1, nb
+        assert m["train_seconds"] > 0 and m["settings"]["backbone"] == "efficientnet_lite0"
+        assert (run / "models" / f"{nb}.keras").exists()
+    baseline = json.loads((run / "metrics" / "03_siamese_bce.json").read_text())["baseline_pretrained"]
+    assert baseline["roc_auc"] > 0.8  # the pretrained backbone already separates duplicates
+    assert set(json.loads((run / "metrics" / "04_triplet.json").read_text())["variants"]) == {
+        "fixed triplets", "semi-hard mining"}
+    assert json.loads((run / "metrics" / "06_hard_negatives.json").read_text())["mined_triplets"] > 0
+    model = load_model(run / "models" / "06_hard_negatives.keras")
+    size = int(model.input.shape[1])
+    images = sorted((tmp / "data" / "images").glob("*.jpg"))[:3]
+    x = np.stack([load_square(str(p), size) for p in images])
+    e = model.predict(x, verbose=0)
+    assert e.shape[0] == 3 and np.allclose(np.linalg.norm(e, axis=1), 1, atol=1e-4)
+    assert (run / "tensorboard").is_dir() and any((run / "logs").glob("*.csv"))
