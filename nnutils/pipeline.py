@@ -87,6 +87,7 @@ def run_pipeline(profile: str = "cpu", overrides: dict | None = None, only: list
 
     # the kernel must be this interpreter (a venv's kernel.json says just "python")
     os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of logs
     for nb in notebooks:
         params = {k: v for k, v in overrides.items() if k in P.known_keys(nb.stem, profile, profs)}
         out = run_dir / "notebooks" / nb.name
