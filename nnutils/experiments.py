@@ -27,7 +27,7 @@ from .features import compute_features, model_key
 
 __all__ = ["RunData", "load_run_data", "build_parts", "FeatureBank", "train_pairs", "train_triplets",
            "train_online", "pair_scores", "evaluate", "mine_hard_negatives", "save_model", "load_model",
-           "best_previous", "setup", "settings_of", "embed_bank"]
+           "best_previous", "setup", "settings_of", "embed_bank", "confusable_groups", "load_top"]
 
 HARD_KINDS = ("other_crop", "same_scene", "similar_colour")
 
@@ -220,7 +220,7 @@ def train_triplets(top, bank: FeatureBank, triplets: pd.DataFrame, *, learning_r
                 name=name, verbose=verbose)
 
 
-def _pk_dataset(bank: FeatureBank, urls, labels, p, k, batches, seed):
+def _pk_dataset(bank: FeatureBank, urls, labels, p, k, batches, seed, confusers=None):
     import keras
     from .training import pk_indices
 
@@ -231,7 +231,7 @@ def _pk_dataset(bank: FeatureBank, urls, labels, p, k, batches, seed):
             self._draw()
 
         def _draw(self):
-            self.idx = pk_indices(labels, p, k, batches, seed=seed + self.epoch).reshape(batches, -1)
+            self.idx = pk_indices(labels, p, k, batches, seed=seed + self.epoch, confusers=confusers).reshape(batches, -1)
             self.rng = np.random.default_rng([seed, self.epoch])
 
         def __len__(self):
@@ -250,8 +250,12 @@ def _pk_dataset(bank: FeatureBank, urls, labels, p, k, batches, seed):
 
 def train_online(top, bank: FeatureBank, urls: Sequence[str], groups: pd.Series, *, loss: str = "semihard",
                  learning_rate: float, epochs: int, p: int, k: int, batches_per_epoch: int, margin: float,
-                 run_dir, name: str, seed: int = 0, verbose=2):
-    """Online triplet mining over batches of ``p`` groups × ``k`` images (``loss``: semihard | batchhard)."""
+                 run_dir, name: str, seed: int = 0, verbose=2, confusers: dict | None = None):
+    """Online triplet mining over batches of ``p`` groups × ``k`` images (``loss``: semihard | batchhard).
+
+    ``confusers`` (group → confusable groups, see :func:`confusable_groups`) fills half of
+    each batch with the groups the model mixes up, so the miner sees those negatives.
+    """
     from .losses import BatchHardTripletLoss, SemiHardTripletLoss
     from .training import adam
     urls = [u for u in urls if bank.ok[bank.index[u]]]
@@ -260,7 +264,7 @@ def train_online(top, bank: FeatureBank, urls: Sequence[str], groups: pd.Series,
     if loss not in losses:
         raise ValueError(f"loss must be one of {sorted(losses)}, got {loss!r}")
     top.compile(optimizer=adam(learning_rate), loss=losses[loss](margin=margin))
-    ds = _pk_dataset(bank, urls, labels, p, k, batches_per_epoch, seed)
+    ds = _pk_dataset(bank, urls, labels, p, k, batches_per_epoch, seed, confusers)
     from .training import callbacks
     return top.fit(ds, epochs=epochs, callbacks=callbacks(run_dir, name), verbose=verbose)
 
@@ -322,15 +326,23 @@ def mine_hard_negatives(emb: np.ndarray, bank: FeatureBank, urls: Sequence[str],
     return pd.DataFrame(rows, columns=["anchor", "positive", "negative", "negative_kind", "similarity"])
 
 
+def confusable_groups(mined: pd.DataFrame, groups: pd.Series) -> dict[int, list[int]]:
+    """Group → the groups of its mined hard negatives (both directions), for :func:`train_online`."""
+    out: dict[int, set] = {}
+    for a, n in zip(mined.anchor.map(groups), mined.negative.map(groups)):
+        out.setdefault(int(a), set()).add(int(n))
+        out.setdefault(int(n), set()).add(int(a))
+    return {g: sorted(v) for g, v in out.items()}
+
+
 # ----------------------------------------------------------------------------- saving
 def save_model(trunk, top, run_dir, name: str, settings: dict) -> Path:
-    """Save the image → embedding model as ``models/<name>.keras``, its trainable top as
-    ``models/<name>.top.keras`` and the settings to rebuild the trunk as ``models/<name>.json``."""
+    """Save the image → embedding model as ``models/<name>.keras`` and the settings that
+    rebuild its trunk as ``models/<name>.json``; :func:`load_top` gets the trainable part back."""
     from .models import build_embedder
     folder = Path(run_dir) / "models"
     folder.mkdir(parents=True, exist_ok=True)
     build_embedder(trunk, top).save(folder / f"{name}.keras")
-    top.save(folder / f"{name}.top.keras")
     (folder / f"{name}.json").write_text(json.dumps(settings, indent=2, default=str))
     return folder / f"{name}.keras"
 
@@ -340,6 +352,16 @@ def load_model(path):
     import keras
     from . import backbones, losses, models  # noqa: F401  (registers the serialisable classes)
     return keras.saving.load_model(path, compile=False)
+
+
+def load_top(path):
+    """The trainable top (cached features → embedding) of a model saved by :func:`save_model`.
+
+    The embedder is ``image → trunk → top``; its last layer is the top, weights included.
+    (A top holding fine-tuned backbone blocks cannot be saved on its own: it starts from an
+    intermediate tensor of the backbone.)
+    """
+    return load_model(path).layers[-1]
 
 
 def best_previous(run_dir, names: Sequence[str], key: str = "val.roc_auc") -> str | None:

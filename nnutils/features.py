@@ -20,9 +20,11 @@ from typing import Callable, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from PIL import Image
+
 from .images import UnreadableImageError, file_digest, open_image
 
-__all__ = ["load_square", "compute_features", "embed_images"]
+__all__ = ["load_square", "compute_features", "embed_images", "model_key"]
 
 
 def load_square(path: str | None, size: int, transform: Callable | None = None,
@@ -40,7 +42,6 @@ def load_square(path: str | None, size: int, transform: Callable | None = None,
         return None
     if transform is not None:
         img = transform(img, rng)[0]
-    from PIL import Image
     img = img.resize((size, size), Image.Resampling.BILINEAR)
     return np.asarray(img, dtype=np.float32)
 
@@ -89,7 +90,10 @@ def compute_features(model, paths: Sequence[str | None], size: int, *, batch_siz
             good = [j for j, im in zip(idx, imgs) if im is not None]
             if good:
                 batch = np.stack([im for im in imgs if im is not None])
-                y = np.asarray(model.predict_on_batch(batch)).astype(dtype)
+                n = len(batch)
+                if n < batch_size:  # pad: one input shape means one traced graph, not two
+                    batch = np.concatenate([batch, np.zeros((batch_size - n, *batch.shape[1:]), batch.dtype)])
+                y = np.asarray(model.predict_on_batch(batch))[:n].astype(dtype)
                 for j, row in zip(good, y):
                     feats[j], ok[j] = row, True
                     if folder and digests[j]:

@@ -14,7 +14,8 @@ import numpy as np
 
 from .images import try_read_rgb
 
-__all__ = ["thumbnail", "image_grid", "pair_grid", "save", "plot_histories", "plot_roc", "metrics_table"]
+__all__ = ["thumbnail", "image_grid", "pair_grid", "save", "plot_histories", "plot_roc", "metrics_table",
+           "plot_f1_curves", "plot_pr", "plot_confusion", "plot_score_hist"]
 
 
 def thumbnail(path: str | None, side: int = 256) -> tuple[np.ndarray, str | None]:
@@ -122,3 +123,63 @@ def metrics_table(results: dict, keys=("f1", "macro_f1", "roc_auc", "precision",
     """A DataFrame of metric dicts (rows: labels) restricted to ``keys``, rounded for display."""
     import pandas as pd
     return pd.DataFrame({k: {m: v.get(m) for m in keys} for k, v in results.items()}).T.astype(float).round(4)
+
+
+def plot_f1_curves(sweeps: dict, chosen: dict | None = None):
+    """F1 (class 1) against threshold per model; ``sweeps`` maps a model to a :func:`nnutils.thresholds.sweep`
+    table; ``chosen`` maps a model to its chosen threshold (drawn as a dot)."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, df in sweeps.items():
+        line, = ax.plot(df.threshold, df.f1, label=name, lw=1.2)
+        if chosen and name in chosen:
+            t = chosen[name]
+            ax.plot([t], [np.interp(t, df.threshold, df.f1)], "o", color=line.get_color())
+    ax.set(xlabel="threshold on the score", ylabel="F1 (class 1)", ylim=(0.5, 1.0), title="F1 against threshold")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_pr(curves: dict, title: str = "Precision–recall"):
+    """Precision–recall curves: ``curves`` maps a label to ``(y, scores)`` (NaN ignored); AP in the legend."""
+    from sklearn.metrics import average_precision_score, precision_recall_curve
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    for label, (y, s) in curves.items():
+        y, s = np.asarray(y), np.asarray(s, float)
+        ok = ~np.isnan(s)
+        p, r, _ = precision_recall_curve(y[ok], s[ok])
+        ax.plot(r, p, label=f"{label} (AP {average_precision_score(y[ok], s[ok]):.4f})")
+    ax.set(xlabel="recall", ylabel="precision", title=title, xlim=(0.6, 1.0), ylim=(0.6, 1.01))
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    return fig
+
+
+def plot_confusion(y, scores, threshold: float, title: str = "Confusion matrix"):
+    """Confusion matrix heatmap of ``scores >= threshold`` (NaN scores count as predicted 0)."""
+    import seaborn as sns
+    y = np.asarray(y).astype(int)
+    pred = (np.nan_to_num(np.asarray(scores, float), nan=-np.inf) >= threshold).astype(int)
+    cm = np.array([[((y == a) & (pred == b)).sum() for b in (0, 1)] for a in (0, 1)])
+    fig, ax = plt.subplots(figsize=(3.6, 3.2))
+    sns.heatmap(cm, annot=True, fmt="d", cmap="Blues", cbar=False, ax=ax,
+                xticklabels=["pred 0", "pred 1"], yticklabels=["true 0", "true 1"])
+    ax.set_title(f"{title}\n(threshold {threshold:.3f})", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_score_hist(y, scores, threshold: float | None = None, title: str = "Scores by class"):
+    """Histograms of the scores of duplicates and non-duplicates, with the threshold as a line."""
+    import seaborn as sns
+    s = np.asarray(scores, float)
+    ok = ~np.isnan(s)
+    df = {"score": s[ok], "class": np.where(np.asarray(y)[ok] == 1, "same photo", "different")}
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    sns.histplot(df, x="score", hue="class", bins=50, ax=ax, stat="density", common_norm=False,
+                 palette={"same photo": "#2a9d8f", "different": "#e76f51"})
+    if threshold is not None:
+        ax.axvline(threshold, color="black", ls="--", lw=1)
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig

@@ -75,12 +75,17 @@ def callbacks(run_dir: str | Path, name: str, *, resume: bool = True, tensorboar
     return cbs
 
 
-def pk_indices(groups: Sequence[int], p: int, k: int, n_batches: int, seed: int = 0) -> np.ndarray:
+def pk_indices(groups: Sequence[int], p: int, k: int, n_batches: int, seed: int = 0,
+               confusers: dict | None = None) -> np.ndarray:
     """Row indices for ``n_batches`` batches of ``p`` groups × ``k`` rows each, flattened (n_batches·p·k,).
 
     Only groups with at least two rows are drawn (an anchor needs a positive); a group
     smaller than ``k`` is sampled with replacement. Feed the result to ``fit`` with
     ``batch_size = p * k`` and ``shuffle=False`` so each batch keeps its P×K structure.
+
+    ``confusers`` maps a group to groups the model confuses it with (from mined hard
+    negatives): then half of each batch's groups are seeds and the other half one of
+    their confusers, so online mining meets those hard negatives inside the batch.
     """
     groups = np.asarray(groups)
     rng = np.random.default_rng(seed)
@@ -92,10 +97,21 @@ def pk_indices(groups: Sequence[int], p: int, k: int, n_batches: int, seed: int 
     keys = np.array(sorted(members))
     if len(keys) < 2:
         raise ValueError("online mining needs at least two groups with two or more images each")
+    p = min(p, len(keys))
     out = []
     for _ in range(n_batches):
-        for g in rng.choice(keys, size=min(p, len(keys)), replace=False):
-            m = members[int(g)]
+        chosen: list[int] = []
+        for g in rng.permutation(keys):
+            if len(chosen) >= p:
+                break
+            if int(g) in chosen:
+                continue
+            chosen.append(int(g))
+            mates = [c for c in (confusers or {}).get(int(g), ()) if c in members and c not in chosen]
+            if mates and len(chosen) < p:
+                chosen.append(int(mates[int(rng.integers(len(mates)))]))
+        for g in chosen:
+            m = members[g]
             out.append(rng.choice(m, size=k, replace=len(m) < k))
     return np.concatenate(out)
 

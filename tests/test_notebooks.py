@@ -16,7 +16,8 @@ pytestmark = pytest.mark.notebooks
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("smoke")
-    overrides = {"data_dir": str(tmp / "data"), "run_dir": str(tmp / "run"), "eda_dir": str(tmp / "eda")}
+    overrides = {"data_dir": str(tmp / "data"), "run_dir": str(tmp / "run"), "eda_dir": str(tmp / "eda"),
+                 "submissions_dir": str(tmp / "submissions")}
     record = run_pipeline("smoke", overrides)
     return tmp, record
 

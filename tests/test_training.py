@@ -93,3 +93,15 @@ def test_strategy_on_cpu_and_metrics_round_trip(tmp_path):
     data = json.loads((tmp_path / "metrics" / "03_x.json").read_text())
     assert data == {"notebook": "03_x", "val": {"f1": 0.91235}, "n": 3}
     assert training.read_metrics(tmp_path)["val.f1"].iloc[0] == 0.91235
+
+
+def test_pk_indices_pairs_confusable_groups():
+    groups = np.repeat(np.arange(10), 3)
+    confusers = {0: [7], 7: [0], 3: [5], 5: [3]}
+    idx = training.pk_indices(groups, p=4, k=2, n_batches=50, seed=1, confusers=confusers).reshape(50, 4, 2)
+    together = 0
+    for batch in idx:
+        gs = {int(groups[b[0]]) for b in batch}
+        assert len(gs) == 4
+        together += (0 in gs) == (7 in gs) and (0 in gs)
+    assert together >= 10  # whenever 0 is drawn as a seed, its confuser 7 joins it
