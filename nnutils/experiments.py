@@ -174,10 +174,11 @@ class FeatureBank:
 
 
 # ----------------------------------------------------------------------------- training
-def _fit(model, x, y, *, epochs, batch_size, run_dir, name, validation_data=None, verbose=2, shuffle=True):
-    from .training import callbacks
+def _fit(model, x, y, *, epochs, batch_size, run_dir, name, validation_data=None, verbose=2, shuffle=True, **settings):
+    from .training import callbacks, fingerprint
+    fp = fingerprint(model, epochs=epochs, batch_size=batch_size, n=len(y), **settings)
     return model.fit(x, y, epochs=epochs, batch_size=batch_size, validation_data=validation_data,
-                     callbacks=callbacks(run_dir, name), verbose=verbose, shuffle=shuffle)
+                     callbacks=callbacks(run_dir, name, fingerprint=fp), verbose=verbose, shuffle=shuffle)
 
 
 def _readable(bank: FeatureBank, df: pd.DataFrame, cols: Sequence[str]) -> pd.DataFrame:
@@ -201,7 +202,8 @@ def train_pairs(top, bank: FeatureBank, train: pd.DataFrame, val: pd.DataFrame, 
     model = build_pair_model(top)
     model.compile(optimizer=adam(learning_rate), loss=SiameseBCE())
     return _fit(model, x, reps.is_same.to_numpy("float32"), epochs=epochs, batch_size=batch_size, run_dir=run_dir,
-                name=name, validation_data=(vx, val.is_same.to_numpy("float32")), verbose=verbose)
+                name=name, validation_data=(vx, val.is_same.to_numpy("float32")), verbose=verbose,
+                learning_rate=learning_rate, seed=seed, loss="bce")
 
 
 def train_triplets(top, bank: FeatureBank, triplets: pd.DataFrame, *, learning_rate: float, epochs: int,
@@ -217,7 +219,7 @@ def train_triplets(top, bank: FeatureBank, triplets: pd.DataFrame, *, learning_r
     model.compile(optimizer=adam(learning_rate), loss=TripletCosineLoss(margin=margin))
     x = (bank.take(t.anchor, rng), bank.take(t.positive, rng), bank.take(t.negative, rng))
     return _fit(model, x, np.zeros(len(t), "float32"), epochs=epochs, batch_size=batch_size, run_dir=run_dir,
-                name=name, verbose=verbose)
+                name=name, verbose=verbose, learning_rate=learning_rate, margin=margin, seed=seed, loss="triplet")
 
 
 def _pk_dataset(bank: FeatureBank, urls, labels, p, k, batches, seed, confusers=None):
@@ -265,8 +267,10 @@ def train_online(top, bank: FeatureBank, urls: Sequence[str], groups: pd.Series,
         raise ValueError(f"loss must be one of {sorted(losses)}, got {loss!r}")
     top.compile(optimizer=adam(learning_rate), loss=losses[loss](margin=margin))
     ds = _pk_dataset(bank, urls, labels, p, k, batches_per_epoch, seed, confusers)
-    from .training import callbacks
-    return top.fit(ds, epochs=epochs, callbacks=callbacks(run_dir, name), verbose=verbose)
+    from .training import callbacks, fingerprint
+    fp = fingerprint(top, loss=loss, learning_rate=learning_rate, epochs=epochs, p=p, k=k, margin=margin,
+                     batches=batches_per_epoch, seed=seed, n=len(urls), confusers=len(confusers or {}))
+    return top.fit(ds, epochs=epochs, callbacks=callbacks(run_dir, name, fingerprint=fp), verbose=verbose)
 
 
 # ----------------------------------------------------------------------------- evaluation

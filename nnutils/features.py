@@ -5,9 +5,10 @@ computed once (:func:`compute_features`) and every notebook trains on them. The 
 keyed by the SHA-1 of each image file's bytes plus a model key, so renamed or duplicated
 files are computed once, and an image that changes is recomputed.
 
-Images are decoded by :mod:`nnutils.images` (in threads: PIL releases the GIL) and resized
-to a square ``size × size`` — squashing rather than cropping, so a re-post with a changed
-aspect ratio maps back onto the original's square. Unreadable images give a row of zeros
+Images are decoded by :func:`nnutils.inference.decode_square` — the same decoder that
+prediction uses (DCT-scaled JPEG decoding, the robust reader for everything else), in
+threads — and resized to a square ``size × size``: squashing rather than cropping, so a
+re-post with a changed aspect ratio maps back onto the original's square. Unreadable images give a row of zeros
 and ``ok = False``.
 """
 from __future__ import annotations
@@ -26,6 +27,9 @@ from .images import UnreadableImageError, file_digest, open_image
 
 __all__ = ["load_square", "compute_features", "embed_images", "model_key"]
 
+# Part of every cache key: bump when decoding changes, so cached features are recomputed.
+DECODER_VERSION = 2
+
 
 def load_square(path: str | None, size: int, transform: Callable | None = None,
                 rng: np.random.Generator | None = None) -> np.ndarray | None:
@@ -36,12 +40,15 @@ def load_square(path: str | None, size: int, transform: Callable | None = None,
     """
     if path is None:
         return None
+    if transform is None:
+        # the one decoder of training, evaluation and prediction (DCT-scaled JPEG decoding)
+        from .inference import decode_square
+        return decode_square(path, size)
     try:
         img = open_image(path, draft_size=(size, size))
     except UnreadableImageError:
         return None
-    if transform is not None:
-        img = transform(img, rng)[0]
+    img = transform(img, rng)[0]
     img = img.resize((size, size), Image.Resampling.BILINEAR)
     return np.asarray(img, dtype=np.float32)
 
@@ -69,7 +76,7 @@ def compute_features(model, paths: Sequence[str | None], size: int, *, batch_siz
     ok = np.zeros(len(paths), bool)
     folder = None
     if cache_dir is not None:
-        tag = key if transform is None else f"{key}-aug{seed}"
+        tag = f"{key}-dec{DECODER_VERSION}" if transform is None else f"{key}-aug{seed}"
         folder = Path(cache_dir) / tag
         folder.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(workers) as pool:

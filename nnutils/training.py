@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["set_seed", "get_strategy", "adam", "callbacks", "pk_indices", "augmentation",
+__all__ = ["set_seed", "get_strategy", "adam", "fingerprint", "callbacks", "pk_indices", "augmentation",
            "image_pair_dataset", "image_triplet_dataset", "save_metrics", "read_metrics", "Timer"]
 
 
@@ -53,12 +53,27 @@ def adam(learning_rate: float, clipnorm: float | None = 1.0):
     return keras.optimizers.Adam(learning_rate=learning_rate, clipnorm=clipnorm)
 
 
-def callbacks(run_dir: str | Path, name: str, *, resume: bool = True, tensorboard: bool = True) -> list:
+def fingerprint(model, **settings) -> str:
+    """8 hex digits identifying a model's architecture and its training settings.
+
+    The architecture is read from the shapes and trainability of its weights, not from
+    layer names (Keras numbers unnamed layers per session, so names are not stable).
+    """
+    import hashlib
+    arch = [(tuple(int(d) for d in w.shape), bool(w.trainable)) for w in model.weights]
+    text = json.dumps([arch, settings], sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:8]
+
+
+def callbacks(run_dir: str | Path, name: str, *, resume: bool = True, tensorboard: bool = True,
+              fingerprint: str | None = None) -> list:
     """Callbacks for one training run ``name`` under ``run_dir``.
 
-    - ``BackupAndRestore`` in ``checkpoints/<name>/``: if the process is killed, rerunning
-      the same ``fit`` continues from the last finished epoch (the backup is deleted when
-      training completes);
+    - ``BackupAndRestore`` in ``checkpoints/<name>[-<fingerprint>]/``: if the process is
+      killed, rerunning the same ``fit`` continues from the last finished epoch (the backup
+      is deleted when training completes). Pass a :func:`fingerprint` of the model and its
+      settings so that a rerun with *other* settings starts afresh instead of restoring an
+      incompatible backup;
     - ``TerminateOnNaN``; ``CSVLogger`` to ``logs/<name>.csv``;
     - ``TensorBoard`` scalars to ``tensorboard/<name>/``.
     """
@@ -66,7 +81,8 @@ def callbacks(run_dir: str | Path, name: str, *, resume: bool = True, tensorboar
     run_dir = Path(run_dir)
     cbs = [keras.callbacks.TerminateOnNaN()]
     if resume:
-        cbs.append(keras.callbacks.BackupAndRestore(str(run_dir / "checkpoints" / name), delete_checkpoint=True))
+        folder = f"{name}-{fingerprint}" if fingerprint else name
+        cbs.append(keras.callbacks.BackupAndRestore(str(run_dir / "checkpoints" / folder), delete_checkpoint=True))
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)
     cbs.append(keras.callbacks.CSVLogger(str(run_dir / "logs" / f"{name}.csv"), append=resume))
     if tensorboard:

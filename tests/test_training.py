@@ -105,3 +105,29 @@ def test_pk_indices_pairs_confusable_groups():
         assert len(gs) == 4
         together += (0 in gs) == (7 in gs) and (0 in gs)
     assert together >= 10  # whenever 0 is drawn as a seed, its confuser 7 joins it
+
+
+def test_a_stale_backup_of_another_model_is_not_restored(tmp_path):
+    """Rerunning with other settings must start afresh, not crash restoring an old backup."""
+    import keras
+    x = np.random.default_rng(0).random((32, 4)).astype("float32")
+    y = x.sum(1)
+
+    def fit(units, kill):
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(units), keras.layers.Dense(1)])
+        model.compile(optimizer=training.adam(0.01), loss="mse")
+
+        class Stop(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                if kill and epoch == 1:
+                    raise KeyboardInterrupt  # interrupted: the backup stays behind
+
+        cbs = training.callbacks(tmp_path, "run", tensorboard=False,
+                                 fingerprint=training.fingerprint(model, units=units))
+        return model.fit(x, y, epochs=4, verbose=0, callbacks=cbs + [Stop()])
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(8, kill=True)
+    assert len(list((tmp_path / "checkpoints").iterdir())) == 1
+    assert len(fit(16, kill=False).history["loss"]) == 4   # other architecture: fresh start, no crash
+    assert len(fit(8, kill=False).history["loss"]) == 2    # same one: resumes after epoch 1
