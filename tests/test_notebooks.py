@@ -90,3 +90,26 @@ def test_model_notebooks_write_metrics_and_loadable_models(smoke_run):
     e = model.predict(x, verbose=0)
     assert e.shape[0] == 3 and np.allclose(np.linalg.norm(e, axis=1), 1, atol=1e-4)
     assert (run / "tensorboard").is_dir() and any((run / "logs").glob("*.csv"))
+
+
+def test_decision_and_submission(smoke_run):
+    import math
+
+    tmp, _ = smoke_run
+    run = tmp / "run"
+    decision = json.loads((run / "decision.json").read_text())
+    assert math.isfinite(decision["threshold"]) and 0 <= decision["cv_f1"] <= 1
+    sweep = pd.read_csv(run / "metrics" / "07_threshold_sweep.csv")
+    assert {"phash", "00_pretrained", "06_hard_negatives"} <= set(sweep.model)
+    assert (sweep.threshold_std >= 0).all()
+    assert any((run / "tensorboard" / "hparams").iterdir())
+    for fig in ("07_f1_vs_threshold", "07_roc", "07_pr", "07_confusion", "07_scores"):
+        assert (run / "figures" / f"{fig}.png").exists(), fig
+    test = pd.read_csv(tmp / "data" / "test.csv")
+    sub = pd.read_csv(tmp / "submissions" / "smoke.csv")
+    assert list(sub.columns) == ["ID", "is_same"] and sorted(sub.ID) == sorted(test.ID)
+    assert set(sub.is_same) <= {0, 1}
+    report = json.loads((run / "metrics" / "08_submission.json").read_text())
+    assert report["pairs"] == len(test) and report["ms_per_pair"] > 0
+    assert report["pairs_unreadable"] >= 1          # the embedded test split has broken files
+    assert 0 <= report["test_f1"] <= 1
