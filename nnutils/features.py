@@ -25,7 +25,7 @@ from PIL import Image
 
 from .images import UnreadableImageError, file_digest, open_image
 
-__all__ = ["load_square", "compute_features", "embed_images", "model_key"]
+__all__ = ["ContentCache", "load_square", "compute_features", "embed_images", "model_key"]
 
 # Part of every cache key: bump when decoding changes, so cached features are recomputed.
 DECODER_VERSION = 2
@@ -53,11 +53,42 @@ def load_square(path: str | None, size: int, transform: Callable | None = None,
     return np.asarray(img, dtype=np.float32)
 
 
-def _digest(path: str | None) -> str | None:
-    try:
-        return file_digest(path) if path else None
-    except UnreadableImageError:
-        return None
+class ContentCache:
+    """Per-image results stored as ``<folder>/<sha1 of the file's bytes>.npy``.
+
+    ``lookup`` fills an output array from the cache and returns the rows still to
+    compute; ``store`` saves one computed row. ``folder=None`` caches nothing.
+    """
+
+    def __init__(self, folder: str | Path | None, paths: Sequence[str | None], workers: int = 2):
+        self.folder = Path(folder) if folder is not None else None
+        if self.folder is not None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            with ThreadPoolExecutor(workers) as pool:
+                self.digests = list(pool.map(self._digest, paths))
+        else:
+            self.digests = [None] * len(paths)
+
+    @staticmethod
+    def _digest(path: str | None) -> str | None:
+        try:
+            return file_digest(path) if path else None
+        except UnreadableImageError:
+            return None
+
+    def lookup(self, out: np.ndarray, ok: np.ndarray) -> list[int]:
+        """Copy cached rows into ``out`` (marking ``ok``); return the indices not cached."""
+        todo = []
+        for i, d in enumerate(self.digests):
+            if self.folder is not None and d and (self.folder / f"{d}.npy").exists():
+                out[i], ok[i] = np.load(self.folder / f"{d}.npy"), True
+            else:
+                todo.append(i)
+        return todo
+
+    def store(self, i: int, row: np.ndarray) -> None:
+        if self.folder is not None and self.digests[i]:
+            np.save(self.folder / f"{self.digests[i]}.npy", row)
 
 
 def compute_features(model, paths: Sequence[str | None], size: int, *, batch_size: int = 32,
@@ -74,20 +105,9 @@ def compute_features(model, paths: Sequence[str | None], size: int, *, batch_siz
     out_shape = tuple(int(d) for d in model.output.shape[1:])
     feats = np.zeros((len(paths), *out_shape), dtype=dtype)
     ok = np.zeros(len(paths), bool)
-    folder = None
-    if cache_dir is not None:
-        tag = f"{key}-dec{DECODER_VERSION}" if transform is None else f"{key}-aug{seed}"
-        folder = Path(cache_dir) / tag
-        folder.mkdir(parents=True, exist_ok=True)
-    with ThreadPoolExecutor(workers) as pool:
-        digests = list(pool.map(_digest, paths)) if folder else [None] * len(paths)
-    todo = []
-    for i, d in enumerate(digests):
-        if folder and d and (folder / f"{d}.npy").exists():
-            feats[i] = np.load(folder / f"{d}.npy")
-            ok[i] = True
-        else:
-            todo.append(i)
+    tag = f"{key}-dec{DECODER_VERSION}" if transform is None else f"{key}-aug{seed}"
+    cache = ContentCache(Path(cache_dir) / tag if cache_dir is not None else None, paths, workers)
+    todo = cache.lookup(feats, ok)
     rngs = {i: np.random.default_rng([seed, i]) for i in todo} if transform else {}
     bar = tqdm(total=len(todo), desc=desc, unit="img", disable=not progress or not todo)
     with ThreadPoolExecutor(workers) as pool:
@@ -103,8 +123,7 @@ def compute_features(model, paths: Sequence[str | None], size: int, *, batch_siz
                 y = np.asarray(model.predict_on_batch(batch))[:n].astype(dtype)
                 for j, row in zip(good, y):
                     feats[j], ok[j] = row, True
-                    if folder and digests[j]:
-                        np.save(folder / f"{digests[j]}.npy", row)
+                    cache.store(j, row)
             bar.update(len(idx))
     bar.close()
     return feats, ok

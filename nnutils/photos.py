@@ -13,7 +13,6 @@ as hard negatives and are always kept on the same side of any split, never as po
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import warnings
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -181,11 +180,6 @@ def load_photo(path: str | Path, max_side: int | None = 1280) -> Image.Image:
         img = img.resize((max(1, round(img.width * s)), max(1, round(img.height * s))),
                          Image.Resampling.LANCZOS)
     return img
-
-
-def photo_digest(path: str | Path) -> str:
-    """SHA-256 of a photo file's bytes (to pin the exact inputs of a build)."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def logo_paths() -> list[Path]:

@@ -17,7 +17,6 @@ import argparse
 import json
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,33 +57,17 @@ def _resolve_model(model, threshold):
 
 def _cached_embeddings(embedder, key: str, paths: list, cache_dir, batch_size: int, progress: bool):
     """Embed ``paths`` once each, reusing ``<cache_dir>/embeddings/<key>/<sha1>.npy`` by file content."""
-    from .images import UnreadableImageError, file_digest
-
-    def digest(p):
-        try:
-            return file_digest(p) if p else None
-        except UnreadableImageError:
-            return None
-
-    folder = Path(cache_dir) / "embeddings" / key if cache_dir else None
-    with ThreadPoolExecutor(2) as pool:
-        digests = list(pool.map(digest, paths)) if folder else [None] * len(paths)
+    from .features import ContentCache
+    cache = ContentCache(Path(cache_dir) / "embeddings" / key if cache_dir else None, paths)
     emb = np.full((len(paths), embedder.dim), np.nan, "float32")
     ok = np.zeros(len(paths), bool)
-    todo = []
-    for i, d in enumerate(digests):
-        if folder and d and (folder / f"{d}.npy").exists():
-            emb[i], ok[i] = np.load(folder / f"{d}.npy"), True
-        else:
-            todo.append(i)
+    todo = cache.lookup(emb, ok)
     if todo:
         e, o = embedder.embed_paths([paths[i] for i in todo], batch_size=batch_size, progress=progress)
         emb[todo], ok[todo] = e, o
-        if folder:
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in todo:
-                if ok[i] and digests[i]:
-                    np.save(folder / f"{digests[i]}.npy", emb[i])
+        for i in todo:
+            if ok[i]:
+                cache.store(i, emb[i])
     return emb, ok, int(ok[todo].sum()) if todo else 0
 
 
