@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from nnutils import metrics, pairs as P  # noqa: E402
-from nnutils.evaluation import list_models, read_decision  # noqa: E402
+from nnutils.evaluation import list_models, read_decision, test_kinds  # noqa: E402
 from nnutils.experiments import HARD_KINDS  # noqa: E402
 from nnutils.inference import load_embedder  # noqa: E402
 from nnutils.predict import predict_pairs  # noqa: E402
@@ -57,8 +57,7 @@ def main(argv=None) -> int:
     lun = P.load_lun_folder(data)
     test = lun["test"]
     y = lun["test_labels"].set_index("ID").is_same.reindex(test.ID).to_numpy()
-    meta = lun["metadata"]
-    kinds = meta[meta.split == "test"].set_index("row").negative_kind.reindex(test.ID).fillna("").to_numpy()
+    kinds = test_kinds(data, test.ID).negative_kind.to_numpy()
     hard = np.isin(kinds, HARD_KINDS)
     models = {"phash": "phash", **{k: str(v) for k, v in list_models(run).items()}}
     rows = []

@@ -14,16 +14,16 @@ import pandas as pd
 
 from . import baselines
 from .features import embed_images, model_key
+from .inference import score_pairs
 from .thresholds import cv_threshold
 
 __all__ = ["list_models", "model_scores", "phash_scores", "collect_scores", "decide", "hardest_errors",
-           "write_decision", "read_decision"]
+           "write_decision", "read_decision", "test_kinds"]
 
 
 def list_models(run_dir) -> dict[str, Path]:
-    """``{name: path}`` of the image → embedding models saved in ``<run_dir>/models`` (not the ``.top`` parts)."""
-    folder = Path(run_dir) / "models"
-    return {p.stem: p for p in sorted(folder.glob("*.keras")) if not p.name.endswith(".top.keras")}
+    """``{name: path}`` of the image → embedding models saved in ``<run_dir>/models``."""
+    return {p.stem: p for p in sorted((Path(run_dir) / "models").glob("*.keras"))}
 
 
 def model_scores(model_path, pairs: pd.DataFrame, path_of: dict, *, cache_dir=None, batch_size: int = 32,
@@ -37,9 +37,8 @@ def model_scores(model_path, pairs: pd.DataFrame, path_of: dict, *, cache_dir=No
     key = model_key(model_path.stem, model_path.stat().st_mtime_ns)
     emb, ok = embed_images(model, [path_of.get(u) for u in urls], size, cache_dir=cache_dir, key=key,
                            batch_size=batch_size, progress=progress, desc=model_path.stem)
-    emb[~ok] = np.nan
     idx = {u: i for i, u in enumerate(urls)}
-    return np.sum(emb[pairs.image_url1.map(idx)] * emb[pairs.image_url2.map(idx)], axis=1)
+    return score_pairs(emb, ok, pairs.image_url1.map(idx), pairs.image_url2.map(idx))
 
 
 def phash_scores(pairs: pd.DataFrame, path_of: dict, progress: bool = True) -> np.ndarray:
@@ -73,6 +72,18 @@ def decide(scores: pd.DataFrame, y, k: int = 5, seed: int = 0) -> pd.DataFrame:
                          cv_f1_std=cv["cv_f1_std"], threshold=cv["threshold"], threshold_std=cv["threshold_std"],
                          fold_thresholds=cv["fold_thresholds"]))
     return pd.DataFrame(rows).sort_values(["cv_f1", "roc_auc"], ascending=False, ignore_index=True)
+
+
+def test_kinds(data_dir, ids) -> pd.DataFrame:
+    """``distortion`` and ``negative_kind`` of test pairs by ``ID`` from the embedded data's
+    ``metadata.csv`` (rows aligned with ``ids``; empty strings where unknown or for real data)."""
+    path = Path(data_dir) / "metadata.csv"
+    cols = ["distortion", "negative_kind"]
+    if not path.exists():
+        return pd.DataFrame({c: [""] * len(ids) for c in cols})
+    meta = pd.read_csv(path, keep_default_na=False)
+    out = meta[meta.split == "test"].set_index("row")[cols].reindex(list(ids))
+    return out.fillna("").reset_index(drop=True)
 
 
 def hardest_errors(pairs: pd.DataFrame, scores, threshold: float, n: int = 6) -> tuple[pd.DataFrame, pd.DataFrame]:

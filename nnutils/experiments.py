@@ -283,8 +283,8 @@ def embed_bank(top, bank: FeatureBank, batch_size: int = 256) -> np.ndarray:
 
 def pair_scores(emb: np.ndarray, bank: FeatureBank, pairs: pd.DataFrame) -> np.ndarray:
     """Cosine similarity per pair (N,); NaN where an image is unreadable."""
-    a, b = emb[bank.rows(pairs.image_url1)], emb[bank.rows(pairs.image_url2)]
-    return np.sum(a * b, axis=1)
+    from .inference import score_pairs
+    return score_pairs(emb, bank.ok, bank.rows(pairs.image_url1), bank.rows(pairs.image_url2))
 
 
 def evaluate(scores: np.ndarray, pairs: pd.DataFrame, threshold: float | None = None) -> dict:

@@ -110,9 +110,9 @@ def predict_pairs(pairs, images_dir, model, *, threshold: float | None = None, r
         from .features import model_key
         key = model_key(Path(model_path).stem, Path(model_path).stat().st_mtime_ns, runtime)
         emb, ok, embedded = _cached_embeddings(embedder, key, paths, cache_dir, batch_size, progress)
+        from .inference import score_pairs
         idx = {u: i for i, u in enumerate(urls)}
-        i1, i2 = test.image_url1.map(idx).to_numpy(), test.image_url2.map(idx).to_numpy()
-        scores = np.sum(emb[i1] * emb[i2], axis=1)
+        scores = score_pairs(emb, ok, test.image_url1.map(idx), test.image_url2.map(idx))
     embed_s = time.perf_counter() - t_embed
     unreadable = np.isnan(scores)
     sub = make_submission(test, scores, threshold, unreadable)
