@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from .images import UnreadableImageError, open_image
 
-__all__ = ["HASHES", "hash_images", "hash_similarity"]
+__all__ = ["HASHES", "hash_images", "hash_similarity", "hash_vectors"]
 
 HASHES = {"phash": imagehash.phash, "dhash": imagehash.dhash, "whash": imagehash.whash,
           "ahash": imagehash.average_hash}
@@ -42,3 +42,22 @@ def hash_similarity(hashes: dict, paths1: Iterable[str], paths2: Iterable[str]) 
         ha, hb = hashes.get(a), hashes.get(b)
         out.append(np.nan if ha is None or hb is None else 1.0 - np.count_nonzero(ha != hb) / ha.size)
     return np.asarray(out, float)
+
+
+def hash_vectors(hashes: dict, paths: Iterable[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Hashes as unit vectors, so a kNN index over embeddings can group by hash too.
+
+    Bit b becomes ``(2b - 1) / sqrt(bits)``: the dot product of two such vectors is
+    ``1 - 2 * Hamming / bits``, i.e. ``2 * hash_similarity - 1``. Returns ``(vectors (N, bits)
+    float32, ok (N,) bool)``; unreadable rows are zero vectors with ``ok`` False.
+    """
+    paths = list(paths)
+    bits = next((h.size for h in hashes.values() if h is not None), 64)
+    out = np.zeros((len(paths), bits), np.float32)
+    ok = np.zeros(len(paths), bool)
+    for i, p in enumerate(paths):
+        h = hashes.get(p)
+        if h is not None:
+            out[i] = (2.0 * h.astype(np.float32) - 1.0) / np.sqrt(bits)
+            ok[i] = True
+    return out, ok

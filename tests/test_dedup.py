@@ -1,0 +1,226 @@
+"""Grouping a collection: edges from a kNN, thresholds, min2, mutual neighbours, transitivity, the command."""
+import json
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from nnutils.dedup import (connected_groups, files_to_remove, group_embeddings, group_table, list_images, main,
+                           neighbour_edges, read_image_list, rowwise_f1)
+
+
+def unit(*rows):
+    a = np.array(rows, np.float32)
+    return a / np.linalg.norm(a, axis=1, keepdims=True)
+
+
+def exact_knn(emb, k):
+    s = emb @ emb.T
+    ids = np.argsort(-s, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(s, ids, 1).astype(np.float32), ids.astype(np.int64)
+
+
+# A hand-made kNN over 5 items: 0-1 very close, 1-2 close, 3-4 just under 0.8, item 4's nearest is 3.
+SIMS = np.array([[1.0, 0.95, 0.50], [1.0, 0.95, 0.85], [1.0, 0.85, 0.40], [1.0, 0.78, 0.10], [1.0, 0.78, 0.20]],
+                np.float32)
+IDS = np.array([[0, 1, 2], [1, 0, 2], [2, 1, 0], [3, 4, 0], [4, 3, 1]])
+
+
+def test_edges_threshold_self_and_dedup():
+    e = neighbour_edges(SIMS, IDS, 0.8)
+    assert e[["i", "j"]].values.tolist() == [[0, 1], [1, 2]]   # each undirected edge once, no self-loops
+    assert np.allclose(e.similarity, [0.95, 0.85]) and not e.via_min2.any()
+    assert neighbour_edges(SIMS, IDS, 0.9)[["i", "j"]].values.tolist() == [[0, 1]]
+    assert len(neighbour_edges(SIMS, IDS, 0.99)) == 0
+    # the threshold is inclusive
+    assert neighbour_edges(SIMS, IDS, 0.85)[["i", "j"]].values.tolist() == [[0, 1], [1, 2]]
+
+
+def test_transitivity_joins_chains_into_one_group():
+    lab = connected_groups(5, neighbour_edges(SIMS, IDS, 0.8))
+    assert lab[0] == lab[1] == lab[2]             # 0~1, 1~2 => {0,1,2} although sim(0,2) = 0.5
+    assert len({lab[0], lab[3], lab[4]}) == 3     # 3 and 4 stay apart at 0.8
+    assert lab[0] == 0                            # the largest group is labelled 0
+
+
+def test_min2_keeps_the_nearest_neighbour_when_close_enough():
+    e = neighbour_edges(SIMS, IDS, 0.8, min2=True, min2_threshold=0.75)
+    assert [3, 4] in e[["i", "j"]].values.tolist()
+    assert e.set_index(["i", "j"]).via_min2.to_dict() == {(0, 1): False, (1, 2): False, (3, 4): True}
+    lab = connected_groups(5, e)
+    assert lab[3] == lab[4] != lab[0]
+    # not when the nearest neighbour is too far
+    assert [3, 4] not in neighbour_edges(SIMS, IDS, 0.8, min2=True, min2_threshold=0.79)[["i", "j"]].values.tolist()
+    # the default min2 threshold is threshold - 0.05
+    assert [3, 4] in neighbour_edges(SIMS, IDS, 0.8, min2=True)[["i", "j"]].values.tolist()
+
+
+def test_mutual_filter_removes_one_sided_links():
+    # item 2 lists 0 above threshold, but 0 does not list 2 (k=2): a one-sided link
+    sims = np.array([[1.0, 0.9], [1.0, 0.9], [1.0, 0.85]], np.float32)
+    ids = np.array([[0, 1], [1, 0], [2, 0]])
+    assert neighbour_edges(sims, ids, 0.8)[["i", "j"]].values.tolist() == [[0, 1], [0, 2]]
+    assert neighbour_edges(sims, ids, 0.8, mutual=True)[["i", "j"]].values.tolist() == [[0, 1]]
+
+
+def test_missing_neighbours_and_bad_input():
+    sims = np.array([[1.0, np.nan], [1.0, 0.9]], np.float32)
+    ids = np.array([[0, -1], [1, 0]])
+    assert neighbour_edges(sims, ids, 0.5)[["i", "j"]].values.tolist() == [[0, 1]]
+    with pytest.raises(ValueError, match="one shape"):
+        neighbour_edges(sims, ids[:, :1], 0.5)
+    with pytest.raises(ValueError, match="only 2 rows"):
+        neighbour_edges(sims, np.array([[0, 5], [1, 0]]), 0.5)
+    with pytest.raises(ValueError, match="outside"):
+        connected_groups(2, pd.DataFrame({"i": [0], "j": [7]}))
+    assert connected_groups(0, pd.DataFrame({"i": [], "j": []})).shape == (0,)
+
+
+def test_rowwise_f1_hand_computed():
+    assert rowwise_f1([0, 0, 1], [5, 5, 6]) == pytest.approx(1.0)
+    # true {0,1},{2}; predicted all in one: F1 = 2*2/(3+2)=0.8 for 0 and 1, 2*1/(3+1)=0.5 for 2
+    assert rowwise_f1([0, 0, 0], ["a", "a", "b"]) == pytest.approx((0.8 + 0.8 + 0.5) / 3)
+    # true {0,1,2}; predicted singletons: 2*1/(1+3) = 0.5 each
+    assert rowwise_f1([0, 1, 2], [7, 7, 7]) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="differ"):
+        rowwise_f1([0], [0, 1])
+
+
+def test_group_embeddings_finds_planted_groups_with_faiss():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(30, 32))
+    emb = np.repeat(centres, 3, axis=0) + 0.05 * rng.normal(size=(90, 32))   # 30 groups of 3
+    emb = np.vstack([emb, rng.normal(size=(40, 32))]).astype(np.float32)       # 40 singletons
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    truth = np.r_[np.repeat(np.arange(30), 3), 100 + np.arange(40)]
+    lab, edges, timing = group_embeddings(emb, 0.9, k=5)
+    assert rowwise_f1(lab, truth) == pytest.approx(1.0)
+    assert timing["index"] and timing["search_s"] >= 0
+    # against the exact kNN, the same groups
+    s, i = exact_knn(emb, 5)
+    assert rowwise_f1(connected_groups(len(emb), neighbour_edges(s, i, 0.9)), lab) == pytest.approx(1.0)
+
+
+def test_group_table_representative_and_files_to_remove(tmp_path):
+    paths = []
+    for name, size in [("small.jpg", (40, 30)), ("big.jpg", (160, 120)), ("mid.jpg", (80, 60)), ("other.jpg", (50, 50))]:
+        Image.new("RGB", size, (120, 80, 40)).save(tmp_path / name)
+        paths.append(str(tmp_path / name))
+    emb = unit([1, 0, 0], [0.99, 0.1, 0], [0.98, 0.0, 0.2], [0, 0, 1])
+    labels = np.array([0, 0, 0, 1])
+    g = group_table(paths, labels, emb)
+    assert len(g) == 3 and g.group.tolist() == [0, 0, 0]           # the singleton is not listed
+    rep = g[g.representative]
+    assert rep.path.tolist() == [paths[1]] and rep.similarity.tolist() == [1.0]   # the largest image is kept
+    assert np.allclose(g.similarity.iloc[1:], np.sort(emb[[0, 2]] @ emb[1])[::-1], atol=1e-6)
+    assert g.min_similarity.iloc[0] == pytest.approx(min(emb[[0, 2]] @ emb[1]))
+    rm = files_to_remove(g)
+    assert sorted(rm.path) == sorted([paths[0], paths[2]]) and set(rm.keep) == {paths[1]}
+    assert group_table(paths, labels, emb, keep="first")[lambda d: d.representative].path.tolist() == [paths[0]]
+    with pytest.raises(ValueError, match="keep"):
+        group_table(paths, labels, emb, keep="best")
+    with pytest.raises(ValueError, match="length"):
+        group_table(paths[:2], labels, emb)
+
+
+def test_inputs_folder_and_csv(tmp_path):
+    (tmp_path / "sub").mkdir()
+    for name in ("a.JPG", "sub/b.png", "notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    assert [os.path.basename(p) for p in list_images(tmp_path)] == ["a.JPG", "b.png"]
+    assert len(list_images(tmp_path, recursive=False)) == 1
+    with pytest.raises(FileNotFoundError):
+        list_images(tmp_path / "nope")
+    (tmp_path / "list.csv").write_text("path\na.JPG\nsub/b.png\na.JPG\n")
+    got = read_image_list(tmp_path / "list.csv")
+    assert got == [str(tmp_path / "a.JPG"), str(tmp_path / "sub/b.png")]     # relative to the CSV, deduplicated
+    (tmp_path / "bad.csv").write_text("image_url\na.JPG\n\n \n")
+    with pytest.raises(ValueError, match="row"):
+        read_image_list(tmp_path / "bad.csv")
+    (tmp_path / "nocol.csv").write_text("name\na.JPG\n")
+    with pytest.raises(ValueError, match="column"):
+        read_image_list(tmp_path / "nocol.csv")
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory):
+    """A folder of real photos, re-posted copies (resized, re-encoded, bordered) and a broken file, plus a tiny model."""
+    from nnutils.distortions import apply_distortion  # noqa: F401  (the data's own distortions live there)
+    from nnutils.efficientnet_lite import build_efficientnet_lite0
+    from nnutils.models import build_embedder, build_raw_top
+    from skimage import data as skd
+    root = tmp_path_factory.mktemp("dedup")
+    images = root / "photos"
+    (images / "nested").mkdir(parents=True)
+    for name, arr in [("astronaut", skd.astronaut()), ("coffee", skd.coffee()), ("chelsea", skd.chelsea())]:
+        im = Image.fromarray(arr)
+        im.save(images / f"{name}.jpg", quality=92)
+        im.resize((im.width // 2, im.height // 2)).save(images / "nested" / f"{name}_small.png")
+        framed = Image.new("RGB", (im.width + 40, im.height + 40), (255, 255, 255))
+        framed.paste(im, (20, 20))
+        framed.save(images / f"{name}_framed.jpg", quality=70)
+    Image.fromarray(skd.rocket()).save(images / "rocket.jpg")
+    (images / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0garbage")
+    trunk = build_efficientnet_lite0((96, 96, 3), weights="imagenet")
+    model = build_embedder(trunk, build_raw_top(tuple(trunk.output.shape[1:]), "grid2"))
+    model.save(root / "tiny.keras")
+    return root
+
+
+def test_command_groups_a_folder(collection, capsys):
+    out = collection / "out"
+    rc = main(["--images", str(collection / "photos"), "--model", str(collection / "tiny.keras"),
+               "--threshold", "0.7", "--k", "5", "--out", str(out), "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    groups = pd.read_csv(out / "groups.csv")
+    stem = groups.path.map(lambda p: os.path.basename(p).split("_")[0].split(".")[0])
+    assert groups.groupby("group").apply(lambda d: stem[d.index].nunique()).eq(1).all()   # no mixed groups
+    assert sorted(stem.unique()) == ["astronaut", "chelsea", "coffee"] and len(groups) == 9
+    assert (groups.groupby("group").representative.sum() == 1).all()
+    kept = groups[groups.representative].path.map(os.path.basename)
+    assert all("small" not in k for k in kept)                    # the largest copy is kept
+    rm = pd.read_csv(out / "to_remove.csv")
+    assert len(rm) == 6 and not set(rm.path) & set(groups[groups.representative].path)
+    bad = pd.read_csv(out / "unreadable.csv")
+    assert bad.path.map(os.path.basename).tolist() == ["broken.jpg"] and bad.reason.iloc[0]
+    report = json.loads((out / "report.json").read_text())
+    assert report["images"] == 11 and report["groups"] == 3 and report["unreadable"] == 1
+    # a second run reads every embedding from the cache
+    assert main(["--images", str(collection / "photos"), "--model", str(collection / "tiny.keras"),
+                 "--threshold", "0.7", "--out", str(out), "--quiet"]) == 0
+    assert json.loads((out / "report.json").read_text())["embedded_now"] == 0
+
+
+def test_command_errors_are_clear(collection, capsys):
+    rc = main(["--images", str(collection / "nope"), "--model", str(collection / "tiny.keras"),
+               "--out", str(collection / "o2"), "--quiet"])
+    assert rc == 2 and "nope" in capsys.readouterr().err
+    rc = main(["--images", str(collection / "photos"), "--model", str(collection / "tiny.keras"),
+               "--out", str(collection / "o3"), "--quiet"])
+    assert rc == 2 and "threshold" in capsys.readouterr().err
+
+
+def test_sweep_grouping_matches_single_runs():
+    from nnutils.dedup import sweep_grouping
+    truth = np.array([0, 0, 0, 1, 1])
+    sw = sweep_grouping(SIMS, IDS, truth, [0.8, 0.9], min2_margin=0.05)
+    assert len(sw) == 8 and set(sw.variant) == {"plain", "min2", "mutual", "mutual+min2"}
+    row = sw.set_index(["threshold", "variant"])
+    # at 0.8 plain: {0,1,2} right, 3 and 4 apart: F1 1,1,1, 2/3, 2/3
+    assert row.loc[(0.8, "plain"), "rowwise_f1"] == pytest.approx((3 + 2 * 2 / 3) / 5)
+    assert row.loc[(0.8, "min2"), "rowwise_f1"] == pytest.approx(1.0)   # min2 joins 3-4 at 0.78 >= 0.75
+    assert row.loc[(0.8, "plain"), "groups"] == 1 and row.loc[(0.8, "min2"), "groups"] == 2
+    with pytest.raises(ValueError, match="variant"):
+        sweep_grouping(SIMS, IDS, truth, [0.8], variants=["best"])
+
+
+def test_hash_vectors_dot_is_hamming():
+    from nnutils.baselines import hash_similarity, hash_vectors
+    rng = np.random.default_rng(1)
+    hashes = {"a": rng.random(64) > 0.5, "b": rng.random(64) > 0.5, "c": None}
+    v, ok = hash_vectors(hashes, ["a", "b", "c"])
+    assert ok.tolist() == [True, True, False] and np.allclose(np.linalg.norm(v[:2], axis=1), 1)
+    assert v[0] @ v[1] == pytest.approx(2 * hash_similarity(hashes, ["a"], ["b"])[0] - 1, abs=1e-6)
