@@ -19,6 +19,9 @@ Decisions
     :mod:`~nnutils.thresholds` (CV threshold, HParams), :mod:`~nnutils.evaluation`,
     :mod:`~nnutils.submission`, :mod:`~nnutils.inference` (TFLite, fast decoding),
     :mod:`~nnutils.predict` (CLI)
+Scale
+    :mod:`~nnutils.index` (faiss kNN over unit embeddings: flat / IVF / HNSW, ``auto`` by size),
+    :mod:`~nnutils.retrieval` (queries vs references: top-k, mAP / recall@k, alpha-QE, DBA)
 Running
     :mod:`~nnutils.profiles` (+ ``profiles.yaml``), :mod:`~nnutils.pipeline` (CLI), :mod:`~nnutils.plotting`
 

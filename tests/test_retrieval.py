@@ -1,0 +1,139 @@
+"""nnutils.retrieval: AP / mAP / recall@k by hand, alpha-QE and DBA behaviour, the comparison table."""
+import numpy as np
+import pytest
+
+faiss = pytest.importorskip("faiss")
+
+from nnutils import retrieval as R  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_faiss_thread():
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(before)
+
+
+def u(v):
+    v = np.asarray(v, np.float32)
+    return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+
+# ----------------------------------------------------------------------------- metrics
+def test_average_precision_by_hand():
+    assert R.average_precision([1, 0, 1]) == pytest.approx((1 + 2 / 3) / 2)          # 0.8333
+    assert R.average_precision([1, 0, 1], n_relevant=3) == pytest.approx((1 + 2 / 3) / 3)  # one missed → 0
+    assert R.average_precision([0, 1, 0, 1]) == pytest.approx((1 / 2 + 2 / 4) / 2)
+    assert R.average_precision([1, 1, 1]) == 1.0
+    assert R.average_precision([0, 0], n_relevant=2) == 0.0
+    assert np.isnan(R.average_precision([0, 0]))
+    with pytest.raises(ValueError, match="smaller than the 2 relevant"):
+        R.average_precision([1, 1], n_relevant=1)
+    with pytest.raises(ValueError, match="1-d"):
+        R.average_precision([[1, 0]])
+
+
+def test_map_and_recall_with_sets_and_labels():
+    ids = np.array([[0, 5, 2],        # relevant {0, 2}: ranks 1, 3 → (1 + 2/3) / 2
+                    [4, 1, -1],       # relevant {1, 3}: rank 2, 3 missed → (1/2) / 2
+                    [4, 5, 0]])       # relevant {}: left out
+    relevant = [{0, 2}, {1, 3}, set()]
+    want = ((1 + 2 / 3) / 2 + 0.25) / 2
+    assert R.mean_average_precision(ids, relevant) == pytest.approx(want)
+    assert R.recall_at_k(ids, relevant, ks=(1, 2, 3)) == {1: 0.5, 2: 1.0, 3: 1.0}
+    # the same through labels: refs 0..5 with labels, queries labelled like their relevant refs
+    ref_labels = np.array(["a", "b", "a", "b", "c", "d"])
+    query_labels = np.array(["a", "b", "z"])
+    assert R.mean_average_precision(ids, query_labels=query_labels, ref_labels=ref_labels) == pytest.approx(want)
+    assert R.recall_at_k(ids, ks=(1, 2), query_labels=query_labels, ref_labels=ref_labels) == {1: 0.5, 2: 1.0}
+    rel, n_rel = R.relevance_matrix(ids, query_labels=query_labels, ref_labels=ref_labels)
+    np.testing.assert_array_equal(n_rel, [2, 2, 0])
+    assert not rel[1, 2]                                  # -1 is never relevant
+
+
+def test_metric_input_errors():
+    ids = np.array([[0, 1]])
+    with pytest.raises(ValueError, match="k must be in 1..2"):
+        R.recall_at_k(ids, [{0}], ks=(5,))
+    with pytest.raises(ValueError, match="either relevant or"):
+        R.mean_average_precision(ids, [{0}], query_labels=[0], ref_labels=[0, 1])
+    with pytest.raises(ValueError, match="relevant has 2 entries"):
+        R.mean_average_precision(ids, [{0}, {1}])
+    with pytest.raises(ValueError, match="ref_labels has 1 entries"):
+        R.mean_average_precision(ids, query_labels=[0], ref_labels=[0])
+    with pytest.raises(ValueError, match="give relevant"):
+        R.mean_average_precision(ids)
+
+
+# ----------------------------------------------------------------------------- expansions
+@pytest.fixture
+def chain():
+    """A query close to one member (a) of its photo's group; the others (b, c) are close to a
+    but a distractor d is closer to the query than b and c: sims q·[a, b, c, d] = .970 .868 .864 .883."""
+    refs = u([[1, 0, 0, 0], [1, .5, 0, 0], [1, .5, 0, .1], [1, 0, .9, 0]])
+    q = u([[1, 0, .25, 0]])
+    return q, refs, [{0, 1, 2}]
+
+
+def test_alpha_qe_improves_map_on_constructed_case(chain):
+    q, refs, relevant = chain
+    _, ids = R.retrieve(q, refs, 4)
+    np.testing.assert_array_equal(ids, [[0, 3, 1, 2]])
+    assert R.mean_average_precision(ids, relevant) == pytest.approx((1 + 2 / 3 + 3 / 4) / 3)   # 0.806
+    sims, ids = R.retrieve(q, refs, 4, qe={"n": 1, "alpha": 3.0})
+    np.testing.assert_array_equal(ids, [[0, 1, 2, 3]])
+    assert R.mean_average_precision(ids, relevant) == 1.0
+    # the expanded query by hand: unit(q + sim(q, a)^3 · a)
+    s0 = float(q[0] @ refs[0])
+    want = u(q[0] + s0 ** 3 * refs[0])
+    np.testing.assert_allclose(R.alpha_qe(q, refs, [[s0]], [[0]], n=1), want[None], atol=1e-6)
+
+
+def test_alpha_qe_weights_only_positive_sims_and_valid_ids():
+    refs = u([[1, 0], [0, 1], [-1, 0]])
+    q = u([[1, 0.1]])
+    out = R.alpha_qe(q, refs, sims=[[-0.9, 0.5]], ids=[[2, -1]], n=2)
+    np.testing.assert_allclose(out, q, atol=1e-6)           # negative sim and -1 id: no change
+    with pytest.raises(ValueError, match="refs has 3 rows"):
+        R.alpha_qe(q, refs, [[0.5]], [[7]])
+    with pytest.raises(ValueError, match="dimension 2 but the index has dimension 3"):
+        R.alpha_qe(u([[1, 0, 0]]), refs, [[0.5]], [[0]])
+
+
+def test_dba_shape_norm_and_by_hand():
+    rng = np.random.default_rng(0)
+    refs = u(rng.standard_normal((300, 16)))
+    out = R.dba(refs, n=3, alpha=2.0)
+    assert out.shape == refs.shape and out.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1, atol=1e-5)
+    # row 0 by hand: itself + its 3 nearest others weighted by sim^2 (positive sims only)
+    s = refs @ refs[0]
+    s[0] = -np.inf
+    nb = np.argsort(-s)[:3]
+    w = np.clip(s[nb], 0, None) ** 2
+    np.testing.assert_allclose(out[0], u(refs[0] + w @ refs[nb]), atol=1e-5)
+    np.testing.assert_array_equal(R.dba(refs, n=0), refs)
+    with pytest.raises(ValueError, match="non-finite"):
+        R.dba(np.full((3, 4), np.nan, np.float32))
+
+
+def test_compare_expansions_on_clusters():
+    """Groups of near-duplicates: every setting finds them; the table has one row per setting."""
+    rng = np.random.default_rng(1)
+    centres = u(rng.standard_normal((40, 32)))
+    ref_labels = np.repeat(np.arange(40), 5)
+    refs = u(centres[ref_labels] + 0.35 * rng.standard_normal((200, 32)) / np.sqrt(32))
+    query_labels = np.arange(40)
+    queries = u(centres + 0.35 * rng.standard_normal((40, 32)) / np.sqrt(32))
+    df = R.compare_expansions(queries, refs, query_labels, ref_labels, k=20)
+    assert list(df.setting) == ["baseline", "alpha-QE", "DBA", "DBA + alpha-QE"]
+    assert list(df.columns) == ["setting", "mAP", "recall@1", "recall@5", "recall@10", "ms_per_query", "offline_s"]
+    assert ((df[["mAP", "recall@1", "recall@5", "recall@10"]] >= 0) & (df[["mAP", "recall@10"]] <= 1)).all().all()
+    assert (df["recall@10"] >= df["recall@1"]).all() and (df.ms_per_query > 0).all()
+    assert df.loc[0, "mAP"] > 0.9
+    _, ids = R.search_topk(queries, refs, 20)
+    assert df.loc[0, "mAP"] == pytest.approx(
+        R.mean_average_precision(ids, query_labels=query_labels, ref_labels=ref_labels))
+    with pytest.raises(ValueError, match="unknown keys"):
+        R.compare_expansions(queries, refs, query_labels, ref_labels, settings={"x": {"qe": {}, "rerank": 1}})
