@@ -43,7 +43,7 @@ import pandas as pd
 
 __all__ = ["IMAGE_EXTENSIONS", "list_images", "read_image_list", "neighbour_edges", "connected_groups",
            "group_table", "files_to_remove", "rowwise_f1", "group_embeddings", "DuplicateGroups",
-           "sweep_grouping", "find_duplicates", "main"]
+           "sweep_grouping", "save_grouping", "read_grouping", "true_groups", "find_duplicates", "main"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 
@@ -226,14 +226,17 @@ def group_table(paths: Sequence[str], labels: np.ndarray, emb: np.ndarray, *, ke
         for t, m in enumerate(idx):
             rows.append((int(g), len(idx), paths[m], t == best, float(sim[t]), float(sim.min())))
     out = pd.DataFrame(rows, columns=["group", "size", "path", "representative", "similarity", "min_similarity"])
+    out = out.astype({"group": np.int64, "size": np.int64, "representative": bool, "similarity": np.float64,
+                      "min_similarity": np.float64})
     return (out.sort_values(["group", "representative", "similarity"], ascending=[True, False, False])
                .reset_index(drop=True))
 
 
 def files_to_remove(groups: pd.DataFrame) -> pd.DataFrame:
     """The non-representative members of each group: ``path``, ``keep`` (its representative), ``group``, ``similarity``."""
-    rep = groups[groups.representative].set_index("group").path
-    out = groups[~groups.representative]
+    is_rep = groups.representative.astype(bool).to_numpy()
+    rep = groups[is_rep].set_index("group").path
+    out = groups[~is_rep]
     return pd.DataFrame({"path": out.path.to_numpy(), "keep": out.group.map(rep).to_numpy(),
                          "group": out.group.to_numpy(), "similarity": out.similarity.to_numpy()})
 
@@ -279,6 +282,22 @@ def sweep_grouping(sims, ids, truth, thresholds: Sequence[float], *, min2_margin
                              groups=int((size >= 2).sum()), largest=int(size.max()) if len(size) else 0,
                              edges=len(e)))
     return pd.DataFrame(rows)
+
+
+def true_groups(data_dir, paths: Sequence[str]) -> np.ndarray | None:
+    """The embedded dataset's ground truth: the ``base_id`` (one photograph) of each path, by file name.
+
+    Returns an object array (N,), or None when ``<data_dir>/images.csv`` has no ``base_id``
+    (real data). Files the table does not know are their own group.
+    """
+    table = Path(data_dir) / "images.csv"
+    if not table.is_file():
+        return None
+    im = pd.read_csv(table, keep_default_na=False)
+    if "base_id" not in im or "file" not in im:
+        return None
+    base = im.set_index("file").base_id
+    return np.array([base.get(Path(p).name, str(p)) for p in paths], dtype=object)
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -332,16 +351,39 @@ def group_embeddings(emb: np.ndarray, threshold: float, *, k: int = 10, index: s
                                group_s=round(t3 - t2, 3))
 
 
-def find_duplicates(images, model, *, threshold: float | None = None, k: int = 10, index: str = "auto",
-                    min2: bool = False, min2_threshold: float | None = None, mutual: bool = False,
+def save_grouping(run_dir, *, threshold: float, variant: str, k: int, min2_margin: float = 0.05, **extra) -> Path:
+    """Record the grouping settings chosen on labelled data in ``<run_dir>/grouping.json``.
+
+    ``variant`` is one of :func:`sweep_grouping`'s; :func:`find_duplicates` given this run
+    folder uses these settings unless told otherwise.
+    """
+    if variant not in ("plain", "min2", "mutual", "mutual+min2"):
+        raise ValueError(f"unknown variant {variant!r}")
+    path = Path(run_dir) / "grouping.json"
+    path.write_text(json.dumps(dict(threshold=float(threshold), variant=variant, k=int(k),
+                                    min2_margin=float(min2_margin), **extra), indent=2))
+    return path
+
+
+def read_grouping(run_dir) -> dict | None:
+    """The settings :func:`save_grouping` wrote, or None."""
+    path = Path(run_dir) / "grouping.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def find_duplicates(images, model, *, threshold: float | None = None, k: int | None = None, index: str = "auto",
+                    min2: bool | None = None, min2_threshold: float | None = None, mutual: bool | None = None,
                     keep: str = "largest", runtime: str = "tflite", cache_dir=None, batch_size: int = 32,
                     progress: bool = True) -> DuplicateGroups:
     """Group the duplicates among ``images``: a folder, a CSV of paths/URLs, or a list of paths.
 
-    ``model`` is a run folder (its ``decision.json`` gives the model and threshold) or a
-    ``.keras`` / ``.tflite`` embedder (then ``threshold`` is required), as for
-    ``nnutils.predict``. Each image is decoded and embedded once; embeddings are cached by
-    content under ``cache_dir``. See the module docstring for the steps and options.
+    ``model`` is a run folder or a ``.keras`` / ``.tflite`` embedder (then ``threshold`` is
+    required), as for ``nnutils.predict``. From a run folder, settings left as None come
+    from its ``grouping.json`` (written by notebook 09: threshold, variant, k chosen on
+    labelled data), else the pair threshold of ``decision.json``, ``k=10``, no min2/mutual.
+    Grouping usually needs a *higher* threshold than pairs: components are transitive, so
+    every false edge merges two whole groups. Each image is decoded and embedded once;
+    embeddings are cached by content under ``cache_dir``. See the module docstring.
     """
     from .inference import load_embedder
     from .predict import _cached_embeddings, _resolve_model
@@ -355,6 +397,15 @@ def find_duplicates(images, model, *, threshold: float | None = None, k: int = 1
         paths = [str(p) for p in images]
     if not paths:
         raise ValueError(f"no images found in {images}")
+    chosen = read_grouping(model) if Path(str(model)).is_dir() else None
+    if chosen:
+        threshold = chosen["threshold"] if threshold is None else threshold
+        k = chosen["k"] if k is None else k
+        min2 = "min2" in chosen["variant"] if min2 is None else min2
+        mutual = "mutual" in chosen["variant"] if mutual is None else mutual
+        if min2_threshold is None:
+            min2_threshold = threshold - chosen.get("min2_margin", 0.05)
+    k, min2, mutual = k or 10, bool(min2), bool(mutual)
     model_path, threshold, name = _resolve_model(model, threshold)
     if model_path == "phash":
         raise ValueError("grouping needs an embedding model; the run folder's decision chose phash "
@@ -396,11 +447,13 @@ def main(argv: list[str] | None = None) -> int:
     src.add_argument("--csv", help="a CSV with a path/image_url/url/file column")
     ap.add_argument("--model", required=True, help="run folder with decision.json, or a .keras/.tflite embedder")
     ap.add_argument("--threshold", type=float, default=None, help="cosine threshold (default: the run's)")
-    ap.add_argument("--k", type=int, default=10, help="neighbours per image (default 10)")
+    ap.add_argument("--k", type=int, default=None, help="neighbours per image (default: the run's, else 10)")
     ap.add_argument("--index", default="auto", choices=["auto", "flat", "ivf", "hnsw"])
-    ap.add_argument("--min2", action="store_true", help="keep each image's nearest neighbour if close enough")
+    ap.add_argument("--min2", action=argparse.BooleanOptionalAction, default=None,
+                    help="keep each image's nearest neighbour if close enough (default: the run's choice)")
     ap.add_argument("--min2-threshold", type=float, default=None)
-    ap.add_argument("--mutual", action="store_true", help="keep only mutual neighbours")
+    ap.add_argument("--mutual", action=argparse.BooleanOptionalAction, default=None,
+                    help="keep only mutual neighbours (default: the run's choice)")
     ap.add_argument("--keep", default="largest", choices=["largest", "medoid", "first"])
     ap.add_argument("--runtime", default="tflite", choices=["tflite", "keras"])
     ap.add_argument("--cache", default=None, help="embedding cache folder (default: <out>/cache)")

@@ -224,3 +224,22 @@ def test_hash_vectors_dot_is_hamming():
     v, ok = hash_vectors(hashes, ["a", "b", "c"])
     assert ok.tolist() == [True, True, False] and np.allclose(np.linalg.norm(v[:2], axis=1), 1)
     assert v[0] @ v[1] == pytest.approx(2 * hash_similarity(hashes, ["a"], ["b"])[0] - 1, abs=1e-6)
+
+
+def test_run_folder_grouping_settings_are_used(collection, tmp_path):
+    from nnutils.dedup import find_duplicates, read_grouping, save_grouping
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "decision.json").write_text(json.dumps({"model": "tiny", "model_path": str(collection / "tiny.keras"),
+                                                   "threshold": 0.999}))
+    strict = find_duplicates(collection / "photos", run, cache_dir=tmp_path / "c", progress=False)
+    assert strict.report["threshold"] == 0.999 and strict.report["k"] == 10 and not strict.report["min2"]
+    save_grouping(run, threshold=0.7, variant="mutual+min2", k=4, rowwise_f1=1.0)
+    assert read_grouping(run)["variant"] == "mutual+min2"
+    res = find_duplicates(collection / "photos", run, cache_dir=tmp_path / "c", progress=False)
+    assert res.report["threshold"] == 0.7 and res.report["k"] == 4 and res.report["min2"] and res.report["mutual"]
+    assert res.report["groups"] == 3 and res.report["embedded_now"] == 0
+    assert find_duplicates(collection / "photos", run, threshold=0.999, cache_dir=tmp_path / "c",
+                           progress=False).report["threshold"] == 0.999          # an explicit value wins
+    with pytest.raises(ValueError, match="variant"):
+        save_grouping(run, threshold=0.7, variant="best", k=4)
