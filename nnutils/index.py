@@ -6,29 +6,35 @@ similarity, in [-1, 1]. Every index here uses the inner-product metric:
 =========  ==========================================  ==========================================
 kind       faiss index                                 when
 =========  ==========================================  ==========================================
-``flat``   ``IndexFlatIP``: exact, brute force         N up to :data:`AUTO_FLAT_MAX` (``auto``)
-``ivf``    ``IndexIVFFlat`` (k-means cells, inner      approximate; fast to build, memory ≈ flat
-           product), ``nprobe`` cells searched
-``hnsw``   ``IndexHNSWFlat`` (graph), ``efSearch``     approximate; above the cut (``auto``):
-                                                       best recall per query-millisecond in
-                                                       ``bench/scale.py``
+``flat``   ``IndexFlatIP``: exact, brute force         N ≤ :data:`AUTO_FLAT_MAX` (``auto``), or few
+                                                       queries against any N
+``hnsw``   ``IndexHNSWFlat`` (graph), ``efSearch``     N above the cut (``auto``): search time
+                                                       grows ~log N per query
+``ivf``    ``IndexIVFFlat`` (k-means cells, inner      approximate; recall ≈ 1 with the default
+           product), ``nprobe`` cells searched         nprobe, but that visits ~N/16 vectors per
+                                                       query, so it is linear in N
 ``ivfpq``  ``IndexIVFPQ`` (product-quantised codes)    approximate, for memory: ``pq_m`` bytes per
                                                        vector instead of 4·D
 =========  ==========================================  ==========================================
 
-``kind="auto"`` is ``flat`` for N ≤ :data:`AUTO_FLAT_MAX` and ``hnsw`` above; the cut and
-the choice come from ``bench/scale.py`` on 512-d vectors, 2 cores (see that script and
-:func:`resolve_kind`). Our trained heads emit 512-d embeddings; the untrained pretrained
-grid features are 5,120-d (ten times the memory and search time per vector).
+``kind="auto"`` is ``flat`` for N ≤ :data:`AUTO_FLAT_MAX` (50,000) and ``hnsw`` above.
+Measured by ``bench/scale.py`` (self-kNN, k = 10, 512-d, 2 shared cores): exact flat costs
+~3.3e-8·N² s (10k: 4 s, 100k: 230 s — quadratic), HNSW ~0.9 ms per vector build + search
+(100k: 87 s, recall@10 0.97) and IVF with the default nprobe 105 s at 100k but ten times more
+per query at 1M; the curves of flat and HNSW cross near 30k–50k, and up to 50k exact search
+stays under a minute, so exact results are kept there. Our trained heads emit 512-d
+embeddings; the untrained pretrained grid features are 5,120-d (ten times the memory and
+search time per vector).
 
 Functions
 ---------
 :func:`build_index` (validate, build, add in chunks), :func:`search` (batched top-k),
 :func:`knn` (build + self-search), :func:`index_kind`, :func:`memory_bytes`.
 
-Threads: every function takes ``threads``: ``None`` leaves faiss's OpenMP default (all
-cores); an int sets ``faiss.omp_set_num_threads`` for the call only and restores the
-previous value afterwards.
+Threads: :func:`build_index`, :func:`search` and :func:`knn` take ``threads``: ``None``
+leaves faiss's OpenMP default (all cores); an int sets ``faiss.omp_set_num_threads`` for
+the call only and restores the previous value afterwards. On a machine shared with other
+busy processes, ``threads=1`` can be much faster (OpenMP threads spin-wait for each other).
 """
 from __future__ import annotations
 
@@ -41,8 +47,8 @@ __all__ = ["AUTO_FLAT_MAX", "KINDS", "resolve_kind", "build_index", "search", "k
            "memory_bytes", "check_embeddings"]
 
 #: ``kind="auto"`` builds an exact flat index up to this many vectors, HNSW above
-#: (bench/scale.py, 512-d, 2 cores: flat self-kNN of 100k takes ~1.5 min and grows as N²).
-AUTO_FLAT_MAX = 100_000
+#: (bench/scale.py, 512-d, 2 cores: flat self-kNN grows as N², 100k takes ~4 min vs ~1.5 min for HNSW).
+AUTO_FLAT_MAX = 50_000
 KINDS = ("auto", "flat", "ivf", "hnsw", "ivfpq")
 _NORM_TOL = 1e-3
 _CHUNK = 65_536
@@ -163,12 +169,13 @@ def build_index(emb, kind: str = "auto", *, normalize: bool = False, nlist: int 
     ----------
     emb : (N, D) float32 array, rows of unit L2 norm (within 1e-3), N ≥ 1. Other real
         dtypes are converted to float32. Row ``i`` gets id ``i``.
-    kind : ``"auto"`` (``flat`` for N ≤ :data:`AUTO_FLAT_MAX`, else ``hnsw``), ``"flat"``
+    kind : ``"auto"`` (``flat`` for N ≤ :data:`AUTO_FLAT_MAX` = 50,000, else ``hnsw``), ``"flat"``
         (exact), ``"ivf"``, ``"hnsw"`` or ``"ivfpq"``; see the module docstring.
     normalize : L2-normalise a copy of ``emb`` instead of raising when rows are not unit norm.
     nlist : IVF cells (``ivf``/``ivfpq``); default ≈ 4·sqrt(N), at most N // 39.
     nprobe : IVF cells visited per query; default ``max(8, nlist // 16)`` (≤ nlist): high
-        recall rather than the fastest search.
+        recall rather than the fastest search (about N/16 vectors compared per query; lower
+        it for speed on large N).
     hnsw_m, ef_construction, ef_search : HNSW graph degree, build-time and search-time beam
         widths (larger = better recall, slower). ``ef_search`` is raised to k by faiss when smaller.
     pq_m : ``ivfpq`` bytes per vector (sub-quantisers of 8 bits); default D // 8; must divide D.
@@ -308,6 +315,18 @@ def memory_bytes(index) -> int:
     """Size of the index in bytes, as serialised by faiss (vectors, codes, ids, graph, centroids).
 
     This is what the index occupies in RAM to within a few percent (containers' slack is
-    not counted). It serialises the index once, so it briefly needs that much extra memory.
+    not counted). The serialised bytes are counted as they stream out (1 MiB at a time),
+    never held: no copy of a large index is made.
     """
-    return int(_faiss().serialize_index(index).nbytes)
+    faiss = _faiss()
+    total = 0
+
+    def count(chunk) -> int:
+        nonlocal total
+        total += len(chunk)
+        return len(chunk)
+
+    writer = faiss.PyCallbackIOWriter(count, 1 << 20)
+    faiss.write_index(index, writer)
+    del writer                       # flushes the last buffered bytes
+    return int(total)
