@@ -43,7 +43,7 @@ import pandas as pd
 
 __all__ = ["IMAGE_EXTENSIONS", "list_images", "read_image_list", "neighbour_edges", "connected_groups",
            "group_table", "files_to_remove", "rowwise_f1", "group_embeddings", "DuplicateGroups",
-           "sweep_grouping", "save_grouping", "read_grouping", "true_groups", "find_duplicates", "main"]
+           "sweep_grouping", "save_grouping", "read_grouping", "grouping_options", "true_groups", "find_duplicates", "main"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 
@@ -371,6 +371,16 @@ def read_grouping(run_dir) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def grouping_options(run_dir) -> dict:
+    """:func:`find_duplicates` keyword arguments from ``<run_dir>/grouping.json`` (``{}`` if absent):
+    ``threshold``, ``k``, ``min2``, ``mutual``, ``min2_margin``."""
+    g = read_grouping(run_dir)
+    if not g:
+        return {}
+    return dict(threshold=g["threshold"], k=g["k"], min2="min2" in g["variant"], mutual="mutual" in g["variant"],
+                min2_margin=g.get("min2_margin", 0.05))
+
+
 def find_duplicates(images, model, *, threshold: float | None = None, k: int | None = None, index: str = "auto",
                     min2: bool | None = None, min2_threshold: float | None = None, mutual: bool | None = None,
                     keep: str = "largest", runtime: str = "tflite", cache_dir=None, batch_size: int = 32,
@@ -397,19 +407,22 @@ def find_duplicates(images, model, *, threshold: float | None = None, k: int | N
         paths = [str(p) for p in images]
     if not paths:
         raise ValueError(f"no images found in {images}")
-    chosen = read_grouping(model) if Path(str(model)).is_dir() else None
-    if chosen:
-        threshold = chosen["threshold"] if threshold is None else threshold
-        k = chosen["k"] if k is None else k
-        min2 = "min2" in chosen["variant"] if min2 is None else min2
-        mutual = "mutual" in chosen["variant"] if mutual is None else mutual
-        if min2_threshold is None:
-            min2_threshold = threshold - chosen.get("min2_margin", 0.05)
-    k, min2, mutual = k or 10, bool(min2), bool(mutual)
-    model_path, threshold, name = _resolve_model(model, threshold)
+    chosen = grouping_options(model) if Path(str(model)).is_dir() else {}
+    threshold = chosen.get("threshold") if threshold is None else threshold
+    k = chosen.get("k", 10) if k is None else k
+    min2 = chosen.get("min2", False) if min2 is None else min2
+    mutual = chosen.get("mutual", False) if mutual is None else mutual
+    if min2_threshold is None and chosen and threshold is not None:
+        min2_threshold = threshold - chosen["min2_margin"]
+    if Path(str(model)).is_dir():  # a run folder: 07's model, or its best embedding model if 07 chose phash
+        from .evaluation import embedding_decision
+        d = embedding_decision(model)
+        model_path, name = Path(d["model_path"]), d["model"]
+        threshold = d["threshold"] if threshold is None else threshold
+    else:
+        model_path, threshold, name = _resolve_model(model, threshold)
     if model_path == "phash":
-        raise ValueError("grouping needs an embedding model; the run folder's decision chose phash "
-                         "(give a .keras model and --threshold)")
+        raise ValueError("grouping needs an embedding model, not phash (give a .keras model and --threshold)")
     embedder = load_embedder(model_path, runtime=runtime, cache_dir=cache_dir)
     from .pairs import resolve_images
     local = resolve_images(paths, None, cache_dir=(Path(cache_dir) / "downloads") if cache_dir else None,

@@ -18,7 +18,7 @@ from .inference import score_pairs
 from .thresholds import cv_threshold
 
 __all__ = ["list_models", "model_scores", "phash_scores", "collect_scores", "decide", "hardest_errors",
-           "write_decision", "read_decision", "test_kinds"]
+           "write_decision", "read_decision", "embedding_decision", "test_kinds"]
 
 
 def list_models(run_dir) -> dict[str, Path]:
@@ -112,3 +112,25 @@ def read_decision(run_dir) -> dict:
         raise FileNotFoundError(f"{path} not found: run 07_threshold_sweep first "
                                 "(python -m nnutils.pipeline --only 07)")
     return json.loads(path.read_text())
+
+
+def embedding_decision(run_dir) -> dict:
+    """Like :func:`read_decision`, but always an embedding model (collections need vectors to index).
+
+    When 07 chose ``phash`` for pairs, this is the best embedding model of 07's sweep
+    (``metrics/07_threshold_sweep.csv``, by cross-validated F1) with its threshold, marked
+    ``"fallback_from": "phash"``.
+    """
+    d = read_decision(run_dir)
+    if d.get("model_path"):
+        return d
+    sweep_csv = Path(run_dir) / "metrics" / "07_threshold_sweep.csv"
+    if not sweep_csv.exists():
+        raise FileNotFoundError(f"{sweep_csv} not found: rerun 07_threshold_sweep")
+    sw = pd.read_csv(sweep_csv)
+    sw = sw[sw.model != "phash"].sort_values("cv_f1", ascending=False)
+    if sw.empty:
+        raise ValueError(f"{sweep_csv}: no embedding model was evaluated")
+    best = sw.iloc[0]
+    return dict(model=best.model, model_path=str(Path(run_dir) / "models" / f"{best.model}.keras"),
+                threshold=float(best.threshold), cv_f1=float(best.cv_f1), fallback_from=d["model"])

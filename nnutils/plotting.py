@@ -15,7 +15,7 @@ import numpy as np
 from .images import try_read_rgb
 
 __all__ = ["thumbnail", "image_grid", "pair_grid", "save", "plot_histories", "plot_roc", "metrics_table",
-           "plot_f1_curves", "plot_pr", "plot_confusion", "plot_score_hist"]
+           "plot_f1_curves", "plot_pr", "plot_confusion", "plot_score_hist", "plot_groups"]
 
 
 def thumbnail(path: str | None, side: int = 256) -> tuple[np.ndarray, str | None]:
@@ -265,3 +265,24 @@ def plot_matches(path_or_img1, path_or_img2, kp1, kp2, verification, max_lines: 
     fig.tight_layout()
     return fig
 
+
+def plot_groups(groups: pd.DataFrame, n_groups: int = 6, per_group: int = 6, suptitle: str | None = None):
+    """Gallery of the largest duplicate groups: one row per group, its representative first.
+
+    ``groups`` is :func:`nnutils.dedup.group_table`'s output; each tile's title is the file
+    name and the similarity to the representative ("keep" on the representative).
+    """
+    sizes = groups.drop_duplicates("group").set_index("group")["size"].sort_values(ascending=False, kind="stable")
+    rows, titles, labels = [], [], []
+    for g in sizes.index[:n_groups]:
+        d = groups[groups.group == g].head(per_group)
+        rows.append(d.path.tolist())
+        titles.append([f"{Path(p).name}\n" + ("keep" if r else f"{s:.3f}")
+                       for p, r, s in zip(d.path, d.representative, d.similarity)])
+        labels.append(f"group {g} ({sizes[g]} images)")
+    if not rows:
+        fig, ax = plt.subplots(figsize=(4, 1))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no duplicate groups", ha="center", va="center")
+        return fig
+    return image_grid(rows, titles, row_labels=labels, suptitle=suptitle)

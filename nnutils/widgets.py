@@ -109,7 +109,6 @@ def compare_widget(comparer: Comparer, choices: Sequence[str] | None = None, val
     """
     import ipywidgets as W
     import matplotlib.pyplot as plt
-    from IPython.display import display
 
     options = [(Path(p).name, p) for p in (choices or comparer.paths)]
     if not options:
@@ -123,11 +122,12 @@ def compare_widget(comparer: Comparer, choices: Sequence[str] | None = None, val
     tmp = Path(tempfile.mkdtemp(prefix="nnutils-compare-"))
 
     def redraw(*_):
-        with out:
-            out.clear_output(wait=True)
-            fig = comparer.figure(*chosen)
-            display(fig)
-            plt.close(fig)
+        # set the Output widget's content directly rather than capturing with `with out:`:
+        # the capture path can block headless runners (papermill/nbclient) waiting on comm messages
+        fig = comparer.figure(*chosen)
+        out.outputs = ()
+        out.append_display_data(fig)
+        plt.close(fig)
 
     def on_pick(i):
         def f(change):

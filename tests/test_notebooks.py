@@ -113,3 +113,24 @@ def test_decision_and_submission(smoke_run):
     assert report["pairs"] == len(test) and report["ms_per_pair"] > 0
     assert report["pairs_unreadable"] >= 1          # the embedded test split has broken files
     assert 0 <= report["test_f1"] <= 1
+
+
+def test_find_duplicates_outputs(smoke_run):
+    tmp, _ = smoke_run
+    run = tmp / "run"
+    groups = pd.read_csv(run / "dedup" / "groups.csv")
+    assert len(groups) and (groups.groupby("group").representative.sum() == 1).all()
+    rm = pd.read_csv(run / "dedup" / "to_remove.csv")
+    assert len(rm) == len(groups) - groups.group.nunique()
+    assert not set(rm.path) & set(groups[groups.representative].path)
+    m = json.loads((run / "metrics" / "09_find_duplicates.json").read_text())
+    g = m["grouping"]
+    assert g["variant"] in {"plain", "min2", "mutual", "mutual+min2"} and 0 < g["test_rowwise_f1"] <= 1
+    assert m["report"]["unreadable"] >= 1                      # the embedded data's broken files are listed
+    settings = {r["setting"] for r in m["retrieval"]}
+    assert settings == {"baseline", "alpha-QE", "DBA", "DBA + alpha-QE"}
+    assert all(0 < r["mAP"] <= 1 for r in m["retrieval"])
+    proj = run / "tensorboard" / "projector"
+    assert {"sprite.png", "metadata.tsv", "embeddings.tsv", "projector_config.pbtxt"} <= {p.name for p in proj.iterdir()}
+    for fig in ("09_grouping_f1", "09_groups"):
+        assert (run / "figures" / f"{fig}.png").exists(), fig
