@@ -722,7 +722,7 @@ def _path_key(p):
 
 
 def verify_pairs(paths1: Sequence, paths2: Sequence, method: str = "sift", *, progress: bool = True,
-                 cache: bool = True, workers: int = 2, **kw):
+                 cache: bool = True, workers: int = 2, extractor=None, **kw):
     """Verify many pairs of image files; one row per pair, in input order.
 
     Each distinct image is extracted once (``cache=True``; in memory, for this call), in
@@ -741,6 +741,9 @@ def verify_pairs(paths1: Sequence, paths2: Sequence, method: str = "sift", *, pr
         (what a one-off :func:`verify_pair` costs).
     workers : int
         Extraction threads.
+    extractor : callable, optional
+        ``extractor(path) -> Keypoints`` instead of :func:`extract` (e.g.
+        ``nnutils.delf.DelfExtractor.extract``); it then runs in one thread.
     **kw
         :func:`extract` and :func:`verify` options, as in :func:`verify_pair`.
 
@@ -769,8 +772,11 @@ def verify_pairs(paths1: Sequence, paths2: Sequence, method: str = "sift", *, pr
             k = Keypoints.empty(method, reason="unreadable (missing)", dim=32 if method == "orb" else 128,
                                 binary=method == "orb")
         else:
-            k = extract(p, method, **ex)
+            k = extractor(p) if extractor is not None else extract(p, method, **ex)
         return k, (time.perf_counter() - t) * 1e3
+
+    if extractor is not None:  # a model runner is not assumed thread-safe
+        workers = 1
 
     rows = []
     if cache:

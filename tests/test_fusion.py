@@ -1,0 +1,108 @@
+"""The fused decision: per-pair features, the uncertain band, cross-validated fitting, save/load."""
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from nnutils.fusion import Fusion, apply_fusion, choose_band, in_band, local_columns, pair_features
+
+
+@pytest.fixture()
+def files(tmp_path):
+    rng = np.random.default_rng(0)
+    a = (rng.random((60, 80, 3)) * 255).astype(np.uint8)
+    Image.fromarray(a).save(tmp_path / "a.png")
+    (tmp_path / "a_copy.png").write_bytes((tmp_path / "a.png").read_bytes())       # byte-identical
+    Image.fromarray(a).save(tmp_path / "a_resaved.bmp")                              # same pixels, other bytes
+    Image.fromarray(a).resize((160, 120)).save(tmp_path / "a_big.jpg", quality=95)    # 4× the area, same aspect
+    Image.fromarray((rng.random((50, 100, 3)) * 255).astype(np.uint8)).save(tmp_path / "b.png")
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xffgarbage")
+    return {p.stem: str(p) for p in tmp_path.iterdir()}
+
+
+def test_pair_features_by_hand(files):
+    f = pair_features([files["a"], files["a"], files["a"], files["a"], files["a"]],
+                      [files["a_copy"], files["a_resaved"], files["a_big"], files["b"], files["broken"]],
+                      global_scores={"m": [0.9, 0.8, 0.7, 0.1, np.nan]})
+    assert f.shape[0] == 5 and f.dtypes.eq(float).all()
+    assert f.cos_m.tolist()[:4] == [0.9, 0.8, 0.7, 0.1]
+    assert f.same_bytes.tolist()[:4] == [1, 0, 0, 0] and f.same_pixels.tolist()[:4] == [1, 1, 0, 0]
+    assert f.log_area_ratio[2] == pytest.approx(np.log(4)) and f.log_aspect_ratio[2] == pytest.approx(0, abs=1e-9)
+    assert f.log_aspect_ratio[3] == pytest.approx(abs(np.log((80 / 60) / (100 / 50))))
+    assert f.phash_sim[0] == 1.0 and f.phash_sim[3] < 0.9
+    assert f.iloc[4][["phash_sim", "same_bytes", "log_area_ratio"]].isna().all()   # unreadable: NaN, no exception
+    with pytest.raises(ValueError, match="differ"):
+        pair_features([files["a"]], [])
+    with pytest.raises(ValueError, match="shape"):
+        pair_features([files["a"]], [files["b"]], global_scores={"m": [1, 2]})
+
+
+def test_local_columns_are_order_free_and_nan_when_not_verifiable():
+    local = pd.DataFrame({"verifiable": [True, False], "passed": [True, False], "inliers": [40, 0],
+                          "inlier_ratio": [0.9, 0], "coverage1": [0.7, 0], "coverage2": [1.0, 0], "spread": [0.8, 0],
+                          "scale": [0.5, 0], "rotation_deg": [-3.0, 0]})
+    c = local_columns(local)
+    assert c.lf_coverage_max[0] == 1.0 and c.lf_coverage_min[0] == 0.7
+    assert c.lf_log_scale[0] == pytest.approx(np.log(2)) and c.lf_rotation[0] == 3.0
+    assert c.iloc[1].drop(["lf_verifiable", "lf_passed"]).isna().all() and c.lf_verifiable[1] == 0
+
+
+def test_choose_band_holds_the_errors():
+    s = np.array([0.1, 0.2, 0.45, 0.55, 0.58, 0.62, 0.9, 0.95, np.nan])
+    y = np.array([0, 0, 1, 0, 1, 0, 1, 1, 1])
+    # threshold 0.5: errors are the FN at 0.45 and the FPs at 0.55 and 0.62
+    lo, hi = choose_band(s, y, 0.5, margin=0.0)
+    assert (lo, hi) == (0.45, 0.62)
+    lo, hi = choose_band(s, y, 0.5, margin=0.02)
+    assert lo == pytest.approx(0.43) and hi == pytest.approx(0.64)
+    assert in_band(s, (lo, hi)).tolist() == [False, False, True, True, True, True, False, False, False]
+    assert choose_band([0.1, 0.9], [0, 1], 0.5, margin=0.0) == (0.5, 0.5)           # no errors: a point band
+
+
+def test_apply_fusion_only_changes_the_band():
+    s = np.array([0.1, 0.45, 0.55, 0.9, np.nan])
+    fused = np.array([1, 1, 0, 0, 1])
+    assert apply_fusion(s, 0.5, (0.4, 0.6), fused).tolist() == [0, 1, 0, 1, 0]
+
+
+def make_xy(n=400, seed=0):
+    """A global score that confuses a hard-negative kind, which a local feature separates."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    hard = (y == 0) & (rng.random(n) < 0.4)
+    cos = np.where(y == 1, rng.normal(0.8, 0.1, n), np.where(hard, rng.normal(0.75, 0.1, n), rng.normal(0.3, 0.1, n)))
+    inl = np.where(y == 1, rng.normal(60, 15, n), rng.normal(8, 5, n))
+    inl[rng.random(n) < 0.1] = np.nan                                     # some pairs not verifiable
+    return pd.DataFrame({"cos_m": cos, "lf_inliers": inl, "noise": rng.random(n)}), y
+
+
+@pytest.mark.parametrize("kind", ["hgb", "logistic"])
+def test_fusion_beats_the_global_score_and_round_trips(kind, tmp_path):
+    from nnutils.metrics import best_threshold
+    X, y = make_xy()
+    fz = Fusion(kind=kind, folds=4, seed=0).fit(X, y, importance_repeats=3)
+    glob_f1 = best_threshold(y, X.cos_m)[1]
+    assert fz.cv["f1"] > glob_f1 + 0.05 and fz.cv["folds"] == 4
+    assert 0 < fz.threshold < 1 and fz.oof.shape == (len(y),)
+    assert fz.importances.feature[0] in ("lf_inliers", "cos_m")
+    assert fz.importances.set_index("feature").importance["noise"] < 0.02
+    Xt, yt = make_xy(seed=1)
+    p = fz.predict_proba(Xt)
+    assert p.shape == (len(yt),) and ((p >= fz.threshold) == yt).mean() > 0.9
+    path = fz.save(tmp_path / "fusion.joblib")
+    again = Fusion.load(path)
+    assert np.array_equal(again.predict_proba(Xt), p) and again.threshold == fz.threshold
+    with pytest.raises(ValueError, match="missing"):
+        fz.predict_proba(Xt.drop(columns=["noise"]))
+
+
+def test_fusion_errors():
+    X, y = make_xy(50)
+    with pytest.raises(ValueError, match="both classes"):
+        Fusion().fit(X, np.zeros(50, int))
+    with pytest.raises(ValueError, match="kind"):
+        Fusion(kind="forest").fit(X, y)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        Fusion().predict_proba(X)
+    with pytest.raises(FileNotFoundError, match="10_local_verification"):
+        Fusion.load("/nonexistent/fusion.joblib")
