@@ -13,7 +13,8 @@ Models
     :mod:`~nnutils.backbones` (registry, offline weights, TF-Hub), :mod:`~nnutils.efficientnet_lite`,
     :mod:`~nnutils.models` (pooling, head, embedder), :mod:`~nnutils.losses`,
     :mod:`~nnutils.features` (cached backbone outputs), :mod:`~nnutils.training`,
-    :mod:`~nnutils.experiments` (the steps of notebooks 03–06)
+    :mod:`~nnutils.experiments` (the steps of notebooks 03–06),
+    :mod:`~nnutils.delf` (DELF-style learned local features: attention keypoints, PCA descriptors)
 Decisions
     :mod:`~nnutils.metrics`, :mod:`~nnutils.baselines` (perceptual hashes),
     :mod:`~nnutils.thresholds` (CV threshold, HParams), :mod:`~nnutils.evaluation`,
