@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["LOCAL_COLUMNS", "HASH_KINDS", "local_columns", "pair_features", "choose_band", "in_band", "Fusion",
-           "apply_fusion"]
+           "apply_fusion", "verify_band"]
 
 HASH_KINDS = ("phash", "dhash", "whash")
 LOCAL_COLUMNS = ("verifiable", "inliers", "inlier_ratio", "coverage1", "coverage2", "spread", "scale",
@@ -178,8 +178,9 @@ class Fusion:
     threshold: float = 0.5
     band: tuple | None = None          # the global-score band this fusion is applied in (set by the caller)
     global_threshold: float | None = None
-    global_column: str | None = None
-    local_method: str | None = None
+    global_model: str | None = None     # the embedding model whose cosine is the feature ``cos_global``
+    local_method: str | None = None     # "sift" | "orb" | "delf" | None: the local check whose features it reads
+    local_model: str | None = None      # for "delf": the saved DelfExtractor folder
     model: object = None
     cv: dict = field(default_factory=dict)
     importances: pd.DataFrame | None = None
@@ -282,3 +283,40 @@ def apply_fusion(global_scores, global_threshold: float, band: tuple[float, floa
     m = in_band(s, band)
     out[m] = np.asarray(fused)[m]
     return out.astype(int)
+
+
+def verify_band(fusion: "Fusion", paths1: Sequence[str | None], paths2: Sequence[str | None], global_scores,
+                *, progress: bool = False) -> tuple[np.ndarray, dict]:
+    """Final (P,) 0/1 decisions with local verification and the fused decision inside ``fusion.band``.
+
+    Only pairs whose global score is in the band are verified (local features, hashes,
+    sizes, identity) and decided by ``fusion``; the others keep ``score >= global_threshold``;
+    NaN scores are 0 (unreadable policy). Returns ``(decisions, report)`` with
+    ``pairs_verified``, ``share_verified``, ``verify_s`` and ``ms_per_verified_pair``.
+    """
+    import time
+
+    from .local_features import verify_pairs
+    if fusion.band is None or fusion.global_threshold is None:
+        raise ValueError("this Fusion has no band/global threshold: set them before use (notebook 10 does)")
+    s = np.asarray(global_scores, float)
+    m = in_band(s, fusion.band)
+    idx = np.flatnonzero(m)
+    fused = np.full(len(s), -1)
+    t0 = time.perf_counter()
+    if len(idx):
+        p1 = [paths1[i] for i in idx]
+        p2 = [paths2[i] for i in idx]
+        local = None
+        if fusion.local_method == "delf":
+            from .delf import DelfExtractor
+            ex = DelfExtractor.load(fusion.local_model)
+            local = verify_pairs(p1, p2, "delf", extractor=ex.extract, progress=progress)
+        elif fusion.local_method:
+            local = verify_pairs(p1, p2, fusion.local_method, progress=progress)
+        X = pair_features(p1, p2, global_scores={"global": s[idx]}, local=local, progress=progress)
+        fused[idx] = fusion.decide(X)
+    secs = time.perf_counter() - t0
+    report = dict(pairs_verified=int(len(idx)), share_verified=round(len(idx) / max(1, len(s)), 4),
+                  verify_s=round(secs, 3), ms_per_verified_pair=round(1000 * secs / len(idx), 2) if len(idx) else None)
+    return apply_fusion(s, fusion.global_threshold, fusion.band, fused), report

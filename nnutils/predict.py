@@ -71,8 +71,32 @@ def _cached_embeddings(embedder, key: str, paths: list, cache_dir, batch_size: i
     return emb, ok, int(ok[todo].sum()) if todo else 0
 
 
+def _resolve_fusion(verify, model, name: str):
+    """The Fusion to apply, or None. ``verify``: None/False (off), "auto" (the run folder's
+    ``fusion.joblib`` if present), True (the run folder's, required) or a path."""
+    if verify in (None, False, "off", "none"):
+        return None
+    from .fusion import Fusion
+    if verify in (True, "auto", "on"):
+        if not Path(str(model)).is_dir():
+            if verify == "auto":
+                return None
+            raise ValueError("verify=True needs --model to be a run folder (it holds fusion.joblib); "
+                             "or give the fusion file")
+        path = Path(model) / "fusion.joblib"
+        if verify == "auto" and not path.is_file():
+            return None
+    else:
+        path = Path(verify)
+    fz = Fusion.load(path)
+    if fz.global_model is not None and fz.global_model != name:
+        raise ValueError(f"{path} was trained on the scores of model {fz.global_model!r}, not {name!r}; "
+                         "rerun 10_local_verification for this model")
+    return fz
+
+
 def predict_pairs(pairs, images_dir, model, *, threshold: float | None = None, runtime: str = "tflite",
-                  cache_dir=None, batch_size: int = 32, progress: bool = True) -> Prediction:
+                  cache_dir=None, batch_size: int = 32, progress: bool = True, verify=None) -> Prediction:
     """Decide every pair of a LUN ``test``-format table or CSV path.
 
     Returns a :class:`Prediction`; ``report`` holds ``pairs``, ``images``, ``images_embedded``
@@ -80,6 +104,12 @@ def predict_pairs(pairs, images_dir, model, *, threshold: float | None = None, r
     ``predicted_same``, ``seconds`` (wall, end to end: reading, decoding, embedding, scoring;
     the one-off model load/conversion is ``model_load_s``), ``ms_per_pair``, ``images_per_s``,
     ``runtime``, ``model``, ``threshold``.
+
+    ``verify`` adds local verification and the fused decision of notebook 10 for the pairs
+    in its uncertain band (:func:`nnutils.fusion.verify_band`): ``"auto"`` uses the run
+    folder's ``fusion.joblib`` when there is one, ``True`` requires it, a path names the
+    file. The report then also has ``pairs_verified``, ``share_verified``, ``verify_s``,
+    ``ms_per_verified_pair`` and ``fusion``; ``seconds`` includes the verification.
     """
     t_load = time.perf_counter()
     model_path, threshold, name = _resolve_model(model, threshold)
@@ -116,6 +146,17 @@ def predict_pairs(pairs, images_dir, model, *, threshold: float | None = None, r
     embed_s = time.perf_counter() - t_embed
     unreadable = np.isnan(scores)
     sub = make_submission(test, scores, threshold, unreadable)
+    fusion = _resolve_fusion(verify, model, name) if model_path != "phash" else None
+    vreport = {}
+    if fusion is not None:
+        from .fusion import verify_band
+        if abs(fusion.global_threshold - threshold) > 1e-9:
+            raise ValueError(f"the fusion was fitted at global threshold {fusion.global_threshold:.4f}, "
+                             f"not {threshold:.4f}: drop --threshold or rerun 10_local_verification")
+        decisions, vreport = verify_band(fusion, list(test.image_url1.map(path_of)), list(test.image_url2.map(path_of)),
+                                         scores, progress=progress)
+        sub = sub.assign(is_same=decisions)
+        vreport["fusion"] = f"{fusion.kind}+{fusion.local_method or 'no local'}"
     seconds = time.perf_counter() - t0
     report = dict(pairs=len(test), images=len(urls), images_embedded=int(embedded),
                   unreadable_images=int((~ok).sum()), pairs_unreadable=int(unreadable.sum()),
@@ -123,7 +164,8 @@ def predict_pairs(pairs, images_dir, model, *, threshold: float | None = None, r
                   ms_per_pair=round(1000 * seconds / max(1, len(test)), 3),
                   images_per_s=round(embedded / embed_s, 1) if embedded and embed_s > 0 else None,
                   model_load_s=round(load_s, 2),
-                  runtime=runtime if model_path != "phash" else "imagehash", model=name, threshold=float(threshold))
+                  runtime=runtime if model_path != "phash" else "imagehash", model=name, threshold=float(threshold),
+                  **vreport)
     return Prediction(sub, scores, unreadable, report)
 
 
@@ -139,11 +181,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache-dir", default="cache", help="embedding/download cache (default: %(default)s)")
     ap.add_argument("--scores", action="store_true", help="also write <out>_scores.csv")
     ap.add_argument("--labels", default=None, help="ID,is_same labels to score the submission against")
+    ap.add_argument("--verify", default="off", metavar="off|auto|on|FILE",
+                    help="local verification + fused decision in the uncertain band (notebook 10's fusion.joblib): "
+                         "off (default), auto (if the run folder has one), on (required), or a fusion file")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
     try:
         pred = predict_pairs(args.pairs, args.images, args.model, threshold=args.threshold, runtime=args.runtime,
-                             cache_dir=args.cache_dir, progress=not args.quiet)
+                             cache_dir=args.cache_dir, progress=not args.quiet, verify=args.verify)
         test_ids = pred.submission.ID
         out = write_submission(pred.submission, args.out, test_ids, pred.scores if args.scores else None)
         if args.labels:

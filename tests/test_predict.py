@@ -92,3 +92,51 @@ def test_bad_inputs_exit_2_with_a_clear_message(setup, tmp_path, capsys, case, f
     assert rc == 2
     assert fragment in capsys.readouterr().err
     assert not (tmp_path / "s.csv").exists()
+
+
+def _fit_fusion(setup, tmp_path, **fields):
+    """A fused decision trained on the fixture's own pair features (labels: a/a_big same, the rest not)."""
+    from nnutils.fusion import Fusion, pair_features
+    from nnutils.local_features import verify_pairs
+    img = setup / "images"
+    p1 = [str(img / "a.jpg"), str(img / "a.jpg"), str(img / "b.jpg")]
+    p2 = [str(img / "a_big.png"), str(img / "b.jpg"), str(img / "a_big.png")]
+    X = pair_features(p1, p2, global_scores={"global": [0.9, 0.3, 0.35]}, local=verify_pairs(p1, p2, progress=False))
+    rng = np.random.default_rng(0)
+    X = pd.concat([X] * 8, ignore_index=True)
+    X["cos_global"] += rng.normal(0, 0.01, len(X))
+    fz = Fusion(kind="logistic", folds=2).fit(X, np.tile([1, 0, 0], 8), importance_repeats=0)
+    for k, v in {**dict(band=(-1.0, 2.0), global_threshold=0.8, global_model="tiny", local_method="sift"), **fields}.items():
+        setattr(fz, k, v)
+    return fz.save(tmp_path / "fusion.joblib")
+
+
+def test_verify_runs_the_fused_decision_in_the_band(setup, tmp_path):
+    path = _fit_fusion(setup, tmp_path)
+    plain = predict_pairs(setup / "test.csv", setup / "images", setup / "run", cache_dir=tmp_path / "c", progress=False)
+    assert "pairs_verified" not in plain.report
+    auto = predict_pairs(setup / "test.csv", setup / "images", setup / "run", cache_dir=tmp_path / "c", progress=False,
+                         verify="auto")                       # the run folder has no fusion.joblib: no verification
+    assert "pairs_verified" not in auto.report
+    v = predict_pairs(setup / "test.csv", setup / "images", setup / "run", cache_dir=tmp_path / "c", progress=False,
+                      verify=path)
+    assert v.report["pairs_verified"] == 2 and v.report["share_verified"] == 0.5   # unreadable pairs are not verified
+    assert v.report["ms_per_verified_pair"] > 0 and v.report["fusion"] == "logistic+sift"
+    assert v.submission.is_same.tolist() == [1, 0, 0, 0]
+    # a band that holds nothing leaves the global decision
+    narrow = _fit_fusion(setup, tmp_path / "n", band=(5.0, 6.0))
+    n = predict_pairs(setup / "test.csv", setup / "images", setup / "run", cache_dir=tmp_path / "c", progress=False,
+                      verify=narrow)
+    assert n.report["pairs_verified"] == 0 and n.submission.is_same.tolist() == plain.submission.is_same.tolist()
+
+
+def test_verify_refuses_a_fusion_for_another_model_or_threshold(setup, tmp_path, capsys):
+    other = _fit_fusion(setup, tmp_path / "o", global_model="another")
+    with pytest.raises(ValueError, match="another"):
+        predict_pairs(setup / "test.csv", setup / "images", setup / "run", progress=False, verify=other)
+    good = _fit_fusion(setup, tmp_path / "g")
+    with pytest.raises(ValueError, match="threshold"):
+        predict_pairs(setup / "test.csv", setup / "images", setup / "run", threshold=0.5, progress=False, verify=good)
+    rc = main(["--pairs", str(setup / "test.csv"), "--images", str(setup / "images"), "--model", str(setup / "run"),
+               "--out", str(tmp_path / "s.csv"), "--verify", "on", "--quiet"])
+    assert rc == 2 and "10_local_verification" in capsys.readouterr().err
