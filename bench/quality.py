@@ -8,7 +8,10 @@ the predict command — with an empty cache, so each distinct test image is deco
 embedded once, end to end (TFLite runtime). Thresholds are never tuned on test: they are
 the k-fold cross-validated thresholds of notebook 07 (``metrics/07_threshold_sweep.csv``).
 Pairs with an unreadable image are predicted 0 (the documented policy) and count as
-errors when they are duplicates. Prints one markdown table and the machine it ran on.
+errors when they are duplicates. When notebook 10 left a ``fusion.joblib`` in the run
+folder, one more row runs its global model with local verification and the fused decision
+in the uncertain band (``predict --verify``); F1 and errors are of the final decisions, the
+ROC AUC of the global score. Prints one markdown table and the machine it ran on.
 """
 from __future__ import annotations
 
@@ -50,6 +53,7 @@ def main(argv=None) -> int:
     ap.add_argument("--run-dir", default=str(ROOT / "runs" / "cpu"))
     ap.add_argument("--data-dir", default=str(ROOT / "data" / "lun-embedded"))
     ap.add_argument("--runtime", default="tflite", choices=["tflite", "keras"])
+    ap.add_argument("--no-verify", action="store_true", help="skip the row with notebook 10's verification + fusion")
     args = ap.parse_args(argv)
     run, data = Path(args.run_dir), Path(args.data_dir)
     sweep = pd.read_csv(run / "metrics" / "07_threshold_sweep.csv").set_index("model")
@@ -60,8 +64,16 @@ def main(argv=None) -> int:
     kinds = test_kinds(data, test.ID).negative_kind.to_numpy()
     hard = np.isin(kinds, HARD_KINDS)
     models = {"phash": "phash", **{k: str(v) for k, v in list_models(run).items()}}
+    fusion_path = run / "fusion.joblib"
+    fused_model = None
+    if fusion_path.exists() and not args.no_verify:
+        from nnutils.fusion import Fusion
+        fused_model = Fusion.load(fusion_path).global_model
     rows = []
-    for name, model in models.items():
+    jobs = [(n, m, None) for n, m in models.items()]
+    if fused_model in models:  # the global model again, with 10's verification + fusion in its uncertain band
+        jobs.append((fused_model, models[fused_model], fusion_path))
+    for name, model, verify in jobs:
         if name not in sweep.index:
             continue
         thr = float(sweep.loc[name, "threshold"])
@@ -69,13 +81,18 @@ def main(argv=None) -> int:
             load_embedder(model, runtime=args.runtime)  # convert once, outside the timing
         with tempfile.TemporaryDirectory() as cache:
             pred = predict_pairs(test, data / "images", model, threshold=thr, runtime=args.runtime,
-                                 cache_dir=cache, progress=False)
+                                 cache_dir=cache, progress=False, verify=verify)
         s = np.nan_to_num(pred.scores, nan=-1.0)
+        d = pred.submission.is_same.to_numpy()           # the decisions (fused ones in the band)
         m = metrics.pair_metrics(y, s, thr)
+        md = metrics.pair_metrics(y, d, 0.5)
+        label = LABELS.get(name, name) + (" ← default (07's choice)" if name == default and verify is None else "")
         rows.append({
-            "model": LABELS.get(name, name) + (" ← default (07's choice)" if name == default else ""),
-            "F1 class 1": m["f1"], "macro F1": m["macro_f1"], "ROC AUC": m["roc_auc"],
-            "FP on hard negatives": float((s[hard] >= thr).mean()) if hard.any() else float("nan"),
+            "model": label + (f" + verification + fusion ({pred.report['share_verified']:.0%} of pairs verified)"
+                              if verify else ""),
+            "F1 class 1": md["f1"], "macro F1": md["macro_f1"], "ROC AUC (global score)": m["roc_auc"],
+            "errors": md["fp"] + md["fn"],
+            "FP on hard negatives": float((d[hard] == 1).mean()) if hard.any() else float("nan"),
             "threshold": thr, "img/s (decode+embed)": pred.report["images_per_s"],
             "ms/pair end to end": pred.report["ms_per_pair"],
         })

@@ -58,7 +58,8 @@ def local_columns(local: pd.DataFrame, prefix: str = "lf") -> pd.DataFrame:
     }, index=local.index)
 
 
-def _image_facts(paths: Sequence[str | None], hash_kinds: Sequence[str], progress: bool) -> pd.DataFrame:
+def _image_facts(paths: Sequence[str | None], hash_kinds: Sequence[str], progress: bool,
+                 images: dict | None = None) -> pd.DataFrame:
     """Per distinct image: width, height, file and pixel digests, hashes (NaN/None when unreadable)."""
     from tqdm.auto import tqdm
 
@@ -70,12 +71,15 @@ def _image_facts(paths: Sequence[str | None], hash_kinds: Sequence[str], progres
     for p in tqdm(list(dict.fromkeys(x for x in paths if x)), desc="image facts", disable=not progress):
         r = {"width": np.nan, "height": np.nan, "file_digest": None, "pixel_digest": None}
         try:
-            rgb = read_rgb(p)                      # one decode serves size, pixel digest and hashes
+            rgb = images[p] if images is not None and p in images else read_rgb(p)  # one decode serves all
+            if rgb is None:  # known unreadable
+                rows[p] = r
+                continue
             r["height"], r["width"] = rgb.shape[:2]
             r["file_digest"] = file_digest(p)
             r["pixel_digest"] = pixel_digest(rgb)
             im = Image.fromarray(rgb)
-            im.thumbnail((256, 256))
+            im.thumbnail((128, 128))               # hashes look at 32×32 at most; shrinking first is 5× cheaper
             for k in hash_kinds:
                 r[k] = HASHES[k](im, hash_size=8).hash.flatten()
         except (UnreadableImageError, OSError, ValueError):
@@ -86,7 +90,7 @@ def _image_facts(paths: Sequence[str | None], hash_kinds: Sequence[str], progres
 
 def pair_features(paths1: Sequence[str | None], paths2: Sequence[str | None], *, global_scores: dict | None = None,
                   local: pd.DataFrame | dict | None = None, hash_kinds: Sequence[str] = HASH_KINDS,
-                  progress: bool = False) -> pd.DataFrame:
+                  images: dict | None = None, progress: bool = False) -> pd.DataFrame:
     """Per-pair features for the fused decision: a (P, F) float DataFrame, NaN where unknown.
 
     Parameters
@@ -96,6 +100,8 @@ def pair_features(paths1: Sequence[str | None], paths2: Sequence[str | None], *,
     local : ``verify_pairs`` output (P rows) → :func:`local_columns` with prefix ``lf``, or
         ``{prefix: DataFrame}`` for several local methods (e.g. ``{"sift": ..., "delf": ...}``)
     hash_kinds : perceptual hashes → ``<kind>_sim`` = 1 - Hamming/64
+    images : ``{path: RGB uint8 array or None}`` decoded already (None = unreadable); other
+        paths are read here
 
     Also ``log_area_ratio`` (|log(area1/area2)|), ``log_aspect_ratio`` (|log(aspect1/aspect2)|),
     ``same_bytes`` and ``same_pixels`` (0/1; NaN when a file is unreadable).
@@ -110,7 +116,7 @@ def pair_features(paths1: Sequence[str | None], paths2: Sequence[str | None], *,
         if s.shape != (n,):
             raise ValueError(f"global_scores[{name!r}] has shape {s.shape}, expected ({n},)")
         out[f"cos_{name}"] = s
-    facts = _image_facts(paths1 + paths2, hash_kinds, progress)
+    facts = _image_facts(paths1 + paths2, hash_kinds, progress, images)
 
     def col(paths, c):
         return np.array([facts.at[p, c] if p in facts.index else None for p in paths], dtype=object)
@@ -285,6 +291,22 @@ def apply_fusion(global_scores, global_threshold: float, band: tuple[float, floa
     return out.astype(int)
 
 
+def _decode_once(paths, workers: int = 2) -> dict:
+    """``{path: RGB uint8 array or None}`` for the distinct non-empty paths (None = unreadable)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .images import try_read_rgb
+    uniq = list(dict.fromkeys(p for p in paths if p))
+    with ThreadPoolExecutor(workers) as pool:
+        return dict(zip(uniq, pool.map(lambda p: try_read_rgb(p)[0], uniq)))
+
+
+def _or_path(images: dict, p):
+    """The decoded array of ``p`` when there is one, else ``p`` (the extractor then reports why it fails)."""
+    a = images.get(p)
+    return a if a is not None else p
+
+
 def verify_band(fusion: "Fusion", paths1: Sequence[str | None], paths2: Sequence[str | None], global_scores,
                 *, progress: bool = False) -> tuple[np.ndarray, dict]:
     """Final (P,) 0/1 decisions with local verification and the fused decision inside ``fusion.band``.
@@ -307,14 +329,18 @@ def verify_band(fusion: "Fusion", paths1: Sequence[str | None], paths2: Sequence
     if len(idx):
         p1 = [paths1[i] for i in idx]
         p2 = [paths2[i] for i in idx]
+        images = _decode_once(p1 + p2)          # each image decoded once for the local check and the facts
         local = None
         if fusion.local_method == "delf":
             from .delf import DelfExtractor
             ex = DelfExtractor.load(fusion.local_model)
-            local = verify_pairs(p1, p2, "delf", extractor=ex.extract, progress=progress)
+            local = verify_pairs(p1, p2, "delf", extractor=lambda p: ex.extract(_or_path(images, p)),
+                                 workers=1, progress=progress)
         elif fusion.local_method:
-            local = verify_pairs(p1, p2, fusion.local_method, progress=progress)
-        X = pair_features(p1, p2, global_scores={"global": s[idx]}, local=local, progress=progress)
+            from .local_features import extract
+            local = verify_pairs(p1, p2, fusion.local_method, progress=progress,
+                                 extractor=lambda p: extract(_or_path(images, p), fusion.local_method))
+        X = pair_features(p1, p2, global_scores={"global": s[idx]}, local=local, images=images, progress=progress)
         fused[idx] = fusion.decide(X)
     secs = time.perf_counter() - t0
     report = dict(pairs_verified=int(len(idx)), share_verified=round(len(idx) / max(1, len(s)), 4),

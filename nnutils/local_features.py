@@ -743,7 +743,8 @@ def verify_pairs(paths1: Sequence, paths2: Sequence, method: str = "sift", *, pr
         Extraction threads.
     extractor : callable, optional
         ``extractor(path) -> Keypoints`` instead of :func:`extract` (e.g.
-        ``nnutils.delf.DelfExtractor.extract``); it then runs in one thread.
+        ``nnutils.delf.DelfExtractor.extract``, or :func:`extract` on images decoded
+        already). Pass ``workers=1`` when it is not thread-safe (a model runner).
     **kw
         :func:`extract` and :func:`verify` options, as in :func:`verify_pair`.
 
@@ -775,8 +776,6 @@ def verify_pairs(paths1: Sequence, paths2: Sequence, method: str = "sift", *, pr
             k = extractor(p) if extractor is not None else extract(p, method, **ex)
         return k, (time.perf_counter() - t) * 1e3
 
-    if extractor is not None:  # a model runner is not assumed thread-safe
-        workers = 1
 
     rows = []
     if cache:
