@@ -19,10 +19,11 @@ kind       faiss index                                 when
 
 ``kind="auto"`` is ``flat`` for N ≤ :data:`AUTO_FLAT_MAX` (50,000) and ``hnsw`` above.
 Measured by ``bench/scale.py`` (self-kNN, k = 10, 512-d, 2 shared cores): exact flat costs
-~3.3e-8·N² s (10k: 4 s, 100k: 230 s — quadratic), HNSW ~0.9 ms per vector build + search
-(100k: 87 s, recall@10 0.97) and IVF with the default nprobe 105 s at 100k but ten times more
-per query at 1M; the curves of flat and HNSW cross near 30k–50k, and up to 50k exact search
-stays under a minute, so exact results are kept there. Our trained heads emit 512-d
+~2–3e-8·N² s (10k: 3 s, 100k: 160–230 s, 1M: ~4 h extrapolated), HNSW build + search 80–87 s at
+100k (recall@10 0.97) and 18 min at 1M (recall@10 0.94), IVF with the default nprobe 105 s at
+100k (recall 1.0) but ~1.9 h at 1M (its cost per query grows with N). Flat and HNSW cross
+near 30k–50k; up to 50k exact search stays under a minute, so exact results are kept there.
+For more recall from HNSW at 1M raise ``ef_search`` (and ``ef_construction``). Our trained heads emit 512-d
 embeddings; the untrained pretrained grid features are 5,120-d (ten times the memory and
 search time per vector).
 
@@ -47,7 +48,7 @@ __all__ = ["AUTO_FLAT_MAX", "KINDS", "resolve_kind", "build_index", "search", "k
            "memory_bytes", "check_embeddings"]
 
 #: ``kind="auto"`` builds an exact flat index up to this many vectors, HNSW above
-#: (bench/scale.py, 512-d, 2 cores: flat self-kNN grows as N², 100k takes ~4 min vs ~1.5 min for HNSW).
+#: (bench/scale.py, 512-d, 2 cores: flat self-kNN grows as N², 100k takes 3–4 min vs ~1.5 min for HNSW).
 AUTO_FLAT_MAX = 50_000
 KINDS = ("auto", "flat", "ivf", "hnsw", "ivfpq")
 _NORM_TOL = 1e-3
