@@ -19,10 +19,14 @@ Decisions
     :mod:`~nnutils.metrics`, :mod:`~nnutils.baselines` (perceptual hashes),
     :mod:`~nnutils.thresholds` (CV threshold, HParams), :mod:`~nnutils.evaluation`,
     :mod:`~nnutils.submission`, :mod:`~nnutils.inference` (TFLite, fast decoding),
-    :mod:`~nnutils.predict` (CLI)
+    :mod:`~nnutils.predict` (CLI), :mod:`~nnutils.local_features` (SIFT/ORB + the geometric
+    check), :mod:`~nnutils.fusion` (per-pair features, uncertain band, learned decision)
 Scale
     :mod:`~nnutils.index` (faiss kNN over unit embeddings: flat / IVF / HNSW, ``auto`` by size),
-    :mod:`~nnutils.retrieval` (queries vs references: top-k, mAP / recall@k, alpha-QE, DBA)
+    :mod:`~nnutils.retrieval` (queries vs references: top-k, mAP / recall@k, alpha-QE, DBA),
+    :mod:`~nnutils.dedup` (groups of duplicates in a collection, files to remove; CLI),
+    :mod:`~nnutils.projector` (TensorBoard embedding projector), :mod:`~nnutils.widgets`
+    (interactive comparison)
 Running
     :mod:`~nnutils.profiles` (+ ``profiles.yaml``), :mod:`~nnutils.pipeline` (CLI), :mod:`~nnutils.plotting`
 

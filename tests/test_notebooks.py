@@ -134,3 +134,21 @@ def test_find_duplicates_outputs(smoke_run):
     assert {"sprite.png", "metadata.tsv", "embeddings.tsv", "projector_config.pbtxt"} <= {p.name for p in proj.iterdir()}
     for fig in ("09_grouping_f1", "09_groups"):
         assert (run / "figures" / f"{fig}.png").exists(), fig
+
+
+def test_local_verification_outputs(smoke_run):
+    from nnutils.fusion import Fusion
+    tmp, _ = smoke_run
+    run = tmp / "run"
+    fz = Fusion.load(run / "fusion.joblib")
+    assert fz.band[0] <= fz.global_threshold <= fz.band[1] and fz.local_method in {"sift", "orb", "delf"}
+    assert (run / "models" / "delf" / "delf.json").exists()
+    m = json.loads((run / "metrics" / "10_local_verification.json").read_text())
+    assert 0 < m["test_report"]["share_verified"] <= 1 and m["test_report"]["ms_per_verified_pair"] > 0
+    names = [r["decision"] for r in m["test"]]
+    assert names == ["global", "global + verification + fusion"]
+    assert {r["features"] for r in m["cv_table"]} >= {"global cosine only", "+ ORB check", "+ DELF check"}
+    sub = pd.read_csv(tmp / "submissions" / "smoke_verified.csv")
+    assert list(sub.columns) == ["ID", "is_same"] and len(sub) == len(pd.read_csv(tmp / "data" / "test.csv"))
+    for fig in ("10_attention", "10_band", "10_importance"):
+        assert (run / "figures" / f"{fig}.png").exists(), fig
