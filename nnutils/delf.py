@@ -86,6 +86,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .images import read_any as read_image  # noqa: F401  (re-exported: path/PIL/array → RGB, size, reason)
 from .local_features import Keypoints
 
 __all__ = ["ASPECTS", "DEFAULT_SCALES", "RECEPTIVE_FIELDS", "DelfExtractor", "Pca", "build_attention_head",
@@ -181,39 +182,6 @@ def _l2n(x: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- reading
-def read_image(image, max_side: int | None = None) -> tuple[np.ndarray | None, tuple[int, int], str]:
-    """``(RGB uint8 (H, W, 3) or None, original (width, height), reason)``; never raises for a bad file.
-
-    ``image``: a path (read by :mod:`nnutils.images`: EXIF orientation, any mode; a big JPEG is
-    decoded at a reduced DCT scale still ≥ ``max_side``), a PIL image, an RGB ``(H, W, 3)``
-    or grey ``(H, W)`` array (uint8, or float in [0, 255]). The original size is the
-    displayed size before any reduced decode.
-    """
-    from PIL import Image
-
-    from .images import DEFAULT_MAX_PIXELS, UnreadableImageError, _open, to_rgb
-
-    if isinstance(image, Image.Image):
-        image = np.asarray(to_rgb(image))
-    if isinstance(image, np.ndarray):
-        a = image
-        if a.ndim == 2:
-            a = np.repeat(a[..., None], 3, axis=2)
-        if a.ndim == 3 and a.shape[2] == 4:
-            a = a[..., :3]
-        if a.ndim != 3 or a.shape[2] != 3:
-            raise ValueError(f"expected an (H, W, 3) RGB or (H, W) grey array, got shape {image.shape}")
-        if a.dtype != np.uint8:
-            a = np.clip(np.nan_to_num(np.asarray(a, np.float64)), 0, 255).round().astype(np.uint8)
-        return np.ascontiguousarray(a), (int(a.shape[1]), int(a.shape[0])), ""
-    info: dict = {}
-    draft = (int(max_side), int(max_side)) if max_side else None
-    try:
-        img = _open(image, DEFAULT_MAX_PIXELS, draft, info)
-    except UnreadableImageError as exc:
-        return None, (int(info.get("width") or 0), int(info.get("height") or 0)), f"unreadable ({exc.reason})"
-    size = (int(info.get("width") or img.width), int(info.get("height") or img.height))
-    return np.asarray(img), size, ""
 
 
 #: Aspect ratios (width / height) an image is resized to: the nearest one (in log scale), so a

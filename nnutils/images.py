@@ -63,6 +63,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 __all__ = [
+    "read_any",
     "DEFAULT_MAX_PIXELS",
     "REASON_MISSING",
     "REASON_EMPTY",
@@ -695,3 +696,35 @@ def pixel_digest(path_or_array, **kw) -> str:
     h.update(("%dx%dx%d;" % arr.shape).encode("ascii"))
     h.update(np.ascontiguousarray(arr).tobytes())
     return h.hexdigest()
+
+
+def read_any(image, max_side: int | None = None) -> tuple[np.ndarray | None, tuple[int, int], str]:
+    """``(RGB uint8 (H, W, 3) or None, original (width, height), reason)``; never raises for a bad file.
+
+    The one reader of the local-feature extractors (``local_features``, ``delf``).
+    ``image``: a path (read as :func:`read_rgb` does: EXIF orientation, any mode; a big JPEG is
+    decoded at a reduced DCT scale still ≥ ``max_side``), a PIL image, an RGB ``(H, W, 3)``
+    or grey ``(H, W)`` array (uint8, or float in [0, 255]). The original size is the
+    displayed size before any reduced decode.
+    """
+    if isinstance(image, Image.Image):
+        image = np.asarray(to_rgb(image))
+    if isinstance(image, np.ndarray):
+        a = image
+        if a.ndim == 2:
+            a = np.repeat(a[..., None], 3, axis=2)
+        if a.ndim == 3 and a.shape[2] == 4:
+            a = a[..., :3]
+        if a.ndim != 3 or a.shape[2] != 3:
+            raise ValueError(f"expected an (H, W, 3) RGB or (H, W) grey array, got shape {image.shape}")
+        if a.dtype != np.uint8:
+            a = np.clip(np.nan_to_num(np.asarray(a, np.float64)), 0, 255).round().astype(np.uint8)
+        return np.ascontiguousarray(a), (int(a.shape[1]), int(a.shape[0])), ""
+    info: dict = {}
+    draft = (int(max_side), int(max_side)) if max_side else None
+    try:
+        img = _open(image, DEFAULT_MAX_PIXELS, draft, info)
+    except UnreadableImageError as exc:
+        return None, (int(info.get("width") or 0), int(info.get("height") or 0)), f"unreadable ({exc.reason})"
+    size = (int(info.get("width") or img.width), int(info.get("height") or img.height))
+    return np.asarray(img), size, ""

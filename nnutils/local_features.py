@@ -147,33 +147,12 @@ def _detector(method: str, max_keypoints: int):
 def _read_grey(image, max_side: int | None) -> tuple[np.ndarray | None, tuple[int, int], str]:
     """(grey uint8 working image or None, original (width, height), reason)."""
     import cv2
-    from PIL import Image
 
-    from .images import DEFAULT_MAX_PIXELS, UnreadableImageError, _open, to_rgb
-
-    if isinstance(image, Image.Image):
-        image = np.asarray(to_rgb(image))
-    if isinstance(image, np.ndarray):
-        a = image
-        if a.ndim == 3 and a.shape[2] == 4:
-            a = a[..., :3]
-        if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] != 3):
-            raise ValueError(f"expected an (H, W, 3) RGB or (H, W) grey array, got shape {a.shape}")
-        if a.dtype != np.uint8:
-            a = np.clip(np.asarray(a, np.float64), 0, 255).astype(np.uint8)
-        size = (int(a.shape[1]), int(a.shape[0]))
-        grey = a if a.ndim == 2 else cv2.cvtColor(np.ascontiguousarray(a), cv2.COLOR_RGB2GRAY)
-        return grey, size, ""
-    info: dict = {}
-    draft = (int(max_side), int(max_side)) if max_side else None
-    try:
-        img = _open(image, DEFAULT_MAX_PIXELS, draft, info)
-    except UnreadableImageError as exc:
-        return None, (int(info.get("width") or 0), int(info.get("height") or 0)), f"unreadable ({exc.reason})"
-    # the original (displayed) size: a JPEG may have been decoded at a reduced DCT scale
-    size = (int(info.get("width") or img.width), int(info.get("height") or img.height))
-    grey = np.asarray(img.convert("L"))
-    return grey, size, ""
+    from .images import read_any
+    rgb, size, reason = read_any(image, max_side)
+    if rgb is None:
+        return None, size, reason
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), size, ""
 
 
 def extract(image, method: str = "sift", *, max_keypoints: int = 1000, max_side: int | None = 640,

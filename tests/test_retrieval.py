@@ -7,12 +7,7 @@ import faiss  # noqa: E402  (the test command installs the scale extra; a missin
 from nnutils import retrieval as R  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_faiss_thread():
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_faiss_thread")
 
 
 def u(v):
