@@ -15,7 +15,7 @@ import numpy as np
 from .images import try_read_rgb
 
 __all__ = ["thumbnail", "image_grid", "pair_grid", "save", "plot_histories", "plot_roc", "metrics_table",
-           "plot_f1_curves", "plot_pr", "plot_confusion", "plot_score_hist", "plot_groups"]
+           "plot_f1_curves", "plot_pr", "plot_confusion", "plot_score_hist", "plot_groups", "plot_matches"]
 
 
 def thumbnail(path: str | None, side: int = 256) -> tuple[np.ndarray, str | None]:
@@ -184,8 +184,6 @@ def plot_score_hist(y, scores, threshold: float | None = None, title: str = "Sco
     fig.tight_layout()
     return fig
 
-
-__all__ += ["plot_matches"]
 
 
 def plot_matches(path_or_img1, path_or_img2, kp1, kp2, verification, max_lines: int = 300, title: str | None = None):
