@@ -187,6 +187,7 @@ class Fusion:
     global_model: str | None = None     # the embedding model whose cosine is the feature ``cos_global``
     local_method: str | None = None     # "sift" | "orb" | "delf" | None: the local check whose features it reads
     local_model: str | None = None      # for "delf": the saved DelfExtractor folder
+    local_kw: dict = field(default_factory=dict)   # verify() options the local features were computed with
     model: object = None
     cv: dict = field(default_factory=dict)
     importances: pd.DataFrame | None = None
@@ -331,14 +332,15 @@ def verify_band(fusion: "Fusion", paths1: Sequence[str | None], paths2: Sequence
         p2 = [paths2[i] for i in idx]
         images = _decode_once(p1 + p2)          # each image decoded once for the local check and the facts
         local = None
+        kw = getattr(fusion, "local_kw", None) or {}   # (absent in fusions saved before it existed)
         if fusion.local_method == "delf":
             from .delf import DelfExtractor
             ex = DelfExtractor.load(fusion.local_model)
             local = verify_pairs(p1, p2, "delf", extractor=lambda p: ex.extract(_or_path(images, p)),
-                                 workers=1, progress=progress)
+                                 workers=1, progress=progress, **kw)
         elif fusion.local_method:
             from .local_features import extract
-            local = verify_pairs(p1, p2, fusion.local_method, progress=progress,
+            local = verify_pairs(p1, p2, fusion.local_method, progress=progress, **kw,
                                  extractor=lambda p: extract(_or_path(images, p), fusion.local_method))
         X = pair_features(p1, p2, global_scores={"global": s[idx]}, local=local, images=images, progress=progress)
         fused[idx] = fusion.decide(X)

@@ -185,3 +185,32 @@ def test_save_load_round_trip_and_tflite(extractor, tmp_path):
     again = DelfExtractor.load(tmp_path / "lite", runtime="tflite").extract(a)
     np.testing.assert_array_equal(k_lite.xy, again.xy)
     np.testing.assert_array_equal(k_lite.desc, again.desc)
+
+
+def test_fused_decision_with_delf_keypoints(extractor, tmp_path):
+    """fusion.verify_band loads a saved DELF extractor and verifies the band's pairs with it."""
+    import pandas as pd
+
+    from nnutils.fusion import Fusion, pair_features, verify_band
+    from nnutils.local_features import verify_pairs
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    paths = {}
+    for name in ("astronaut", "coffee"):
+        a = _photo(name)
+        for k, img in enumerate((a, a[::2, ::2])):
+            paths[f"{name}{k}"] = str(folder / f"{name}{k}.jpg")
+            Image.fromarray(np.ascontiguousarray(img)).save(paths[f"{name}{k}"], quality=90)
+    p1 = [paths["astronaut0"], paths["coffee0"], paths["astronaut0"]]
+    p2 = [paths["astronaut1"], paths["coffee1"], paths["coffee1"]]
+    y = [1, 1, 0]
+    kw = {"reproj_threshold": 0.03, "min_inlier_ratio": 0.3, "min_spread": 0.3}
+    local = verify_pairs(p1, p2, "delf", extractor=lambda p: extractor.extract(p, score_threshold=0.0), workers=1,
+                         progress=False, **kw)
+    assert local.verifiable.all() and local.inliers[0] > local.inliers[2]
+    X = pd.concat([pair_features(p1, p2, global_scores={"global": [0.5, 0.5, 0.5]}, local=local)] * 6, ignore_index=True)
+    fz = Fusion(kind="logistic", folds=2).fit(X, np.tile(y, 6), importance_repeats=0)
+    saved = extractor.save(tmp_path / "delf")
+    fz.band, fz.global_threshold, fz.local_method, fz.local_model, fz.local_kw = (0.0, 1.0), 0.9, "delf", str(saved), kw
+    decisions, report = verify_band(fz, p1, p2, [0.5, 0.5, 0.5])
+    assert report["pairs_verified"] == 3 and decisions.shape == (3,)

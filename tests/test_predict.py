@@ -140,3 +140,10 @@ def test_verify_refuses_a_fusion_for_another_model_or_threshold(setup, tmp_path,
     rc = main(["--pairs", str(setup / "test.csv"), "--images", str(setup / "images"), "--model", str(setup / "run"),
                "--out", str(tmp_path / "s.csv"), "--verify", "on", "--quiet"])
     assert rc == 2 and "10_local_verification" in capsys.readouterr().err
+
+
+def test_verify_uses_the_fusions_local_options(setup, tmp_path):
+    """The local check runs with the options the fusion's features were computed with."""
+    bad = _fit_fusion(setup, tmp_path / "k", local_kw={"no_such_option": 1})
+    with pytest.raises(TypeError, match="no_such_option"):
+        predict_pairs(setup / "test.csv", setup / "images", setup / "run", progress=False, verify=bad)
