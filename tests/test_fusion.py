@@ -106,3 +106,14 @@ def test_fusion_errors():
         Fusion().predict_proba(X)
     with pytest.raises(FileNotFoundError, match="10_local_verification"):
         Fusion.load("/nonexistent/fusion.joblib")
+
+
+def test_calibrated_probabilities_match_the_base_rate():
+    X, y = make_xy(600, seed=2)
+    fz = Fusion(folds=3, calibration="sigmoid").fit(X, y, importance_repeats=0)
+    assert abs(fz.oof.mean() - y.mean()) < 0.05                    # calibrated: mean probability ≈ positive rate
+    assert 0 <= fz.cv["brier"] < 0.1
+    raw = Fusion(folds=3, calibration="none").fit(X, y, importance_repeats=0)
+    assert raw.cv["brier"] >= 0 and raw.cv["f1"] > 0.8
+    with pytest.raises(ValueError, match="calibration"):
+        Fusion(calibration="platt").fit(X, y)

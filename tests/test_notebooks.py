@@ -150,5 +150,5 @@ def test_local_verification_outputs(smoke_run):
     assert {r["features"] for r in m["cv_table"]} >= {"global cosine only", "+ ORB check", "+ DELF check"}
     sub = pd.read_csv(tmp / "submissions" / "smoke_verified.csv")
     assert list(sub.columns) == ["ID", "is_same"] and len(sub) == len(pd.read_csv(tmp / "data" / "test.csv"))
-    for fig in ("10_attention", "10_band", "10_importance"):
+    for fig in ("10_attention", "10_band", "10_importance", "10_calibration"):
         assert (run / "figures" / f"{fig}.png").exists(), fig
