@@ -396,8 +396,7 @@ def find_duplicates(images, model, *, threshold: float | None = None, k: int | N
     embeddings are cached by content under ``cache_dir``. See the module docstring.
     """
     from .inference import load_embedder
-    from .predict import _cached_embeddings, _resolve_model
-    from .features import model_key
+    from .predict import _resolve_model, embed_cached
     t0 = time.perf_counter()
     if isinstance(images, (str, Path)) and Path(images).is_dir():
         paths = list_images(images)
@@ -428,9 +427,8 @@ def find_duplicates(images, model, *, threshold: float | None = None, k: int | N
     local = resolve_images(paths, None, cache_dir=(Path(cache_dir) / "downloads") if cache_dir else None,
                            progress=progress)
     files = [local[p] for p in paths]
-    key = model_key(Path(model_path).stem, Path(model_path).stat().st_mtime_ns, runtime)
     t_embed = time.perf_counter()
-    emb, ok, embedded = _cached_embeddings(embedder, key, files, cache_dir, batch_size, progress)
+    emb, ok, embedded = embed_cached(embedder, model_path, runtime, files, cache_dir, batch_size, progress)
     embed_s = time.perf_counter() - t_embed
     good = np.flatnonzero(ok)
     labels = np.full(len(paths), -1, np.int64)

@@ -26,7 +26,7 @@ import pandas as pd
 from .pairs import PairsCSVError, read_pairs, resolve_images, unique_urls
 from .submission import make_submission, write_submission
 
-__all__ = ["Prediction", "predict_pairs", "main"]
+__all__ = ["Prediction", "predict_pairs", "embed_cached", "main"]
 
 
 @dataclass
@@ -55,9 +55,16 @@ def _resolve_model(model, threshold):
     return model, threshold, model.stem
 
 
-def _cached_embeddings(embedder, key: str, paths: list, cache_dir, batch_size: int, progress: bool):
-    """Embed ``paths`` once each, reusing ``<cache_dir>/embeddings/<key>/<sha1>.npy`` by file content."""
-    from .features import ContentCache
+def embed_cached(embedder, model_path, runtime: str, paths: list, cache_dir, batch_size: int = 32,
+                 progress: bool = True) -> tuple[np.ndarray, np.ndarray, int]:
+    """Embed ``paths`` once each, reusing ``<cache_dir>/embeddings/<key>/<sha1>.npy`` by file content.
+
+    ``key`` names the saved model (``model_path``: stem and modification time) and the
+    runtime, so predict and ``nnutils.dedup`` share one cache. Returns ``(emb (N, D) float32,
+    NaN rows where unreadable; ok (N,) bool; how many were embedded now, not read from the cache)``.
+    """
+    from .features import ContentCache, model_key
+    key = model_key(Path(model_path).stem, Path(model_path).stat().st_mtime_ns, runtime)
     cache = ContentCache(Path(cache_dir) / "embeddings" / key if cache_dir else None, paths)
     emb = np.full((len(paths), embedder.dim), np.nan, "float32")
     ok = np.zeros(len(paths), bool)
@@ -137,9 +144,7 @@ def predict_pairs(pairs, images_dir, model, *, threshold: float | None = None, r
         scores = hash_similarity(hashes, test.image_url1.map(path_of), test.image_url2.map(path_of))
         embedded = int(ok.sum())
     else:
-        from .features import model_key
-        key = model_key(Path(model_path).stem, Path(model_path).stat().st_mtime_ns, runtime)
-        emb, ok, embedded = _cached_embeddings(embedder, key, paths, cache_dir, batch_size, progress)
+        emb, ok, embedded = embed_cached(embedder, model_path, runtime, paths, cache_dir, batch_size, progress)
         from .inference import score_pairs
         idx = {u: i for i, u in enumerate(urls)}
         scores = score_pairs(emb, ok, test.image_url1.map(idx), test.image_url2.map(idx))
