@@ -27,12 +27,10 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["LOCAL_COLUMNS", "HASH_KINDS", "local_columns", "pair_features", "choose_band", "in_band", "Fusion",
+__all__ = ["HASH_KINDS", "local_columns", "pair_features", "choose_band", "in_band", "Fusion",
            "apply_fusion", "verify_band"]
 
 HASH_KINDS = ("phash", "dhash", "whash")
-LOCAL_COLUMNS = ("verifiable", "inliers", "inlier_ratio", "coverage1", "coverage2", "spread", "scale",
-                 "rotation_deg", "passed")
 
 
 def local_columns(local: pd.DataFrame, prefix: str = "lf") -> pd.DataFrame:
