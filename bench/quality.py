@@ -3,7 +3,7 @@
     python bench/quality.py                       # runs/cpu models on data/lun-embedded
     python bench/quality.py --run-dir runs/smoke --data-dir data/lun-embedded-smoke
 
-Every row goes through ``nnutils.predict.predict_pairs`` — the code path of notebook 08 and
+Every row goes through ``nnutils.decide.predict.predict_pairs`` — the code path of notebook 08 and
 the predict command — with an empty cache, so each distinct test image is decoded and
 embedded once, end to end (TFLite runtime). Thresholds are never tuned on test: they are
 the k-fold cross-validated thresholds of notebook 07 (``metrics/07_threshold_sweep.csv``).
@@ -29,11 +29,14 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from nnutils import metrics, pairs as P  # noqa: E402
-from nnutils.evaluation import list_models, read_decision, test_kinds  # noqa: E402
-from nnutils.experiments import HARD_KINDS  # noqa: E402
-from nnutils.inference import load_embedder  # noqa: E402
-from nnutils.predict import predict_pairs  # noqa: E402
+from nnutils.decide import metrics  # noqa: E402
+from nnutils.data import pairs as P
+from nnutils.models.saving import list_models  # noqa: E402
+from nnutils.decide.decision import read_decision
+from nnutils.data.tables import test_kinds
+from nnutils.data.tables import HARD_KINDS  # noqa: E402
+from nnutils.models.embedders import load_embedder  # noqa: E402
+from nnutils.decide.predict import predict_pairs  # noqa: E402
 
 LABELS = {"phash": "pHash (imagehash 64-bit, Hamming)", "00_pretrained": "pretrained backbone, untrained"}
 
@@ -67,7 +70,7 @@ def main(argv=None) -> int:
     fusion_path = run / "fusion.joblib"
     fused_model = None
     if fusion_path.exists() and not args.no_verify:
-        from nnutils.fusion import Fusion
+        from nnutils.decide.fusion import Fusion
         fused_model = Fusion.load(fusion_path).global_model
     rows = []
     jobs = [(n, m, None) for n, m in models.items()]

@@ -12,7 +12,7 @@ real image embeddings) and with planted near-duplicate groups (~60 % of the vect
 groups of 2–8 copies at cosine ≈ 0.9–0.99 of one original), the job of ``nnutils.dedup``:
 
 - ``build s``: time to build the index (IVF: k-means training included) with
-  :func:`nnutils.index.build_index` defaults;
+  :func:`nnutils.scale.index.build_index` defaults;
 - ``search s``: time to find the k = 10 nearest neighbours of all N vectors (self-kNN).
   Up to ``--full-max`` (default 100k) all N queries are searched; above, a random sample of
   ``--sample-queries`` (default 10k) is timed and extrapolated linearly to N (marked
@@ -21,7 +21,7 @@ groups of 2–8 copies at cosine ≈ 0.9–0.99 of one original), the job of ``n
 - ``peak RSS GiB``: the peak resident memory of the process that ran the case
   (``resource.getrusage``; each case runs in its own process, so cases do not mix), the
   embeddings themselves included (``data GiB``); tracemalloc would not see faiss's memory;
-- ``index MiB``: :func:`nnutils.index.memory_bytes` (the serialised index);
+- ``index MiB``: :func:`nnutils.scale.index.memory_bytes` (the serialised index);
 - ``recall@10``: |approximate top-10 ∩ exact top-10| / 10 over 1,000 random queries;
 - ``dup recall@10``: the fraction of each query's planted duplicates found in its top 10
   (what grouping needs), over the same queries that have duplicates;
@@ -117,7 +117,7 @@ def _rss_gib() -> float:
 
 def run_case(a: dict) -> dict:
     """Build + self-search for one (N, kind); runs in a fresh process so peak RSS is its own."""
-    from nnutils import index as I
+    from nnutils.scale import index as I
     x = np.load(a["data"])
     labels = np.load(a["labels"])
     qids = np.array(a["qids"], np.int64)

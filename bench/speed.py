@@ -29,9 +29,11 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from nnutils import pairs as P  # noqa: E402
-from nnutils.features import load_square  # noqa: E402
-from nnutils.inference import decode_square, load_embedder, score_pairs, tflite_path_for  # noqa: E402
+from nnutils.data import pairs as P  # noqa: E402
+from nnutils.train.features import load_square  # noqa: E402
+from nnutils.data.decode import decode_square  # noqa: E402
+from nnutils.models.embedders import load_embedder, score_pairs
+from nnutils.models.runtime import tflite_path_for
 
 RUNTIMES = {"keras": ("keras", "none"), "tflite": ("tflite", "none"), "tflite-dynamic": ("tflite", "dynamic"),
             "tflite-float16": ("tflite", "float16")}

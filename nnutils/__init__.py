@@ -1,35 +1,35 @@
-"""nnutils: the tested helper package behind the near-duplicate image matching notebooks.
+"""nnutils: the tested package behind the near-duplicate image matching notebooks.
 
-Each module does one job; notebooks call them and plot.
+The package is built in wings; a module imports only from its own wing or the ones above
+it in this list, so the imports run one way, from the commands down to the data:
 
-Data
-    :mod:`~nnutils.images` (robust reading: modes, EXIF, bad files → reasons),
-    :mod:`~nnutils.download` (concurrent cached URL downloads),
-    :mod:`~nnutils.pairs` (LUN.UA CSV formats, validation, unreadable-image policy),
-    :mod:`~nnutils.photos`, :mod:`~nnutils.distortions`, :mod:`~nnutils.synth` (the embedded
-    dataset and its CLI), :mod:`~nnutils.grouping` (groups, leak-free split, balancing,
-    triplets), :mod:`~nnutils.eda`
-Models
-    :mod:`~nnutils.backbones` (registry, offline weights, TF-Hub), :mod:`~nnutils.efficientnet_lite`,
-    :mod:`~nnutils.models` (pooling, head, embedder), :mod:`~nnutils.losses`,
-    :mod:`~nnutils.features` (cached backbone outputs), :mod:`~nnutils.training`,
-    :mod:`~nnutils.experiments` (the steps of notebooks 03–06),
-    :mod:`~nnutils.delf` (DELF-style learned local features: attention keypoints, PCA descriptors)
-Decisions
-    :mod:`~nnutils.metrics`, :mod:`~nnutils.baselines` (perceptual hashes),
-    :mod:`~nnutils.thresholds` (CV threshold, HParams), :mod:`~nnutils.evaluation`,
-    :mod:`~nnutils.submission`, :mod:`~nnutils.inference` (TFLite, fast decoding),
-    :mod:`~nnutils.predict` (CLI), :mod:`~nnutils.local_features` (SIFT/ORB + the geometric
-    check), :mod:`~nnutils.fusion` (per-pair features, uncertain band, learned decision)
-Scale
-    :mod:`~nnutils.index` (faiss kNN over unit embeddings: flat / IVF / HNSW, ``auto`` by size),
-    :mod:`~nnutils.retrieval` (queries vs references: top-k, mAP / recall@k, alpha-QE, DBA),
-    :mod:`~nnutils.dedup` (groups of duplicates in a collection, files to remove; CLI),
-    :mod:`~nnutils.projector` (TensorBoard embedding projector), :mod:`~nnutils.widgets`
-    (interactive comparison)
-Running
-    :mod:`~nnutils.profiles` (+ ``profiles.yaml``), :mod:`~nnutils.pipeline` (CLI), :mod:`~nnutils.plotting`
+``nnutils.data``
+    Files and tables: reading any image robustly, fast decoding, downloads, the content
+    cache, the LUN pair CSVs, the embedded dataset's photos, distortions and builder, its
+    side tables, photo groups and the leak-free split, EDA.
+``nnutils.models``
+    Keras 3 models: backbones (offline weights, TF-Hub), pooling and heads, losses,
+    saving/loading, the TFLite runtime, the embedders that turn files into unit vectors.
+``nnutils.train``
+    Training on cached backbone outputs: feature banks, the training loops of notebooks
+    03–06, hard-example mining, seeds/optimiser/callbacks, run folders, ``tf.data`` pipelines.
+``nnutils.local``
+    Local features and the geometric check: SIFT/ORB keypoints and matching, the
+    verification of one photo mapped onto another, DELF-style attentive features.
+``nnutils.decide``
+    From scores to decisions: metrics, scoring against labels, perceptual hashes,
+    thresholds, the fused decision, model comparison, the run's :class:`Decision`,
+    submissions, pair prediction.
+``nnutils.scale``
+    Collections: faiss indexes, grouping duplicates, retrieval, the dedup of a folder.
+``nnutils.views``
+    Plots, the interactive comparison widget, the TensorBoard projector export.
 
-Importing ``nnutils`` does not import TensorFlow.
+At the top: :mod:`nnutils.profiles` (+ ``profiles.yaml``: every notebook setting, per
+profile), :mod:`nnutils.pipeline` (runs the numbered notebooks with papermill), and the
+command front-ends ``python -m nnutils.predict``, ``python -m nnutils.dedup`` and
+``python -m nnutils.synth``. ``docs/architecture.md`` has the map.
+
+Importing ``nnutils`` (or any module outside ``models``/``train``) does not import TensorFlow.
 """
 __version__ = "0.1.0"

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from . import profiles as P
+from nnutils import profiles as P
 
 __all__ = ["run_pipeline", "main"]
 
@@ -79,7 +79,7 @@ def run_pipeline(profile: str = "cpu", overrides: dict | None = None, only: list
 
     spec = P.data_spec(profile, profs)
     if build_data and spec.get("build"):
-        from .synth import ensure_dataset
+        from nnutils.data.synth import ensure_dataset
         t = time.perf_counter()
         ensure_dataset(common.data_dir, pairs=int(spec["pairs"]), seed=int(spec["seed"]), progress=progress)
         record["steps"].append(dict(step="data", path=common.data_dir, seconds=round(time.perf_counter() - t, 1),

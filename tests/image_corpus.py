@@ -20,7 +20,7 @@ Usage (other test modules may reuse it)::
 
 or the session fixture ``bad_image_corpus`` from ``tests/conftest.py``.
 The reasons are the literal strings of the documented vocabulary in
-``nnutils.images`` (kept literal on purpose, so the corpus also checks it).
+``nnutils.data.images`` (kept literal on purpose, so the corpus also checks it).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Backbone registry (nnutils.backbones): shapes, preprocessing, offline weights, TF-Hub path.
+"""Backbone registry (nnutils.models.backbones): shapes, preprocessing, offline weights, TF-Hub path.
 
 Real models (random init at tiny input sizes to stay fast on 2 CPU cores),
 real files, no mocks of the code under test. The sandbox is offline: tests
@@ -14,19 +14,8 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from nnutils import backbones as bb  # noqa: E402
-from nnutils.backbones import (  # noqa: E402
-    BACKBONES,
-    CaffePreprocess,
-    TorchPreprocess,
-    WeightsNotFoundError,
-    build_backbone,
-    feature_dim,
-    get_spec,
-    list_backbones,
-    set_trainable,
-    stride16_model,
-)
+from nnutils.models import backbones as bb  # noqa: E402
+from nnutils.models.backbones import BACKBONES, CaffePreprocess, TorchPreprocess, WeightsNotFoundError, build_backbone, feature_dim, get_spec, list_backbones, set_trainable, stride16_model
 
 # keras' own saving code calls np.array on tf tensors (numpy 2 DeprecationWarning); not ours.
 pytestmark = pytest.mark.filterwarnings(
@@ -279,7 +268,7 @@ def test_weights_dir_lookup_loads_the_file(name, app, tmp_path, empty_keras_home
 
 
 def test_efficientnet_lite0_imagenet_offline(empty_keras_home):
-    from nnutils.efficientnet_lite import load_lite0_state_dict
+    from nnutils.models.efficientnet_lite import load_lite0_state_dict
 
     model = build_backbone("efficientnet_lite0", (128, 128, 3), weights="imagenet", download=False)
     stem = load_lite0_state_dict()["_conv_stem.weight"].transpose(2, 3, 1, 0)

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nnutils.submission import SubmissionError, make_submission, validate_submission, write_submission
-from nnutils.thresholds import cv_threshold, log_hparams, sweep
+from nnutils.decide.submission import SubmissionError, make_submission, validate_submission, write_submission
+from nnutils.decide.thresholds import cv_threshold, log_hparams, sweep
 
 
 def separable(n=200, gap=0.1, seed=0):

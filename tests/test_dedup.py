@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from nnutils.dedup import (connected_groups, files_to_remove, group_embeddings, group_table, list_images, main,
-                           neighbour_edges, read_image_list, rowwise_f1)
+from nnutils.scale.grouping import connected_groups, neighbour_edges, rowwise_f1
+from nnutils.scale.dedup import files_to_remove, group_embeddings, group_table, list_images, read_image_list
+from nnutils.dedup import main
 
 
 def unit(*rows):
@@ -148,9 +149,9 @@ def test_inputs_folder_and_csv(tmp_path):
 @pytest.fixture(scope="module")
 def collection(tmp_path_factory):
     """A folder of real photos, re-posted copies (resized, re-encoded, bordered) and a broken file, plus a tiny model."""
-    from nnutils.distortions import apply_distortion  # noqa: F401  (the data's own distortions live there)
-    from nnutils.efficientnet_lite import build_efficientnet_lite0
-    from nnutils.models import build_embedder, build_raw_top
+    from nnutils.data.distortions import apply_distortion  # noqa: F401  (the data's own distortions live there)
+    from nnutils.models.efficientnet_lite import build_efficientnet_lite0
+    from nnutils.models.heads import build_embedder, build_raw_top
     from skimage import data as skd
     root = tmp_path_factory.mktemp("dedup")
     images = root / "photos"
@@ -204,7 +205,7 @@ def test_command_errors_are_clear(collection, capsys):
 
 
 def test_sweep_grouping_matches_single_runs():
-    from nnutils.dedup import sweep_grouping
+    from nnutils.scale.grouping import sweep_grouping
     truth = np.array([0, 0, 0, 1, 1])
     sw = sweep_grouping(SIMS, IDS, truth, [0.8, 0.9], min2_margin=0.05)
     assert len(sw) == 8 and set(sw.variant) == {"plain", "min2", "mutual", "mutual+min2"}
@@ -218,7 +219,7 @@ def test_sweep_grouping_matches_single_runs():
 
 
 def test_hash_vectors_dot_is_hamming():
-    from nnutils.baselines import hash_similarity, hash_vectors
+    from nnutils.decide.hashes import hash_similarity, hash_vectors
     rng = np.random.default_rng(1)
     hashes = {"a": rng.random(64) > 0.5, "b": rng.random(64) > 0.5, "c": None}
     v, ok = hash_vectors(hashes, ["a", "b", "c"])
@@ -227,7 +228,8 @@ def test_hash_vectors_dot_is_hamming():
 
 
 def test_run_folder_grouping_settings_are_used(collection, tmp_path):
-    from nnutils.dedup import find_duplicates, read_grouping, save_grouping
+    from nnutils.scale.dedup import find_duplicates
+    from nnutils.scale.grouping import read_grouping, save_grouping
     run = tmp_path / "run"
     run.mkdir()
     (run / "decision.json").write_text(json.dumps({"model": "tiny", "model_path": str(collection / "tiny.keras"),

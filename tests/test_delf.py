@@ -9,8 +9,8 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from nnutils.delf import DelfExtractor, _input_shape, plot_attention, train_delf
-from nnutils.local_features import Keypoints
+from nnutils.local.delf import DelfExtractor, _input_shape, plot_attention, train_delf
+from nnutils.local.keypoints import Keypoints
 
 SIZE = 128
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field")
@@ -191,8 +191,8 @@ def test_fused_decision_with_delf_keypoints(extractor, tmp_path):
     """fusion.verify_band loads a saved DELF extractor and verifies the band's pairs with it."""
     import pandas as pd
 
-    from nnutils.fusion import Fusion, pair_features, verify_band
-    from nnutils.local_features import verify_pairs
+    from nnutils.decide.fusion import Fusion, pair_features, verify_band
+    from nnutils.local.verify import verify_pairs
     folder = tmp_path / "imgs"
     folder.mkdir()
     paths = {}

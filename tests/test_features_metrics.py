@@ -9,8 +9,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from nnutils import baselines, experiments, metrics
-from nnutils.features import compute_features, load_square
+from nnutils.decide import hashes as baselines
+from nnutils.decide.scoring import evaluate
+from nnutils.train.features import pair_scores
+from nnutils.train.mining import mine_hard_negatives
+from nnutils.decide import metrics
+from nnutils.train.features import compute_features, load_square
 
 
 def mean_colour_model(size, scale=1.0):
@@ -110,13 +114,13 @@ def test_mining_picks_nearest_other_group_and_scores():
     groups = pd.Series([0, 0, 1, 1, 2], index=urls)
     e = np.array([[1, 0], [0.96, 0.28], [0.8, 0.6], [0, 1], [-1, 0]], "float32")
     bank = FakeBank(urls)
-    mined = experiments.mine_hard_negatives(e, bank, urls, groups, per_anchor=1)
+    mined = mine_hard_negatives(e, bank, urls, groups, per_anchor=1)
     row = mined.set_index("anchor").loc["a1"]
     assert row.positive == "a2" and row.negative == "b1" and row.similarity == pytest.approx(0.8)
     assert "c1" not in set(mined.anchor)  # no group mate: not an anchor
     pairs = pd.DataFrame({"image_url1": ["a1", "a1"], "image_url2": ["a2", "c1"], "is_same": [1, 0],
                           "negative_kind": ["", "other_crop"]})
-    s = experiments.pair_scores(e, bank, pairs)
+    s = pair_scores(e, bank, pairs)
     assert s == pytest.approx([0.96, -1.0])
-    ev = experiments.evaluate(s, pairs)
+    ev = evaluate(s, pairs)
     assert ev["f1"] == 1.0 and ev["hard_negative_fp_rate"] == 0.0

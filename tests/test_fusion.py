@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from nnutils.fusion import Fusion, apply_fusion, choose_band, in_band, local_columns, pair_features
+from nnutils.decide.fusion import Fusion, apply_fusion, choose_band, in_band, local_columns, pair_features
 
 
 @pytest.fixture()
@@ -78,7 +78,7 @@ def make_xy(n=400, seed=0):
 
 @pytest.mark.parametrize("kind", ["hgb", "logistic"])
 def test_fusion_beats_the_global_score_and_round_trips(kind, tmp_path):
-    from nnutils.metrics import best_threshold
+    from nnutils.decide.metrics import best_threshold
     X, y = make_xy()
     fz = Fusion(kind=kind, folds=4, seed=0).fit(X, y, importance_repeats=3)
     glob_f1 = best_threshold(y, X.cos_m)[1]

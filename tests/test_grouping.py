@@ -3,8 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nnutils.grouping import (balance_pairs, check_no_leak, group_ids, group_split, links_from_key,
-                              make_triplets)
+from nnutils.data.groups import balance_pairs, check_no_leak, group_ids, group_split, links_from_key, make_triplets
 
 
 def P(rows):

@@ -1,4 +1,4 @@
-"""Tests for nnutils.images on a corpus of good and bad files written at test time."""
+"""Tests for nnutils.data.images on a corpus of good and bad files written at test time."""
 
 from __future__ import annotations
 
@@ -12,20 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageFile, PngImagePlugin
 
-from nnutils.images import (
-    DEFAULT_MAX_PIXELS,
-    REASONS,
-    ImageInfo,
-    UnreadableImageError,
-    file_digest,
-    inspect_image,
-    inspect_images,
-    open_image,
-    pixel_digest,
-    read_rgb,
-    to_rgb,
-    try_read_rgb,
-)
+from nnutils.data.images import DEFAULT_MAX_PIXELS, REASONS, ImageInfo, UnreadableImageError, file_digest, inspect_image, inspect_images, open_image, pixel_digest, read_rgb, to_rgb, try_read_rgb
 from tests.image_corpus import READABLE_CASES, UNREADABLE_CASES
 
 

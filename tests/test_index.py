@@ -1,10 +1,10 @@
-"""nnutils.index: exact search equals brute force, approximate recall, clipping, bad input."""
+"""nnutils.scale.index: exact search equals brute force, approximate recall, clipping, bad input."""
 import numpy as np
 import pytest
 
 import faiss  # noqa: E402  (the test command installs the scale extra; a missing faiss must fail)
 
-from nnutils import index as I  # noqa: E402
+from nnutils.scale import index as I  # noqa: E402
 
 
 pytestmark = pytest.mark.usefixtures("one_faiss_thread")

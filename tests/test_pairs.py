@@ -2,7 +2,7 @@
 import pandas as pd
 import pytest
 
-from nnutils.pairs import PairsCSVError, drop_unreadable, read_pairs, unreadable_reasons
+from nnutils.data.pairs import PairsCSVError, drop_unreadable, read_pairs, unreadable_reasons
 
 
 def write(tmp_path, text, name="pairs.csv"):

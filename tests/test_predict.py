@@ -8,13 +8,14 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from nnutils.predict import main, predict_pairs
+from nnutils.predict import main
+from nnutils.decide.predict import predict_pairs
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from nnutils.efficientnet_lite import build_efficientnet_lite0
-    from nnutils.models import build_embedder, build_raw_top
+    from nnutils.models.efficientnet_lite import build_efficientnet_lite0
+    from nnutils.models.heads import build_embedder, build_raw_top
     root = tmp_path_factory.mktemp("predict")
     images = root / "images"
     images.mkdir()
@@ -96,8 +97,8 @@ def test_bad_inputs_exit_2_with_a_clear_message(setup, tmp_path, capsys, case, f
 
 def _fit_fusion(setup, tmp_path, **fields):
     """A fused decision trained on the fixture's own pair features (labels: a/a_big same, the rest not)."""
-    from nnutils.fusion import Fusion, pair_features
-    from nnutils.local_features import verify_pairs
+    from nnutils.decide.fusion import Fusion, pair_features
+    from nnutils.local.verify import verify_pairs
     img = setup / "images"
     p1 = [str(img / "a.jpg"), str(img / "a.jpg"), str(img / "b.jpg")]
     p2 = [str(img / "a_big.png"), str(img / "b.jpg"), str(img / "a_big.png")]

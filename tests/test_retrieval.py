@@ -1,10 +1,10 @@
-"""nnutils.retrieval: AP / mAP / recall@k by hand, alpha-QE and DBA behaviour, the comparison table."""
+"""nnutils.scale.retrieval: AP / mAP / recall@k by hand, alpha-QE and DBA behaviour, the comparison table."""
 import numpy as np
 import pytest
 
 import faiss  # noqa: E402  (the test command installs the scale extra; a missing faiss must fail)
 
-from nnutils import retrieval as R  # noqa: E402
+from nnutils.scale import retrieval as R  # noqa: E402
 
 
 pytestmark = pytest.mark.usefixtures("one_faiss_thread")

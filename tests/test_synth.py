@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from nnutils import distortions as D
-from nnutils.images import inspect_image, read_rgb
-from nnutils.pairs import load_lun_folder
-from nnutils.synth import BuildConfig, build_dataset, choose_bases, ensure_dataset, _overlap
+from nnutils.data import distortions as D
+from nnutils.data.images import inspect_image, read_rgb
+from nnutils.data.pairs import load_lun_folder
+from nnutils.data.synth import BuildConfig, build_dataset, choose_bases, ensure_dataset, _overlap
 
 PAIRS = 160
 

@@ -11,37 +11,37 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from nnutils import training
+from nnutils.train import datasets, mining, runs, session
 
 
 def test_pk_indices_structure():
     groups = np.array([0, 0, 0, 1, 1, 2, 3, 3, 3, 3])  # group 2 has a single image
-    idx = training.pk_indices(groups, p=2, k=3, n_batches=5, seed=0).reshape(5, 2, 3)
+    idx = mining.pk_indices(groups, p=2, k=3, n_batches=5, seed=0).reshape(5, 2, 3)
     for batch in idx:
         gs = groups[batch]
         assert all(len(set(row)) == 1 for row in gs)           # K rows of one group
         assert gs[0, 0] != gs[1, 0]                            # P distinct groups
         assert 2 not in gs                                     # singletons never drawn
     with pytest.raises(ValueError, match="at least two groups"):
-        training.pk_indices(np.array([0, 0, 1]), p=2, k=2, n_batches=1)
+        mining.pk_indices(np.array([0, 0, 1]), p=2, k=2, n_batches=1)
 
 
 RESUME_SCRIPT = textwrap.dedent("""
     import os, sys
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     import keras, numpy as np
-    from nnutils import training
+    from nnutils.train import session
     run_dir, kill_at = sys.argv[1], int(sys.argv[2])
-    training.set_seed(0)
+    session.set_seed(0)
     x = np.random.default_rng(0).random((64, 4)).astype("float32"); y = x.sum(1)
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
-    model.compile(optimizer=training.adam(0.01), loss="mse")
+    model.compile(optimizer=session.adam(0.01), loss="mse")
     class Kill(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             if epoch == kill_at:
                 os._exit(9)  # like a kernel killed mid-training: no clean-up runs
     h = model.fit(x, y, epochs=6, batch_size=16, verbose=0,
-                  callbacks=training.callbacks(run_dir, "probe", tensorboard=False) + [Kill()])
+                  callbacks=session.callbacks(run_dir, "probe", tensorboard=False) + [Kill()])
     print("EPOCHS_RUN", len(h.history["loss"]))
 """)
 
@@ -62,43 +62,43 @@ def test_training_resumes_after_a_kill(tmp_path):
 
 def test_image_pair_dataset_trains_end_to_end(tmp_path):
     import keras
-    from nnutils import models
+    from nnutils.models import heads
     paths = []
     for i, colour in enumerate([(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)]):
         p = tmp_path / f"{i}.png"
         Image.new("RGB", (50 + 10 * i, 40), colour).save(p)
         paths.append(str(p))
     paths.append(str(tmp_path / "missing.jpg"))  # unreadable: zeros, never a crash
-    ds = training.image_pair_dataset(paths[:3] + [paths[4]], paths[1:], [0, 1, 0, 1], size=32, batch_size=2,
+    ds = datasets.image_pair_dataset(paths[:3] + [paths[4]], paths[1:], [0, 1, 0, 1], size=32, batch_size=2,
                                      augment=True, shuffle=True)
     (a, b), y = next(iter(ds))
     assert a.shape == (2, 32, 32, 3) and b.shape == (2, 32, 32, 3) and y.shape == (2,)
     assert float(np.max(a)) <= 255.0
     inp = keras.Input((32, 32, 3))
-    emb = keras.Model(inp, models.build_head((32, 32, 3), "gap", embedding_dim=4, hidden_dim=8)(inp))
-    from nnutils.losses import SiameseBCE
-    pair = models.build_pair_model(emb)
-    pair.compile(optimizer=training.adam(1e-3), loss=SiameseBCE())
+    emb = keras.Model(inp, heads.build_head((32, 32, 3), "gap", embedding_dim=4, hidden_dim=8)(inp))
+    from nnutils.models.losses import SiameseBCE
+    pair = heads.build_pair_model(emb)
+    pair.compile(optimizer=session.adam(1e-3), loss=SiameseBCE())
     hist = pair.fit(ds, epochs=1, verbose=0)
     assert np.isfinite(hist.history["loss"][0])
-    trip = training.image_triplet_dataset(paths[:2], paths[1:3], paths[2:4], size=32, batch_size=2)
+    trip = datasets.image_triplet_dataset(paths[:2], paths[1:3], paths[2:4], size=32, batch_size=2)
     (x1, x2, x3), _ = next(iter(trip))
     assert x3.shape == (2, 32, 32, 3)
 
 
 def test_strategy_on_cpu_and_metrics_round_trip(tmp_path):
-    s = training.get_strategy()
+    s = session.get_strategy()
     assert s.num_replicas_in_sync == 1
-    training.save_metrics(tmp_path, "03_x", val={"f1": np.float32(0.91234567)}, n=np.int64(3))
+    runs.save_metrics(tmp_path, "03_x", val={"f1": np.float32(0.91234567)}, n=np.int64(3))
     data = json.loads((tmp_path / "metrics" / "03_x.json").read_text())
     assert data == {"notebook": "03_x", "val": {"f1": 0.91235}, "n": 3}
-    assert training.read_metrics(tmp_path)["val.f1"].iloc[0] == 0.91235
+    assert runs.read_metrics(tmp_path)["val.f1"].iloc[0] == 0.91235
 
 
 def test_pk_indices_pairs_confusable_groups():
     groups = np.repeat(np.arange(10), 3)
     confusers = {0: [7], 7: [0], 3: [5], 5: [3]}
-    idx = training.pk_indices(groups, p=4, k=2, n_batches=50, seed=1, confusers=confusers).reshape(50, 4, 2)
+    idx = mining.pk_indices(groups, p=4, k=2, n_batches=50, seed=1, confusers=confusers).reshape(50, 4, 2)
     together = 0
     for batch in idx:
         gs = {int(groups[b[0]]) for b in batch}
@@ -115,15 +115,15 @@ def test_a_stale_backup_of_another_model_is_not_restored(tmp_path):
 
     def fit(units, kill):
         model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(units), keras.layers.Dense(1)])
-        model.compile(optimizer=training.adam(0.01), loss="mse")
+        model.compile(optimizer=session.adam(0.01), loss="mse")
 
         class Stop(keras.callbacks.Callback):
             def on_epoch_end(self, epoch, logs=None):
                 if kill and epoch == 1:
                     raise KeyboardInterrupt  # interrupted: the backup stays behind
 
-        cbs = training.callbacks(tmp_path, "run", tensorboard=False,
-                                 fingerprint=training.fingerprint(model, units=units))
+        cbs = session.callbacks(tmp_path, "run", tensorboard=False,
+                                 fingerprint=session.fingerprint(model, units=units))
         return model.fit(x, y, epochs=4, verbose=0, callbacks=cbs + [Stop()])
 
     with pytest.raises(KeyboardInterrupt):

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from nnutils.projector import export_projector, make_sprite
-from nnutils.widgets import Comparer, compare_widget
+from nnutils.views.projector import export_projector, make_sprite
+from nnutils.views.widgets import Comparer, compare_widget
 
 
 @pytest.fixture()

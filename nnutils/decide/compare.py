@@ -1,0 +1,76 @@
+"""Scores of every saved model (and the perceptual hash) on a pairs table, and their ranking.
+
+Used by notebook 07 on validation pairs. Embeddings are cached under ``cache_dir`` by image
+content and model file, so a rerun embeds nothing twice.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from nnutils.data.cache import model_key
+from nnutils.decide import hashes as baselines
+from nnutils.decide.thresholds import cv_threshold
+from nnutils.models.embedders import score_pairs
+from nnutils.models.saving import list_models
+from nnutils.train.features import embed_images
+
+
+def model_scores(model_path, pairs: pd.DataFrame, path_of: dict, *, cache_dir=None, batch_size: int = 32,
+                 progress: bool = True) -> np.ndarray:
+    """Cosine similarity per pair (N,) with a saved embedder; NaN where an image is unreadable."""
+    from nnutils.models.saving import load_model
+    model_path = Path(model_path)
+    model = load_model(model_path)
+    size = int(model.input.shape[1])
+    urls = list(dict.fromkeys(pd.concat([pairs.image_url1, pairs.image_url2])))
+    key = model_key(model_path.stem, model_path.stat().st_mtime_ns)
+    emb, ok = embed_images(model, [path_of.get(u) for u in urls], size, cache_dir=cache_dir, key=key,
+                           batch_size=batch_size, progress=progress, desc=model_path.stem)
+    idx = {u: i for i, u in enumerate(urls)}
+    return score_pairs(emb, ok, pairs.image_url1.map(idx), pairs.image_url2.map(idx))
+
+
+def phash_scores(pairs: pd.DataFrame, path_of: dict, progress: bool = True) -> np.ndarray:
+    """``1 - Hamming / 64`` of 64-bit pHashes per pair; NaN where an image is unreadable."""
+    paths = [p for p in (path_of.get(u) for u in pd.concat([pairs.image_url1, pairs.image_url2])) if p]
+    hashes = baselines.hash_images(paths, progress=progress)
+    return baselines.hash_similarity(hashes, pairs.image_url1.map(path_of), pairs.image_url2.map(path_of))
+
+
+def collect_scores(run_dir, pairs: pd.DataFrame, path_of: dict, progress: bool = True) -> pd.DataFrame:
+    """One column of scores per saved model plus ``phash``; rows align with ``pairs``."""
+    cols = {"phash": phash_scores(pairs, path_of, progress)}
+    for name, path in list_models(run_dir).items():
+        cols[name] = model_scores(path, pairs, path_of, cache_dir=Path(run_dir) / "features", progress=progress)
+    return pd.DataFrame(cols, index=pairs.index)
+
+
+def decide(scores: pd.DataFrame, y, k: int = 5, seed: int = 0) -> pd.DataFrame:
+    """Per model: ROC AUC, the k-fold CV threshold and its spread, held-out F1 — sorted best first.
+
+    Pairs with an unreadable image are left out here (the policy decides them anyway).
+    """
+    from sklearn.metrics import roc_auc_score
+    rows = []
+    y = np.asarray(y).astype(int)
+    for name in scores:
+        s = scores[name].to_numpy()
+        ok = ~np.isnan(s)
+        cv = cv_threshold(y[ok], s[ok], k=k, seed=seed)
+        rows.append(dict(model=name, roc_auc=roc_auc_score(y[ok], s[ok]), cv_f1=cv["cv_f1"],
+                         cv_f1_std=cv["cv_f1_std"], threshold=cv["threshold"], threshold_std=cv["threshold_std"],
+                         fold_thresholds=cv["fold_thresholds"]))
+    return pd.DataFrame(rows).sort_values(["cv_f1", "roc_auc"], ascending=False, ignore_index=True)
+
+
+def hardest_errors(pairs: pd.DataFrame, scores, threshold: float, n: int = 6) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The ``n`` most confident false positives (highest scores) and false negatives (lowest)."""
+    s = np.asarray(scores, float)
+    df = pairs.assign(score=s)
+    df = df[~np.isnan(s)]
+    fp = df[(df.is_same == 0) & (df.score >= threshold)].sort_values("score", ascending=False).head(n)
+    fn = df[(df.is_same == 1) & (df.score < threshold)].sort_values("score").head(n)
+    return fp, fn

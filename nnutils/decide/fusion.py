@@ -1,0 +1,368 @@
+"""A small learned decision over many per-pair signals, applied only where the global score is unsure.
+
+The second-place LUN.UA solution combined perceptual hashes with ORB/SIFT matching and a
+gradient-boosted decision. This module does that with scikit-learn only:
+
+1. :func:`pair_features` — one row per pair: the global model's cosine similarity, pHash /
+   dHash / wHash similarities, the local-feature geometric check (inliers, inlier ratio,
+   coverage of each image, spread, scale, rotation, passed; see ``nnutils.local_features``),
+   size and aspect-ratio differences, byte and pixel identity. Missing values (an image
+   without keypoints, an unreadable file) stay NaN: the gradient-boosted trees route them.
+2. :func:`choose_band` — the *uncertain band* of global scores, chosen on validation: the
+   narrowest interval around the global threshold that holds (almost) all of the global
+   model's validation errors. Outside it the global decision stands; only pairs inside it
+   pay for local verification and go to the fused decision.
+3. :class:`Fusion` — ``HistGradientBoostingClassifier`` (or logistic regression),
+   trained on validation pairs; its probability threshold and its honest F1 come from
+   K-fold cross-validation (out-of-fold probabilities), then it is refit on all of them.
+   Permutation importances are computed on the held-out folds. ``save``/``load`` with
+   joblib.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["HASH_KINDS", "local_columns", "pair_features", "choose_band", "in_band", "Fusion",
+           "apply_fusion", "verify_band"]
+
+HASH_KINDS = ("phash", "dhash", "whash")
+
+
+def local_columns(local: pd.DataFrame, prefix: str = "lf") -> pd.DataFrame:
+    """Numeric features from ``nnutils.local.verify.verify_pairs`` rows (NaN where not verifiable).
+
+    ``<prefix>_verifiable``, ``_passed`` (0/1), ``_inliers``, ``_inlier_ratio``,
+    ``_coverage_max``/``_coverage_min`` (order-free), ``_spread``, ``_log_scale`` (|log|:
+    order-free), ``_rotation`` (|degrees|).
+    """
+    v = local["verifiable"].astype(bool).to_numpy()
+    nan = lambda c: np.where(v, local[c].astype(float).to_numpy(), np.nan)  # noqa: E731
+    c1, c2 = nan("coverage1"), nan("coverage2")
+    return pd.DataFrame({
+        f"{prefix}_verifiable": v.astype(float),
+        f"{prefix}_passed": local["passed"].astype(float).to_numpy(),
+        f"{prefix}_inliers": nan("inliers"),
+        f"{prefix}_inlier_ratio": nan("inlier_ratio"),
+        f"{prefix}_coverage_max": np.fmax(c1, c2),
+        f"{prefix}_coverage_min": np.fmin(c1, c2),
+        f"{prefix}_spread": nan("spread"),
+        f"{prefix}_log_scale": np.abs(np.log(np.clip(nan("scale"), 1e-6, None))),
+        f"{prefix}_rotation": np.abs(nan("rotation_deg")),
+    }, index=local.index)
+
+
+def _image_facts(paths: Sequence[str | None], hash_kinds: Sequence[str], progress: bool,
+                 images: dict | None = None) -> pd.DataFrame:
+    """Per distinct image: width, height, file and pixel digests, hashes (NaN/None when unreadable)."""
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    from nnutils.data.images import (
+        UnreadableImageError,
+        file_digest,
+        pixel_digest,
+        read_rgb,
+    )
+    from nnutils.decide.hashes import HASHES
+    rows = {}
+    for p in tqdm(list(dict.fromkeys(x for x in paths if x)), desc="image facts", disable=not progress):
+        r = {"width": np.nan, "height": np.nan, "file_digest": None, "pixel_digest": None}
+        try:
+            rgb = images[p] if images is not None and p in images else read_rgb(p)  # one decode serves all
+            if rgb is None:  # known unreadable
+                rows[p] = r
+                continue
+            r["height"], r["width"] = rgb.shape[:2]
+            r["file_digest"] = file_digest(p)
+            r["pixel_digest"] = pixel_digest(rgb)
+            im = Image.fromarray(rgb)
+            im.thumbnail((128, 128))               # hashes look at 32×32 at most; shrinking first is 5× cheaper
+            for k in hash_kinds:
+                r[k] = HASHES[k](im, hash_size=8).hash.flatten()
+        except (UnreadableImageError, OSError, ValueError):
+            pass
+        rows[p] = r
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def pair_features(paths1: Sequence[str | None], paths2: Sequence[str | None], *, global_scores: dict | None = None,
+                  local: pd.DataFrame | dict | None = None, hash_kinds: Sequence[str] = HASH_KINDS,
+                  images: dict | None = None, progress: bool = False) -> pd.DataFrame:
+    """Per-pair features for the fused decision: a (P, F) float DataFrame, NaN where unknown.
+
+    Parameters
+    ----------
+    paths1, paths2 : P image paths each (None = missing / unreadable)
+    global_scores : ``{name: (P,) cosine similarities}`` → columns ``cos_<name>``
+    local : ``verify_pairs`` output (P rows) → :func:`local_columns` with prefix ``lf``, or
+        ``{prefix: DataFrame}`` for several local methods (e.g. ``{"sift": ..., "delf": ...}``)
+    hash_kinds : perceptual hashes → ``<kind>_sim`` = 1 - Hamming/64
+    images : ``{path: RGB uint8 array or None}`` decoded already (None = unreadable); other
+        paths are read here
+
+    Also ``log_area_ratio`` (|log(area1/area2)|), ``log_aspect_ratio`` (|log(aspect1/aspect2)|),
+    ``same_bytes`` and ``same_pixels`` (0/1; NaN when a file is unreadable).
+    """
+    paths1, paths2 = list(paths1), list(paths2)
+    if len(paths1) != len(paths2):
+        raise ValueError(f"paths1 and paths2 differ in length: {len(paths1)} vs {len(paths2)}")
+    n = len(paths1)
+    out = pd.DataFrame(index=pd.RangeIndex(n))
+    for name, s in (global_scores or {}).items():
+        s = np.asarray(s, float)
+        if s.shape != (n,):
+            raise ValueError(f"global_scores[{name!r}] has shape {s.shape}, expected ({n},)")
+        out[f"cos_{name}"] = s
+    facts = _image_facts(paths1 + paths2, hash_kinds, progress, images)
+
+    def col(paths, c):
+        return np.array([facts.at[p, c] if p in facts.index else None for p in paths], dtype=object)
+
+    for k in hash_kinds:
+        h1, h2 = col(paths1, k), col(paths2, k)
+        out[f"{k}_sim"] = [1.0 - np.count_nonzero(a != b) / a.size if isinstance(a, np.ndarray)
+                           and isinstance(b, np.ndarray) else np.nan for a, b in zip(h1, h2)]
+    w1, hh1 = col(paths1, "width").astype(float), col(paths1, "height").astype(float)
+    w2, hh2 = col(paths2, "width").astype(float), col(paths2, "height").astype(float)
+    out["log_area_ratio"] = np.abs(np.log((w1 * hh1) / (w2 * hh2)))
+    out["log_aspect_ratio"] = np.abs(np.log((w1 / hh1) / (w2 / hh2)))
+    for c, name in (("file_digest", "same_bytes"), ("pixel_digest", "same_pixels")):
+        a, b = col(paths1, c), col(paths2, c)
+        out[name] = [float(x == y) if isinstance(x, str) and isinstance(y, str) else np.nan for x, y in zip(a, b)]
+    if local is not None:
+        parts = local.items() if isinstance(local, dict) else [("lf", local)]
+        for prefix, df in parts:
+            if len(df) != n:
+                raise ValueError(f"local features {prefix!r} have {len(df)} rows for {n} pairs")
+            out = pd.concat([out, local_columns(df.reset_index(drop=True), prefix)], axis=1)
+    return out.astype(float)
+
+
+def choose_band(scores, y, threshold: float, *, keep_errors: float = 1.0, margin: float = 0.02) -> tuple[float, float]:
+    """The uncertain band ``(lo, hi)`` of global scores around ``threshold``, from validation.
+
+    The band holds the share ``keep_errors`` of the global model's validation errors
+    (false negatives below the threshold set ``lo``, false positives above it set ``hi``),
+    widened by ``margin`` on both sides; it always contains the threshold. NaN scores are
+    ignored here (unreadable pairs follow the unreadable policy).
+    """
+    s, y = np.asarray(scores, float), np.asarray(y, int)
+    ok = np.isfinite(s)
+    s, y = s[ok], y[ok]
+    pred = (s >= threshold).astype(int)
+    fn, fp = s[(pred == 0) & (y == 1)], s[(pred == 1) & (y == 0)]
+    q = float(np.clip(keep_errors, 0, 1))
+    lo = float(np.quantile(fn, 1 - q)) if len(fn) else threshold
+    hi = float(np.quantile(fp, q)) if len(fp) else threshold
+    return min(lo, threshold) - margin, max(hi, threshold) + margin
+
+
+def in_band(scores, band: tuple[float, float]) -> np.ndarray:
+    """(P,) bool: finite scores within ``band`` (inclusive)."""
+    s = np.asarray(scores, float)
+    return np.isfinite(s) & (s >= band[0]) & (s <= band[1])
+
+
+@dataclass
+class Fusion:
+    """A fused pair decision: ``fit`` on validation features, then ``predict_proba`` / ``decide``.
+
+    ``kind``: ``"hgb"`` (HistGradientBoostingClassifier: NaN-aware, non-linear; default) or
+    ``"logistic"`` (median-imputed, standardised logistic regression: a readable baseline).
+    ``calibration``: ``"none"`` (default: gradient boosting's log-loss probabilities, already
+    close to calibrated; check ``cv["brier"]``, the out-of-fold Brier score, and the
+    reliability plot of notebook 10) or an inner 3-fold ``CalibratedClassifierCV``:
+    ``"sigmoid"`` (Platt) or ``"isotonic"`` (thousands of pairs). Each inner model then sees
+    2/3 of the rows: on the embedded data's 535 validation pairs that cost more than it gave.
+    After :meth:`fit`: ``threshold`` (probability, best out-of-fold F1), ``cv`` (the
+    out-of-fold metrics), ``importances`` (permutation importance on held-out folds),
+    ``oof`` (out-of-fold probabilities of the training rows).
+    """
+
+    kind: str = "hgb"
+    folds: int = 5
+    calibration: str = "none"           # "none" | "sigmoid" (Platt) | "isotonic": an inner CalibratedClassifierCV
+    seed: int = 0
+    features: list = field(default_factory=list)
+    threshold: float = 0.5
+    band: tuple | None = None          # the global-score band this fusion is applied in (set by the caller)
+    global_threshold: float | None = None
+    global_model: str | None = None     # the embedding model whose cosine is the feature ``cos_global``
+    local_method: str | None = None     # "sift" | "orb" | "delf" | None: the local check whose features it reads
+    local_model: str | None = None      # for "delf": the saved DelfExtractor folder
+    local_kw: dict = field(default_factory=dict)   # verify() options the local features were computed with
+    model: object = None
+    cv: dict = field(default_factory=dict)
+    importances: pd.DataFrame | None = None
+    oof: np.ndarray | None = None
+
+    def _new(self):
+        model = self._base()
+        if self.calibration == "none":
+            return model
+        if self.calibration not in ("sigmoid", "isotonic"):
+            raise ValueError(f"calibration must be 'none', 'sigmoid' or 'isotonic', got {self.calibration!r}")
+        from sklearn.calibration import CalibratedClassifierCV
+        return CalibratedClassifierCV(model, method=self.calibration, cv=3)
+
+    def _base(self):
+        if self.kind == "hgb":
+            from sklearn.ensemble import HistGradientBoostingClassifier
+            return HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, max_leaf_nodes=15,
+                                                  min_samples_leaf=10, l2_regularization=1.0,
+                                                  random_state=self.seed)
+        if self.kind == "logistic":
+            from sklearn.impute import SimpleImputer
+            from sklearn.linear_model import LogisticRegression
+            from sklearn.pipeline import make_pipeline
+            from sklearn.preprocessing import StandardScaler
+            return make_pipeline(SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
+                                 StandardScaler(), LogisticRegression(max_iter=2000, C=1.0))
+        raise ValueError(f"kind must be 'hgb' or 'logistic', got {self.kind!r}")
+
+    def fit(self, X: pd.DataFrame, y, *, importance_repeats: int = 5) -> "Fusion":
+        """Cross-validate (out-of-fold probabilities → threshold, F1, AUC, importances), then refit on all rows."""
+        from sklearn.inspection import permutation_importance
+        from sklearn.model_selection import StratifiedKFold
+
+        from nnutils.decide.metrics import best_threshold, pair_metrics
+        y = np.asarray(y, int)
+        if len(X) != len(y):
+            raise ValueError(f"X has {len(X)} rows, y {len(y)}")
+        if len(np.unique(y)) < 2:
+            raise ValueError("fusion needs both classes in its training pairs")
+        self.features = list(X.columns)
+        Xv = X.to_numpy(float)
+        folds = int(max(2, min(self.folds, np.bincount(y).min())))
+        skf = StratifiedKFold(folds, shuffle=True, random_state=self.seed)
+        oof = np.zeros(len(y))
+        imp = []
+        for tr, te in skf.split(Xv, y):
+            m = self._new().fit(Xv[tr], y[tr])
+            oof[te] = m.predict_proba(Xv[te])[:, 1]
+            if importance_repeats:
+                r = permutation_importance(m, Xv[te], y[te], scoring="f1", n_repeats=importance_repeats,
+                                           random_state=self.seed)
+                imp.append(r.importances_mean)
+        self.threshold = float(best_threshold(y, oof)[0])
+        self.cv = {k: v for k, v in pair_metrics(y, oof, self.threshold).items()
+                   if k in ("f1", "macro_f1", "roc_auc", "precision", "recall", "tp", "fp", "fn", "tn")}
+        self.cv["folds"] = folds
+        self.cv["brier"] = float(np.mean((oof - y) ** 2))   # out-of-fold Brier score: calibration + sharpness
+        self.oof = oof
+        if imp:
+            a = np.array(imp)
+            self.importances = (pd.DataFrame({"feature": self.features, "importance": a.mean(0), "std": a.std(0)})
+                                .sort_values("importance", ascending=False, ignore_index=True))
+        self.model = self._new().fit(Xv, y)
+        return self
+
+    def _matrix(self, X: pd.DataFrame) -> np.ndarray:
+        missing = [f for f in self.features if f not in X.columns]
+        if missing:
+            raise ValueError(f"features missing for the fusion model: {missing}")
+        return X[self.features].to_numpy(float)
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        """(P,) probability that each pair is the same photo."""
+        if self.model is None:
+            raise RuntimeError("Fusion is not fitted: call fit() or load()")
+        return self.model.predict_proba(self._matrix(X))[:, 1]
+
+    def decide(self, X: pd.DataFrame) -> np.ndarray:
+        """(P,) int 0/1 at the cross-validated probability threshold."""
+        return (self.predict_proba(X) >= self.threshold).astype(int)
+
+    def save(self, path) -> Path:
+        import joblib
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        joblib.dump(self, path)
+        return path
+
+    @staticmethod
+    def load(path) -> "Fusion":
+        import joblib
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: run 10_local_verification to train the fused decision")
+        obj = joblib.load(path)
+        if not isinstance(obj, Fusion):
+            raise ValueError(f"{path} does not hold a nnutils.decide.fusion.Fusion")
+        return obj
+
+
+def apply_fusion(global_scores, global_threshold: float, band: tuple[float, float], fused: np.ndarray) -> np.ndarray:
+    """Final (P,) 0/1 decisions: the global decision outside ``band``; ``fused`` (P,) 0/1 inside it.
+
+    NaN global scores (unreadable images) are 0, the unreadable-image policy. ``fused`` is
+    only read where the band applies (other entries may be anything, e.g. -1).
+    """
+    s = np.asarray(global_scores, float)
+    out = np.where(np.isfinite(s) & (s >= global_threshold), 1, 0)
+    m = in_band(s, band)
+    out[m] = np.asarray(fused)[m]
+    return out.astype(int)
+
+
+def _decode_once(paths, workers: int = 2) -> dict:
+    """``{path: RGB uint8 array or None}`` for the distinct non-empty paths (None = unreadable)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from nnutils.data.images import try_read_rgb
+    uniq = list(dict.fromkeys(p for p in paths if p))
+    with ThreadPoolExecutor(workers) as pool:
+        return dict(zip(uniq, pool.map(lambda p: try_read_rgb(p)[0], uniq)))
+
+
+def _or_path(images: dict, p):
+    """The decoded array of ``p`` when there is one, else ``p`` (the extractor then reports why it fails)."""
+    a = images.get(p)
+    return a if a is not None else p
+
+
+def verify_band(fusion: "Fusion", paths1: Sequence[str | None], paths2: Sequence[str | None], global_scores,
+                *, progress: bool = False) -> tuple[np.ndarray, dict]:
+    """Final (P,) 0/1 decisions with local verification and the fused decision inside ``fusion.band``.
+
+    Only pairs whose global score is in the band are verified (local features, hashes,
+    sizes, identity) and decided by ``fusion``; the others keep ``score >= global_threshold``;
+    NaN scores are 0 (unreadable policy). Returns ``(decisions, report)`` with
+    ``pairs_verified``, ``share_verified``, ``verify_s`` and ``ms_per_verified_pair``.
+    """
+    import time
+
+    from nnutils.local.verify import verify_pairs
+    if fusion.band is None or fusion.global_threshold is None:
+        raise ValueError("this Fusion has no band/global threshold: set them before use (notebook 10 does)")
+    s = np.asarray(global_scores, float)
+    m = in_band(s, fusion.band)
+    idx = np.flatnonzero(m)
+    fused = np.full(len(s), -1)
+    t0 = time.perf_counter()
+    if len(idx):
+        p1 = [paths1[i] for i in idx]
+        p2 = [paths2[i] for i in idx]
+        images = _decode_once(p1 + p2)          # each image decoded once for the local check and the facts
+        local = None
+        kw = getattr(fusion, "local_kw", None) or {}   # (absent in fusions saved before it existed)
+        if fusion.local_method == "delf":
+            from nnutils.local.delf import DelfExtractor
+            ex = DelfExtractor.load(fusion.local_model)
+            local = verify_pairs(p1, p2, "delf", extractor=lambda p: ex.extract(_or_path(images, p)),
+                                 workers=1, progress=progress, **kw)
+        elif fusion.local_method:
+            from nnutils.local.keypoints import extract
+            local = verify_pairs(p1, p2, fusion.local_method, progress=progress, **kw,
+                                 extractor=lambda p: extract(_or_path(images, p), fusion.local_method))
+        X = pair_features(p1, p2, global_scores={"global": s[idx]}, local=local, images=images, progress=progress)
+        fused[idx] = fusion.decide(X)
+    secs = time.perf_counter() - t0
+    report = dict(pairs_verified=int(len(idx)), share_verified=round(len(idx) / max(1, len(s)), 4),
+                  verify_s=round(secs, 3), ms_per_verified_pair=round(1000 * secs / len(idx), 2) if len(idx) else None)
+    return apply_fusion(s, fusion.global_threshold, fusion.band, fused), report

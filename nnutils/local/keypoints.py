@@ -1,0 +1,265 @@
+"""Local features of one image, and matching them between two images.
+
+:func:`extract` finds keypoints and descriptors with OpenCV (SIFT/RootSIFT or ORB) on a
+downscaled working copy, with coordinates in the original image's pixels; :func:`match`
+pairs descriptors (ratio test or mutual nearest neighbours; Hamming for binary, L2 for float
+descriptors). :class:`Keypoints` holds either kind, e.g. also the DELF-style ones of
+:mod:`nnutils.local.delf`. :mod:`nnutils.local.verify` decides whether the matches show one
+photo mapped onto the other.
+"""
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+#: Keyword arguments of :func:`extract` (routed there by :func:`verify_pair` / :func:`verify_pairs`).
+EXTRACT_KEYS = ("max_keypoints", "max_side", "root", "min_side", "min_keypoints")
+
+
+@dataclass
+class Keypoints:
+    """Keypoints of one image, in the ORIGINAL image's pixel coordinates.
+
+    xy : (n, 2) float32, x then y, pixels of the original (not resized) image
+    scale : (n,) float32, keypoint size in original pixels (receptive field for DELF)
+    score : (n,) float32, detector response or attention score (higher = stronger)
+    desc : (n, d) descriptors: uint8 for ORB (binary, Hamming), float32 L2-normalised otherwise
+    image_size : (width, height) of the original image, pixels
+    kind : "sift" | "orb" | "delf"
+    reason : why there are no keypoints ("" when there are some): "unreadable",
+        "too small", "too flat", ...
+    """
+
+    xy: np.ndarray
+    scale: np.ndarray
+    score: np.ndarray
+    desc: np.ndarray
+    image_size: tuple[int, int]
+    kind: str
+    reason: str = ""
+    angle: np.ndarray | None = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return int(self.xy.shape[0])
+
+    @property
+    def binary(self) -> bool:
+        return self.desc.dtype == np.uint8
+
+    @classmethod
+    def empty(cls, kind: str, image_size=(0, 0), reason: str = "", dim: int = 128, binary: bool = False):
+        return cls(np.zeros((0, 2), np.float32), np.zeros(0, np.float32), np.zeros(0, np.float32),
+                   np.zeros((0, dim), np.uint8 if binary else np.float32), tuple(image_size), kind, reason)
+
+
+_local = threading.local()
+
+
+def _detector(method: str, max_keypoints: int):
+    import cv2
+    cache = getattr(_local, "detectors", None)
+    if cache is None:
+        cache = _local.detectors = {}
+    key = (method, int(max_keypoints))
+    det = cache.get(key)
+    if det is None:
+        if method == "sift":
+            det = cv2.SIFT_create(nfeatures=int(max_keypoints))
+        else:
+            # a lower FAST threshold than the default 20 keeps smooth interiors (walls, sky) verifiable
+            det = cv2.ORB_create(nfeatures=int(max_keypoints), fastThreshold=10)
+        cache[key] = det
+    return det
+
+
+def _read_grey(image, max_side: int | None) -> tuple[np.ndarray | None, tuple[int, int], str]:
+    """(grey uint8 working image or None, original (width, height), reason)."""
+    import cv2
+
+    from nnutils.data.images import read_any
+    rgb, size, reason = read_any(image, max_side)
+    if rgb is None:
+        return None, size, reason
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), size, ""
+
+
+def extract(image, method: str = "sift", *, max_keypoints: int = 1000, max_side: int | None = 640,
+            root: bool = True, min_side: int = 32, min_keypoints: int = 8) -> Keypoints:
+    """Detect keypoints and compute descriptors of one image; never raises for a bad image.
+
+    Parameters
+    ----------
+    image : str, os.PathLike, numpy.ndarray or PIL.Image.Image
+        A file (read with :mod:`nnutils.data.images`: EXIF orientation applied, any mode; a big
+        JPEG is decoded at a reduced DCT scale that is still ≥ ``max_side``), an RGB
+        ``uint8`` array ``(H, W, 3)``, a grey ``(H, W)`` array or a PIL image.
+    method : {"sift", "orb"}
+        SIFT (128-d float32 descriptors, L2 matching) or ORB (32-byte binary, Hamming).
+    max_keypoints : int
+        At most this many keypoints, the strongest (OpenCV's ``nfeatures``).
+    max_side : int or None
+        Detect on a copy whose longer side is at most this many pixels (INTER_AREA
+        downscale; never upscaled) — for speed. Coordinates and sizes are returned in the
+        ORIGINAL image's pixels. None: full resolution.
+    root : bool
+        SIFT only: RootSIFT (Arandjelović & Zisserman 2012) — L1-normalise, square-root;
+        the result has unit L2 norm and L2 distance between RootSIFT vectors is the
+        Hellinger kernel on the SIFT histograms (better matching). False: plain SIFT, L2
+        normalised.
+    min_side : int
+        Images whose shorter side (original pixels) is below this are not described
+        (``reason="too small"``).
+    min_keypoints : int
+        Fewer keypoints than this (a constant or almost flat image) → ``reason="too flat"``.
+
+    Returns
+    -------
+    Keypoints
+        ``xy`` (n, 2) float32 original pixels (pixel centres at integer coordinates),
+        ``scale`` (n,) float32 keypoint diameter in original pixels, ``score`` (n,) detector
+        response, ``desc`` (n, 128) float32 unit-norm for SIFT or (n, 32) uint8 for ORB,
+        ``angle`` (n,) degrees. Empty with a ``reason`` ("unreadable (<why>)", "too small",
+        "too flat") when the image cannot be described.
+
+    Raises
+    ------
+    ValueError
+        Unknown ``method`` or an array of an unsupported shape (programming errors).
+    """
+    import cv2
+
+    method = str(method).lower()
+    if method not in ("sift", "orb"):
+        raise ValueError(f"method must be 'sift' or 'orb', got {method!r}")
+    binary = method == "orb"
+    dim = 32 if binary else 128
+
+    def empty(size, reason):
+        return Keypoints.empty(method, size, reason=reason, dim=dim, binary=binary)
+
+    grey, size, reason = _read_grey(image, max_side)
+    if grey is None:
+        return empty(size, reason)
+    w0, h0 = size
+    if min(w0, h0) < min_side or min(grey.shape) < 8:
+        return empty(size, "too small")
+    h, w = grey.shape
+    s = 1.0
+    if max_side and max(h, w) > max_side:
+        s = max_side / max(h, w)
+        grey = cv2.resize(grey, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    if int(grey.max()) - int(grey.min()) < 2:  # constant: skip the detector
+        return empty(size, "too flat")
+    det = _detector(method, max_keypoints)
+    kps, desc = det.detectAndCompute(grey, None)
+    if desc is None or len(kps) < min_keypoints:
+        return empty(size, "too flat")
+    if len(kps) > max_keypoints:  # SIFT keeps ties at the cut: keep exactly the strongest
+        keep = np.argsort([-k.response for k in kps], kind="stable")[:max_keypoints]
+        kps, desc = [kps[i] for i in keep], desc[keep]
+    # working pixels → original pixels (per axis: a draft decode / rounding may differ slightly)
+    sx, sy = w0 / grey.shape[1], h0 / grey.shape[0]
+    pts = np.array([k.pt for k in kps], np.float64)
+    xy = np.empty_like(pts)
+    xy[:, 0] = (pts[:, 0] + 0.5) * sx - 0.5
+    xy[:, 1] = (pts[:, 1] + 0.5) * sy - 0.5
+    scale = np.array([k.size for k in kps], np.float32) * np.float32(math.sqrt(sx * sy))
+    score = np.array([k.response for k in kps], np.float32)
+    angle = np.array([k.angle for k in kps], np.float32)
+    if binary:
+        desc = np.ascontiguousarray(desc, np.uint8)
+    else:
+        desc = desc.astype(np.float32)
+        if root:
+            desc /= desc.sum(axis=1, keepdims=True) + 1e-7
+            np.sqrt(desc, out=desc)
+        else:
+            desc /= np.linalg.norm(desc, axis=1, keepdims=True) + 1e-7
+    return Keypoints(xy.astype(np.float32), scale, score, desc, (int(w0), int(h0)), method, "", angle)
+
+
+def _two_nn_float(da: np.ndarray, db: np.ndarray):
+    """For each row of da: index of the nearest row of db, its L2 distance, the 2nd distance."""
+    da = np.asarray(da, np.float32)
+    db = np.asarray(db, np.float32)
+    d2 = (da * da).sum(1)[:, None] + (db * db).sum(1)[None, :] - 2.0 * (da @ db.T)
+    np.maximum(d2, 0, out=d2)
+    rows = np.arange(len(da))
+    j = np.argmin(d2, axis=1)
+    d1 = d2[rows, j].copy()
+    if db.shape[0] > 1:
+        d2[rows, j] = np.inf
+        dsec = d2.min(axis=1)
+    else:
+        dsec = np.full(len(da), np.inf, np.float32)
+    return j, np.sqrt(d1), np.sqrt(dsec)
+
+
+def _two_nn_binary(da: np.ndarray, db: np.ndarray):
+    import cv2
+    bf = cv2.BFMatcher(cv2.NORM_HAMMING)
+    knn = bf.knnMatch(np.ascontiguousarray(da), np.ascontiguousarray(db), k=2)
+    n = len(da)
+    j = np.zeros(n, np.int64)
+    d1 = np.full(n, np.inf, np.float32)
+    d2 = np.full(n, np.inf, np.float32)
+    for i, ms in enumerate(knn):
+        if ms:
+            j[i], d1[i] = ms[0].trainIdx, ms[0].distance
+            if len(ms) > 1:
+                d2[i] = ms[1].distance
+    return j, d1, d2
+
+
+def _nn(da, db, binary):
+    return _two_nn_binary(da, db) if binary else _two_nn_float(da, db)
+
+
+def match(a: Keypoints, b: Keypoints, *, method: str = "ratio", ratio: float = 0.8) -> np.ndarray:
+    """Match descriptors of ``a`` to those of ``b``.
+
+    Parameters
+    ----------
+    a, b : Keypoints
+        Same descriptor type: binary (``uint8``, Hamming distance) or float (any
+        dimension, L2 distance — SIFT/RootSIFT, DELF-style, ...).
+    method : {"ratio", "mutual"}
+        ``"ratio"``: Lowe's ratio test — keep a's nearest neighbour in b when its distance
+        is below ``ratio`` × the second-nearest distance. ``"mutual"``: keep pairs that are
+        each other's nearest neighbour (cross-check), and that also pass the ratio test
+        when ``ratio < 1`` (pass ``ratio=1`` for pure mutual nearest neighbours).
+    ratio : float
+        Ratio-test threshold (0.8 as in Lowe 2004).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``int64`` (m, 2): rows ``(index in a, index in b)``, ordered by index in a;
+        shape (0, 2) when either set is empty.
+
+    Raises
+    ------
+    ValueError
+        Unknown method, or descriptors of different types/dimensions.
+    """
+    if method not in ("ratio", "mutual"):
+        raise ValueError(f"method must be 'ratio' or 'mutual', got {method!r}")
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((0, 2), np.int64)
+    if a.binary != b.binary or a.desc.shape[1] != b.desc.shape[1]:
+        raise ValueError(f"incompatible descriptors: {a.kind} {a.desc.dtype}{a.desc.shape[1:]} vs "
+                         f"{b.kind} {b.desc.dtype}{b.desc.shape[1:]}")
+    j, d1, d2 = _nn(a.desc, b.desc, a.binary)
+    keep = np.ones(len(a), bool) if ratio >= 1 else d1 < ratio * d2
+    if method == "mutual":
+        jb, _, _ = _nn(b.desc, a.desc, a.binary)
+        keep &= jb[j] == np.arange(len(a))
+    idx = np.nonzero(keep)[0]
+    if len(idx) > 1:  # one match per keypoint of b: the closest (many-to-one matches fit degenerate maps)
+        order = idx[np.lexsort((d1[idx], j[idx]))]
+        first = np.r_[True, j[order][1:] != j[order][:-1]]
+        idx = np.sort(order[first])
+    return np.stack([idx, j[idx]], axis=1).astype(np.int64).reshape(-1, 2)

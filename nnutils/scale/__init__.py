@@ -1,0 +1,1 @@
+"""Collections: faiss indexes, grouping of duplicates, retrieval, dedup of a folder or CSV."""

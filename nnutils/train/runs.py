@@ -1,0 +1,159 @@
+"""A run folder as the training notebooks pass it on: notebook 02's tables, settings, metrics files.
+
+:func:`load_run_data` reads what notebook 02 left (pairs, triplets, groups, image paths);
+:func:`setup` is everything a training notebook needs (seeded, data, backbone parts, feature
+bank); :func:`save_metrics` / :func:`read_metrics` write and read the machine-readable result
+of a notebook (``metrics/<notebook>.json``); :func:`best_previous` picks among them.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from nnutils.data.cache import model_key
+from nnutils.models.heads import build_parts
+from nnutils.train.features import FeatureBank
+
+
+@dataclass
+class RunData:
+    """What notebook 02 left in the run folder, ready to train on."""
+
+    run_dir: Path
+    train: pd.DataFrame
+    val: pd.DataFrame
+    balanced: pd.DataFrame
+    triplets: pd.DataFrame
+    groups: pd.Series
+    path_of: dict
+    urls: list = field(default_factory=list)
+
+    @property
+    def train_urls(self) -> list:
+        return list(dict.fromkeys(pd.concat([self.train.image_url1, self.train.image_url2])))
+
+
+def _kinds(data_dir: Path, pairs: pd.DataFrame) -> pd.DataFrame:
+    """Attach the embedded data's ``distortion`` / ``negative_kind`` columns (empty for real data)."""
+    meta_path = Path(data_dir) / "metadata.csv"
+    if not meta_path.exists():
+        return pairs.assign(distortion="", negative_kind="")
+    meta = pd.read_csv(meta_path, keep_default_na=False)
+    meta = meta[meta.split == "train"][["image_url1", "image_url2", "distortion", "negative_kind"]]
+    out = pairs.drop(columns=[c for c in ("distortion", "negative_kind") if c in pairs]).merge(
+        meta, on=["image_url1", "image_url2"], how="left")
+    return out.fillna({"distortion": "", "negative_kind": ""})
+
+
+def load_run_data(cfg) -> RunData:
+    """Read notebook 02's outputs (``pairs_*.csv``, ``triplets_train.csv``, ``groups.csv``) and image paths.
+
+    Raises ``FileNotFoundError`` naming the notebook to run first.
+    """
+    run_dir = Path(cfg.run_dir)
+    need = ["pairs_train.csv", "pairs_val.csv", "pairs_train_balanced.csv", "triplets_train.csv", "groups.csv"]
+    missing = [n for n in need if not (run_dir / n).exists()]
+    if missing:
+        raise FileNotFoundError(f"{run_dir}: missing {missing}; run 02_balancing first "
+                                "(python -m nnutils.pipeline --only 01 02)")
+    read = lambda n: pd.read_csv(run_dir / n, keep_default_na=False)  # noqa: E731
+    groups = pd.read_csv(run_dir / "groups.csv", index_col="image_url").group
+    train, val = read("pairs_train.csv"), read("pairs_val.csv")
+    status_file = run_dir / "image_status.csv"
+    if status_file.exists():
+        st = pd.read_csv(status_file, index_col="image_url", keep_default_na=False)
+        path_of = {u: (p or None) for u, p in st["path"].items()}
+    else:
+        from nnutils.data.pairs import resolve_images
+        path_of = resolve_images(groups.index, cfg.images_dir, progress=False).to_dict()
+    present = sum(1 for p in path_of.values() if p and Path(p).exists())
+    if present < 0.5 * max(1, len(path_of)):
+        raise FileNotFoundError(
+            f"{run_dir}: only {present} of {len(path_of)} images listed by 01/02 exist; the run folder was "
+            f"written for another build of the data. Rerun 01_eda and 02_balancing "
+            f"(python -m nnutils.pipeline --only 01 02)")
+    data = RunData(run_dir, _kinds(cfg.data_dir, train), _kinds(cfg.data_dir, val),
+                   read("pairs_train_balanced.csv"), read("triplets_train.csv"), groups, path_of)
+    data.urls = list(dict.fromkeys(pd.concat([train.image_url1, train.image_url2, val.image_url1,
+                                              val.image_url2])))
+    return data
+
+
+def best_previous(run_dir, names: Sequence[str], key: str = "val.roc_auc") -> str | None:
+    """The notebook among ``names`` whose metrics file has the highest ``key`` (e.g. val ROC AUC)."""
+    best, best_v = None, -np.inf
+    for n in names:
+        p = Path(run_dir) / "metrics" / f"{n}.json"
+        if not p.exists():
+            continue
+        v = json.loads(p.read_text())
+        for part in key.split("."):
+            v = v.get(part, {}) if isinstance(v, dict) else {}
+        if isinstance(v, (int, float)) and v > best_v:
+            best, best_v = n, v
+    return best
+
+
+def setup(cfg, trunk_layer: str | None = None):
+    """Everything a training notebook needs: ``(data, trunk, rest, bank)``.
+
+    Seeds everything, reads notebook 02's outputs, builds the backbone cut at
+    ``trunk_layer`` and computes (or loads from ``<run_dir>/features``) the trunk's
+    outputs for every train/validation image, with ``cfg.views`` augmented views.
+    """
+    from nnutils.train.session import set_seed
+    set_seed(cfg.seed)
+    data = load_run_data(cfg)
+    trunk, rest = build_parts(cfg.backbone, cfg.image_size, trunk_layer, cfg.weights, cfg.weights_dir)
+    key = model_key(cfg.backbone, cfg.image_size, trunk_layer, cfg.weights, trunk.output.shape[1:])
+    bank = FeatureBank(trunk, data.urls, data.path_of, cfg.image_size, cache_dir=data.run_dir / "features",
+                       key=key, views=cfg.views, seed=cfg.seed, batch_size=cfg.batch_size, progress=cfg.progress)
+    return data, trunk, rest, bank
+
+
+def settings_of(cfg, **extra) -> dict:
+    """The model-defining settings of a notebook (saved next to its model and in its metrics)."""
+    keys = ("backbone", "weights", "image_size", "pooling", "embedding_dim", "hidden_dim", "margin", "views")
+    return {**{k: cfg[k] for k in keys if k in cfg}, **extra}
+
+
+class Timer:
+    """``with Timer() as t: ...``; ``t.seconds`` afterwards."""
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.start
+
+
+def save_metrics(run_dir: str | Path, notebook: str, **fields) -> Path:
+    """Write ``<run_dir>/metrics/<notebook>.json`` (floats rounded to 5 digits) and return its path."""
+    def clean(v):
+        if isinstance(v, (float, np.floating)):
+            return round(float(v), 5)
+        if isinstance(v, (np.integer,)):
+            return int(v)
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+    path = Path(run_dir) / "metrics" / f"{notebook}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(clean(dict(notebook=notebook, **fields)), indent=2))
+    return path
+
+
+def read_metrics(run_dir: str | Path):
+    """All ``metrics/*.json`` of a run as a DataFrame, one row per notebook."""
+    import pandas as pd
+    rows = [json.loads(p.read_text()) for p in sorted((Path(run_dir) / "metrics").glob("*.json"))]
+    return pd.json_normalize(rows)

@@ -1,0 +1,1 @@
+"""Plots, the interactive comparison widget, the TensorBoard projector export."""
