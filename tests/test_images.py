@@ -131,6 +131,30 @@ def test_truncated_and_corrupt_png(tmp_path):
     assert inspect_image(corrupt).reason == "corrupt"
 
 
+@pytest.mark.parametrize("lossless", [False, True])
+def test_truncated_and_corrupt_webp(tmp_path, lossless):
+    """A WebP cut short is "truncated" (its RIFF header declares more bytes than it has),
+    not "corrupt" as Pillow's "could not create decoder object" alone would suggest."""
+    rng = np.random.default_rng(2)
+    pixels = (rng.integers(0, 4, (96, 128, 3)) * 60).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "WEBP", quality=80, lossless=lossless)
+    data = buf.getvalue()
+    assert int.from_bytes(data[4:8], "little") + 8 == len(data)
+    for frac in (0.3, 0.5, 0.9):
+        trunc = tmp_path / f"trunc{frac}.webp"
+        trunc.write_bytes(data[: int(len(data) * frac)])
+        assert try_read_rgb(trunc) == (None, "truncated")
+        assert inspect_image(trunc).reason == "truncated"
+
+    # whole length, garbage payload: the header is honest, the decoder fails -> corrupt
+    bad = bytearray(data)
+    bad[20:] = bytes(len(bad) - 20)
+    corrupt = tmp_path / "corrupt.webp"
+    corrupt.write_bytes(bytes(bad))
+    assert try_read_rgb(corrupt) == (None, "corrupt")
+
+
 def test_missing_parent_directory_is_missing(tmp_path):
     f = tmp_path / "file.txt"
     f.write_text("x")

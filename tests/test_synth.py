@@ -1,5 +1,6 @@
 """The embedded dataset builder: determinism, LUN format, distortions really applied, broken files."""
 import hashlib
+import io
 import json
 import re
 
@@ -11,6 +12,8 @@ from PIL import Image
 from nnutils.data import distortions as D
 from nnutils.data.images import inspect_image, read_rgb
 from nnutils.data.pairs import load_lun_folder
+from nnutils.data import synth as S
+from nnutils.data.photos import list_photos, load_photo
 from nnutils.data.synth import BuildConfig, build_dataset, choose_bases, ensure_dataset, _overlap
 
 PAIRS = 160
@@ -107,6 +110,59 @@ def test_broken_entries_are_really_broken(built):
         assert not info.readable and info.reason == r.broken
     ok = img[img.broken == ""].head(20)
     assert all(inspect_image(built / "images" / f).readable for f in ok.file)
+
+
+def _builder_files():
+    """One file per (format, mode) the builder writes, made by its own encoders at listing size."""
+    cfg = BuildConfig()                          # the cpu build's settings (profiles.yaml cpu: data)
+    photos = list_photos(warn=False)
+    want = {("JPEG", "RGB"), ("JPEG", "L"), ("PNG", "RGB"), ("PNG", "RGBA"), ("WEBP", "RGB"), ("GIF", "RGB")}
+    assert {f for f, _ in want} == set(S._EXT)   # a new output format must be added here
+    got = {}
+    rng = np.random.default_rng(0)
+    for k, path in enumerate(photos.path.iloc[::9]):
+        side = int(rng.integers(cfg.listing_side[0], cfg.listing_side[1] + 1))
+        ref = S.resize_to(load_photo(path, max_side=1600), side)
+        q = int(rng.integers(70, 96))
+        data = S._encode(ref, "JPEG", q)
+        got.setdefault(("JPEG", "RGB"), []).append(data)
+        ref = Image.open(io.BytesIO(data)).convert("RGB")
+        for kind in ("padding", "border", "color", "grayscale", "resize") * 12:
+            data, fmt, mode, _ = S._render_repost(ref, kind, q, rng)
+            if len(got.setdefault((fmt, mode), [])) < 3:
+                got[(fmt, mode)].append(data)
+        if all(len(got.get(w, [])) >= 3 for w in want) and k >= 2:
+            break
+    assert set(got) == want
+    return got
+
+
+def test_reader_names_every_broken_file_as_the_builder_labels_it(tmp_path):
+    """The cpu build's truncated WebP was labelled ``truncated`` but read as ``corrupt``:
+    now every format and mode the builder writes, broken by the builder's own code, is
+    read back with exactly the label ``images.csv`` gives it."""
+    n = 0
+    for (fmt, mode), blobs in _builder_files().items():
+        for i, data in enumerate(blobs):
+            for kind in S.BROKEN_KINDS:
+                path = tmp_path / f"{fmt}-{mode}-{i}-{kind}{S._EXT[fmt]}"
+                path.write_bytes(data)
+                assert inspect_image(path).readable
+                assert S.break_file(path, kind) == kind
+                info = inspect_image(path)
+                assert not info.readable and info.reason == kind, (fmt, mode, kind, info)
+                n += 1
+    assert n >= 6 * 3 * 2
+
+
+def test_break_file_refuses_a_label_the_reader_would_not_give(tmp_path):
+    tiny = tmp_path / "tiny.png"
+    Image.new("RGB", (1, 1)).save(tiny)
+    tiny.write_bytes(tiny.read_bytes() + b"\0" * 4096)   # half of it is still the whole PNG
+    with pytest.raises(RuntimeError, match="reader says readable"):
+        S.break_file(tiny, "truncated")
+    with pytest.raises(ValueError):
+        S.break_file(tiny, "corrupt")
 
 
 def test_modes_and_formats_vary(built):

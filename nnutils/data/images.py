@@ -25,7 +25,8 @@ Reason vocabulary
 ``"is a directory"``   the path is a directory.
 ``"not an image"``     PIL cannot identify the format (text file, HTML error
                        page saved as .jpg, header unreadable, FIFO/device ...).
-``"truncated"``        the file ends before the pixel data does.
+``"truncated"``        the file ends before the pixel data does (for WebP:
+                       the RIFF header declares more bytes than the file has).
 ``"corrupt"``          the header is valid but the decoder failed.
 ``"too large"``        width * height exceeds ``max_pixels`` (or PIL's own
                        decompression-bomb guard fired).
@@ -287,6 +288,42 @@ def _classify_decode_error(exc: BaseException) -> str:
     return REASON_CORRUPT
 
 
+def _declares_more_than_it_has(path: Path, file_bytes: int) -> bool:
+    """True when ``path`` is a RIFF container (WebP) whose header declares more bytes than the file has.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The file, already known to be a regular, non-empty file.
+    file_bytes : int
+        Its size in bytes (from ``os.stat``).
+
+    Returns
+    -------
+    bool
+        True only for a file that starts ``RIFF<size>WEBP`` with ``size + 8 > file_bytes``:
+        the file was cut short.  Pillow's WebP plugin reports such a file only as "could not
+        create decoder object", which would otherwise be classified ``"corrupt"``.  Any read
+        error gives False.
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+    except OSError:
+        return False
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WEBP":
+        return False
+    return int.from_bytes(head[4:8], "little") + 8 > file_bytes
+
+
+def _decode_reason(exc: BaseException, path: Path, file_bytes: int) -> str:
+    """:func:`_classify_decode_error`, except that a cut-short WebP is ``"truncated"``."""
+    reason = _classify_decode_error(exc)
+    if reason == REASON_CORRUPT and _declares_more_than_it_has(path, file_bytes):
+        return REASON_TRUNCATED
+    return reason
+
+
 def _stat_file(path: Path, info: dict | None = None) -> os.stat_result:
     """Stat ``path`` or raise the matching UnreadableImageError."""
     try:
@@ -340,7 +377,7 @@ def _open(
         p = Path(os.fspath(path))
     except TypeError:  # None, NaN from a DataFrame column, ...
         raise UnreadableImageError(str(path), REASON_MISSING, "not a path") from None
-    _stat_file(p, info)
+    file_bytes = _stat_file(p, info).st_size
 
     try:
         fh = open(p, "rb")
@@ -357,9 +394,9 @@ def _open(
         except OSError as exc:
             if exc.errno is not None:
                 raise UnreadableImageError(p, REASON_IO_ERROR, str(exc)) from None
-            raise UnreadableImageError(p, _classify_decode_error(exc), str(exc)) from None
+            raise UnreadableImageError(p, _decode_reason(exc, p, file_bytes), str(exc)) from None
         except Exception as exc:
-            raise UnreadableImageError(p, _classify_decode_error(exc), str(exc)) from None
+            raise UnreadableImageError(p, _decode_reason(exc, p, file_bytes), str(exc)) from None
 
         with im:
             # Only JPEG/MPO are safe to ask for EXIF before decoding: PNG's
@@ -403,7 +440,7 @@ def _open(
                     im.seek(0)  # animated images: first frame
                     im.load()
                 except Exception as exc:
-                    raise UnreadableImageError(p, _classify_decode_error(exc), str(exc)) from None
+                    raise UnreadableImageError(p, _decode_reason(exc, p, file_bytes), str(exc)) from None
 
                 if not is_jpeg:
                     orientation = _exif_orientation(im)  # safe once loaded

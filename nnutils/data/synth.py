@@ -28,6 +28,8 @@ How it is made (all randomness from one seed, so the same seed gives the same fi
    photos by colour histogram) — and half ``random``. ~32 % of pairs are positive.
 5. A few images are deliberately broken (``missing``: listed but never written;
    ``truncated``: the file cut short), like the ~1,200 deleted images of the real data.
+   Each label is checked against :func:`nnutils.data.images.inspect_image` at build
+   time, so ``images.csv`` says what the reader will say.
 
 Command line::
 
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 from nnutils import __version__
 from nnutils.data.distortions import DISTORTIONS, apply_distortion, resize_to
+from nnutils.data.images import inspect_image
 from nnutils.data.photos import list_photos, load_photo
 from PIL import Image
 from dataclasses import asdict, dataclass, field
@@ -345,6 +348,49 @@ def _render_repost(ref_img: Image.Image, kind: str, ref_quality: int, rng) -> tu
     return _encode(img, fmt, q, mode), fmt, mode, detail + (f"; saved {fmt} q={q}" if fmt in ("JPEG", "WEBP") else f"; saved {fmt}")
 
 
+BROKEN_KINDS = ("missing", "truncated")
+
+
+def break_file(path: str | Path, kind: str) -> str:
+    """Break one written image file on purpose and return its ``images.csv`` label.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        An image file the builder has just written (JPEG, PNG, WebP or GIF).
+    kind : {"missing", "truncated"}
+        ``"missing"`` deletes the file; ``"truncated"`` keeps its first half
+        (``len(data) // 2`` bytes).
+
+    Returns
+    -------
+    str
+        ``kind``, once :func:`nnutils.data.images.inspect_image` has confirmed that the
+        reader gives exactly this reason for the broken file.
+
+    Raises
+    ------
+    ValueError
+        If ``kind`` is not one of :data:`BROKEN_KINDS`.
+    RuntimeError
+        If the reader reads the broken file or names another reason: the label in
+        ``images.csv`` would be a lie.
+    """
+    if kind not in BROKEN_KINDS:
+        raise ValueError(f"kind must be one of {BROKEN_KINDS}, got {kind!r}")
+    path = Path(path)
+    if kind == "missing":
+        path.unlink()
+    else:
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    said = inspect_image(path)
+    if said.readable or said.reason != kind:
+        raise RuntimeError(f"{path.name} was made {kind!r} but the reader says "
+                           f"{'readable' if said.readable else repr(said.reason)}")
+    return kind
+
+
 def build_dataset(out: str | Path, pairs: int = 4000, seed: int = 0, *, config: BuildConfig | None = None,
                   overwrite: bool = False, progress: bool = True) -> Path:
     """Build the embedded dataset into ``out`` and return its path.
@@ -451,14 +497,8 @@ def build_dataset(out: str | Path, pairs: int = 4000, seed: int = 0, *, config: 
         n_b = max(2, int(round(len(cand) * cfg.broken_rate)))
         pick = rng_broken.choice(cand, size=min(n_b, len(cand)), replace=False)
         for j, idx in enumerate(sorted(pick)):
-            path = img_dir / images.at[idx, "file"]
-            if j % 2 == 0:
-                path.unlink()
-                images.at[idx, "broken"] = "missing"
-            else:
-                data = path.read_bytes()
-                path.write_bytes(data[: len(data) // 2])
-                images.at[idx, "broken"] = "truncated"
+            images.at[idx, "broken"] = break_file(img_dir / images.at[idx, "file"],
+                                                  "missing" if j % 2 == 0 else "truncated")
 
     # 6. CSVs in the Kaggle layout + metadata
     file_of = dict(zip(records, (r["file"] for r in records.values())))
