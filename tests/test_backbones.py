@@ -1,20 +1,21 @@
 """Backbone registry (nnutils.models.backbones): shapes, preprocessing, offline weights, TF-Hub path.
 
 Real models (random init at tiny input sizes to stay fast on 2 CPU cores),
-real files, no mocks of the code under test. The sandbox is offline: tests
-that would download are guarded (skipped when the download host is reachable)
-or made to fail deterministically through an unreachable proxy.
+real files, no mocks of the code under test. Tests that would download never
+touch the network: ``socket.create_connection`` (the one door of the probe,
+urllib and TF-Hub) is replaced by a recorder that refuses every connection,
+so the offline behaviour is the same online or offline, and the tests check
+which connections were tried (none; only the probe; only the proxy).
 """
 
 import socket
-import time
+import urllib.request
 
+import keras
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
-
-from nnutils.models import backbones as bb  # noqa: E402
+from nnutils.models import backbones as bb
 from nnutils.models.backbones import BACKBONES, CaffePreprocess, TorchPreprocess, WeightsNotFoundError, build_backbone, feature_dim, get_spec, list_backbones, set_trainable, stride16_model
 
 # keras' own saving code calls np.array on tf tensors (numpy 2 DeprecationWarning); not ours.
@@ -46,12 +47,41 @@ def _images(n=2, size=SIZE, seed=0):
     return np.random.default_rng(seed).uniform(0, 255, (n, size, size, 3)).astype("float32")
 
 
-def _online(host="storage.googleapis.com"):
-    try:
-        socket.create_connection((host, 443), timeout=2).close()
-        return True
-    except OSError:
-        return False
+@pytest.fixture
+def connections(monkeypatch):
+    """Refuse every TCP connection and record it: ``[(host, port, timeout), ...]`` in call order.
+
+    ``socket.create_connection`` is what the download probe, urllib (keras' ``get_file``) and
+    TF-Hub open connections with; ``socket.socket.connect`` is refused too, so a connection
+    made any other way would fail loudly instead of reaching the network.
+    """
+    calls = []
+
+    def refuse(address, timeout=None, *args, **kwargs):
+        calls.append((address[0], address[1], timeout))
+        raise ConnectionRefusedError(111, f"connection to {address[0]}:{address[1]} refused by the test")
+
+    def raw_connect(sock, address):
+        calls.append(("socket.connect", address, None))
+        raise ConnectionRefusedError(111, "socket.connect refused by the test")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket.socket, "connect", raw_connect)
+    return calls
+
+
+@pytest.fixture
+def get_file_calls(monkeypatch):
+    """Record calls of ``keras.utils.get_file`` (the real one still runs)."""
+    calls = []
+    real = keras.utils.get_file
+
+    def recording(fname, origin, *args, **kwargs):
+        calls.append((fname, origin))
+        return real(fname, origin, *args, **kwargs)
+
+    monkeypatch.setattr(keras.utils, "get_file", recording)
+    return calls
 
 
 @pytest.fixture(scope="module")
@@ -186,39 +216,47 @@ def _assert_clear_error(err, tmp_dir, keras_home):
     assert not list(keras_home.rglob("*.h5"))  # no partial download left behind
 
 
-def test_missing_weights_no_download_fails_fast(tmp_path, empty_keras_home):
+def test_missing_weights_no_download_opens_no_connection(tmp_path, empty_keras_home, connections,
+                                                         get_file_calls):
     wdir = tmp_path / "empty_weights"
     wdir.mkdir()
-    t0 = time.perf_counter()
     with pytest.raises(WeightsNotFoundError) as info:
         build_backbone("vgg16", weights="imagenet", weights_dir=wdir, download=False)
-    assert time.perf_counter() - t0 < 5
+    assert connections == [] and get_file_calls == []  # no probe, no download attempt
     _assert_clear_error(info.value, wdir, empty_keras_home)
     assert "download=False" in str(info.value)
+    assert info.value.__cause__ is None
+    assert info.value.searched == [f"weights_dir={wdir}", f"Keras cache {empty_keras_home / 'models'}",
+                                   "download disabled (download=False)"]
 
 
-def test_missing_weights_download_offline_fails_fast(tmp_path, empty_keras_home):
-    if _online():
-        pytest.skip("download host reachable: this test is for the offline sandbox")
+def test_missing_weights_download_offline_stops_at_the_probe(tmp_path, empty_keras_home, connections,
+                                                             get_file_calls):
+    """Without a network the probe fails, and keras' download (with its own retries) is never started."""
     wdir = tmp_path / "empty_weights"
     wdir.mkdir()
-    t0 = time.perf_counter()
     with pytest.raises(WeightsNotFoundError) as info:
         build_backbone("vgg16", weights="imagenet", weights_dir=wdir, download=True)
-    assert time.perf_counter() - t0 < 5
+    # exactly one connection: the short probe of the download host
+    assert connections == [("storage.googleapis.com", 443, bb.DOWNLOAD_PROBE_TIMEOUT_S)]
+    assert get_file_calls == []
+    assert isinstance(info.value.__cause__, ConnectionRefusedError)
     _assert_clear_error(info.value, wdir, empty_keras_home)
-    assert "download from https://" in str(info.value)
+    assert f"download from {get_spec('vgg16').weights_url} failed (ConnectionRefusedError" in str(info.value)
 
 
-def test_keras_download_exception_is_converted(tmp_path, empty_keras_home, monkeypatch):
-    """A failing keras download (plain ``Exception``) becomes the same clear error."""
-    monkeypatch.setenv("https_proxy", UNREACHABLE_PROXY)  # skips the probe; urllib fails at once
+def test_keras_download_exception_is_converted(tmp_path, empty_keras_home, monkeypatch, connections,
+                                               get_file_calls):
+    """Behind a proxy the probe is skipped; keras' failing download (plain ``Exception``) becomes the clear error."""
+    monkeypatch.setenv("https_proxy", UNREACHABLE_PROXY)
+    # urllib builds its global opener (and reads the proxy variables) once, at the first urlopen
+    monkeypatch.setattr(urllib.request, "_opener", None)
     wdir = tmp_path / "empty_weights"
     wdir.mkdir()
-    t0 = time.perf_counter()
     with pytest.raises(WeightsNotFoundError) as info:
         build_backbone("vgg16", weights="imagenet", weights_dir=wdir, download=True)
-    assert time.perf_counter() - t0 < 5
+    assert get_file_calls == [(EXPECTED_FILES["vgg16"], get_spec("vgg16").weights_url)]
+    assert connections and {(h, p) for h, p, _ in connections} == {("127.0.0.1", 9)}  # the proxy only
     _assert_clear_error(info.value, wdir, empty_keras_home)
     assert type(info.value.__cause__) is Exception  # what keras.utils.get_file raises
     assert "URL fetch failure" in str(info.value)
@@ -326,15 +364,22 @@ def test_savedmodel_outputs_and_inference_only(exported_savedmodel):
         stride16_model(model, "vgg16")
 
 
-def test_hub_handle_offline_fails_fast(tmp_path, monkeypatch):
+def test_hub_handle_offline_fails_with_one_attempt(tmp_path, monkeypatch, connections):
     monkeypatch.setenv("TFHUB_CACHE_DIR", str(tmp_path / "tfhub"))
-    monkeypatch.setenv("https_proxy", UNREACHABLE_PROXY)  # deterministic failure, online or not
-    t0 = time.perf_counter()
-    with pytest.raises(WeightsNotFoundError, match="local SavedModel folder"):
+    for k in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setattr(urllib.request, "_opener", None)  # no opener built earlier with other proxies
+    with pytest.raises(WeightsNotFoundError, match="local SavedModel folder") as info:
         build_backbone("https://tfhub.dev/google/imagenet/mobilenet_v3_small_100_224/feature_vector/5")
-    assert time.perf_counter() - t0 < 5
+    assert [(h, p) for h, p, _ in connections] == [("tfhub.dev", 443)]  # one try, no retries
+    assert str(tmp_path / "tfhub") in str(info.value)  # names the cache it looked in
+    assert info.value.file_name is None and info.value.searched == [f"TF-Hub cache {tmp_path / 'tfhub'}", "download"]
+    assert "refused by the test" in str(info.value)  # the failure is the (refused) network attempt
+    assert not (tmp_path / "tfhub").exists() or not any((tmp_path / "tfhub").rglob("saved_model.pb"))
+    connections.clear()
     with pytest.raises(FileNotFoundError, match="does not exist"):
         build_backbone(str(tmp_path / "no_such_savedmodel"))
+    assert connections == []  # a local path never goes to the network
 
 
 # --------------------------------------------------------------------------
