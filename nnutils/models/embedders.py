@@ -13,9 +13,10 @@ product of the unit vectors; NaN where an image is unreadable).
 Batch dimension
 ---------------
 The ``.tflite`` file keeps a dynamic batch dimension (input ``(-1, S, S, 3)``, output
-``(-1, D)``). :class:`TFLiteEmbedder` resizes the interpreter's input only when the batch
-size changes, and ``embed_paths`` feeds full batches, so only the last, smaller batch
-triggers a re-allocation. A ``.tflite`` file with a fixed batch size also works: batches are
+``(-1, D)``). :class:`TFLiteEmbedder` runs it with :class:`nnutils.models.runtime.TFLiteRunner`,
+which resizes the interpreter's input only when the batch size changes, and
+``embed_paths`` feeds full batches, so only the last, smaller batch triggers a
+re-allocation. A ``.tflite`` file with a fixed batch size also works: batches are
 then zero-padded to that size.
 
 Importing this module does not import TensorFlow (only :class:`KerasEmbedder` does).
@@ -23,7 +24,6 @@ Importing this module does not import TensorFlow (only :class:`KerasEmbedder` do
 from __future__ import annotations
 
 import os
-import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -32,7 +32,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from nnutils.data.decode import decode_square
-from nnutils.models.runtime import _load_keras, convert_to_tflite, tflite_path_for
+from nnutils.models.runtime import TFLiteRunner, _load_keras, convert_to_tflite, tflite_path_for
 
 
 class _Embedder:
@@ -147,68 +147,54 @@ class _Embedder:
 class TFLiteEmbedder(_Embedder):
     """A ``.tflite`` image → embedding model run by the LiteRT interpreter (XNNPACK, CPU).
 
+    A thin layer over :class:`nnutils.models.runtime.TFLiteRunner`, which resizes the input
+    only when the batch size changes, zero-pads batches for a fixed-batch file and
+    serialises calls with a lock (one instance may be shared by threads; they do not run in
+    parallel).
+
     Parameters
     ----------
     tflite_path : path
-        From :func:`convert_to_tflite`: input float32 (B, S, S, 3) in [0, 255], output (B, D).
+        From :func:`convert_to_tflite`: one input, float32 (B, S, S, 3) in [0, 255]; one
+        output, float32 (B, D) embeddings.
     threads : int
         Interpreter threads (XNNPACK), default 2.
 
     Attributes
     ----------
-    size : int   input side S in pixels.
-    dim : int    embedding dimension D.
+    size : int
+        Input side S in pixels.
+    dim : int
+        Embedding dimension D.
+    dynamic_batch : bool
+        Whether the file's batch dimension is dynamic (else batches are zero-padded).
 
-    The interpreter is not re-entrant; calls are serialised with a lock, so one instance
-    may be shared by threads (they do not run in parallel).
+    Raises
+    ------
+    ValueError
+        Not a readable ``.tflite`` file (the interpreter's error), not one input and one
+        output, or an input that is not (B, S, S, 3).
     """
 
     runtime = "tflite"
 
     def __init__(self, tflite_path: str | os.PathLike, threads: int = 2):
-        from ai_edge_litert.interpreter import Interpreter
         self.path = Path(tflite_path)
         self.threads = int(threads)
-        self._it = Interpreter(model_path=str(self.path), num_threads=self.threads)
-        inp = self._it.get_input_details()
-        out = self._it.get_output_details()
-        if len(inp) != 1 or len(out) != 1:
-            raise ValueError(f"{self.path}: expected one input and one output, got {len(inp)} and {len(out)}")
-        sig = [int(v) for v in inp[0].get("shape_signature", inp[0]["shape"])]
+        self._runner = TFLiteRunner(self.path, threads=self.threads)
+        n_out = len(self._runner.output_names)
+        if n_out != 1:
+            raise ValueError(f"{self.path}: expected one input and one output, got 1 and {n_out}")
+        sig = list(self._runner.input_signature)
         if len(sig) != 4 or sig[1] <= 0 or sig[1] != sig[2] or sig[3] != 3:
             raise ValueError(f"{self.path}: expected input (B, S, S, 3), got {sig}")
         self.size = sig[1]
-        self.dim = int(out[0]["shape"][-1])
-        self._in, self._out = inp[0]["index"], out[0]["index"]
-        self.dynamic_batch = sig[0] == -1
-        self._it.allocate_tensors()
-        self._batch = int(self._it.get_input_details()[0]["shape"][0])
-        self._lock = threading.Lock()
-
-    def _invoke(self, x: np.ndarray) -> np.ndarray:
-        if len(x) != self._batch:
-            self._it.resize_tensor_input(self._in, list(x.shape))
-            self._it.allocate_tensors()
-            self._batch = len(x)
-        self._it.set_tensor(self._in, x)
-        self._it.invoke()
-        return self._it.get_tensor(self._out).astype(np.float32, copy=True)
+        self._output = self._runner.output_names[0]
+        self.dim = int(self._runner.output_signatures[self._output][-1])
+        self.dynamic_batch = self._runner.fixed_batch is None
 
     def _embed_batch(self, x: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        with self._lock:
-            if self.dynamic_batch:
-                return self._invoke(x)
-            fixed, n = self._batch, len(x)  # fixed-batch model: zero-pad each chunk
-            out = np.empty((n, self.dim), np.float32)
-            for s in range(0, n, fixed):
-                chunk = x[s:s + fixed]
-                if len(chunk) < fixed:
-                    pad = np.zeros((fixed, *x.shape[1:]), np.float32)
-                    pad[:len(chunk)] = chunk
-                    chunk = pad
-                out[s:s + fixed] = self._invoke(chunk)[:min(fixed, n - s)]
-            return out
+        return self._runner.run(x)[self._output].astype(np.float32, copy=False)
 
     def __repr__(self):
         return f"TFLiteEmbedder({str(self.path)!r}, size={self.size}, dim={self.dim}, threads={self.threads})"
