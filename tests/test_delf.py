@@ -9,8 +9,9 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from nnutils.local.delf import DelfExtractor, _input_shape, plot_attention, train_delf
+from nnutils.local.delf import DEFAULT_SCALES, DelfExtractor, _input_shape, plot_attention, train_delf
 from nnutils.local.keypoints import Keypoints
+from nnutils.models.runtime import TFLiteRunner
 
 SIZE = 128
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field")
@@ -173,6 +174,11 @@ def test_save_load_round_trip_and_tflite(extractor, tmp_path):
                          score_threshold=extractor.score_threshold, runtime="tflite",
                          backbone_model=extractor._backbone_model)
     k_lite = lite.extract(a)
+    # one shared runtime: one interpreter, resized to each pyramid level (the last: the smallest)
+    runner = lite._runner.runner
+    assert isinstance(runner, TFLiteRunner) and runner.input_signature == (1, -1, -1, 3)
+    assert len(runner.output_names) == 1 and runner.output_signatures[runner.output_names[0]][-1] == 112 + 1
+    assert runner.input_shape == (1, *_input_shape(640, 427, SIZE, min(DEFAULT_SCALES)), 3)
     key = lambda k: {(*np.round(k.xy[i], 1), round(float(k.scale[i]), 1)): i for i in range(len(k))}  # noqa: E731
     kk, kl = key(before), key(k_lite)
     common = sorted(set(kk) & set(kl))

@@ -47,11 +47,14 @@ threshold).
 Runtimes and speed
 ------------------
 ``runtime="tflite"`` (default when ``ai_edge_litert`` is installed) converts the fused
-image → (features, attention) model once (~5–15 s; saved with :meth:`DelfExtractor.save`,
-so :meth:`~DelfExtractor.load` does not even build the backbone) and runs it with XNNPACK,
-one interpreter per input shape (LRU cache; at most 7 aspects × len(scales) shapes, a new
-one costs a few ms once). ``runtime="keras"`` runs a ``tf.function`` with a dynamic input
-shape (no conversion, ~2.5× slower). Both give the same keypoints up to float rounding.
+image → (features, attention) model once (~5–15 s,
+:func:`nnutils.models.runtime.tflite_flatbuffer`, input ``(1, None, None, 3)``; saved with
+:meth:`DelfExtractor.save`, so :meth:`~DelfExtractor.load` does not even build the
+backbone) and runs it with :class:`nnutils.models.runtime.TFLiteRunner` (XNNPACK): one
+interpreter, resized when the input shape changes (at most 7 aspects × len(scales)
+shapes; on the smoke model this was no slower than keeping one interpreter per shape).
+``runtime="keras"`` runs a ``tf.function`` with a dynamic input shape (no conversion,
+~2.5× slower). Both give the same keypoints up to float rounding.
 
 Measured on the 2-core machine (EfficientNet-Lite0, ``image_size=160``, scales 1/√2, 1,
 √2, 300 keypoints, 120 embedded-data test images, while another job used ~1.2 cores):
@@ -75,11 +78,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -88,6 +88,7 @@ import numpy as np
 
 from nnutils.data.images import read_any as read_image  # noqa: F401  (re-exported: path/PIL/array → RGB, size, reason)
 from nnutils.local.keypoints import Keypoints
+from nnutils.models.runtime import TFLiteRunner, tflite_flatbuffer
 
 __all__ = ["ASPECTS", "DEFAULT_SCALES", "RECEPTIVE_FIELDS", "DelfExtractor", "Pca", "build_attention_head",
            "build_training_model", "train_delf", "plot_attention", "read_image"]
@@ -185,8 +186,8 @@ def _l2n(x: np.ndarray) -> np.ndarray:
 
 
 #: Aspect ratios (width / height) an image is resized to: the nearest one (in log scale), so a
-#: few input shapes (one compiled interpreter each) serve all images; the stretch this adds
-#: is at most ~7.5 % per axis up to 2:1 (an image beyond 2:1 is squashed to 2:1).
+#: few input shapes serve all images; the stretch this adds is at most ~7.5 % per axis up
+#: to 2:1 (an image beyond 2:1 is squashed to 2:1).
 ASPECTS = (1 / 2, 2 / 3, 3 / 4, 1.0, 4 / 3, 3 / 2, 2.0)
 
 
@@ -218,49 +219,23 @@ class _KerasRunner:
         return np.asarray(self._fn(x))[0]
 
 
-class _TFLiteRunner:
-    def __init__(self, flatbuffer: bytes, threads: int = 2, cache_size: int = 24):
-        self.flat = flatbuffer
-        self.threads = int(threads)
-        self.cache_size = int(cache_size)
-        self._its: OrderedDict = OrderedDict()
-        self._lock = threading.Lock()
+class _TFLiteDelf:
+    """The fused model's flatbuffer run by :class:`nnutils.models.runtime.TFLiteRunner`:
+    (1, H, W, 3) → (h, w, C + 1). One interpreter, resized when the input shape changes."""
 
-    def _interpreter(self, shape):
-        it = self._its.pop(shape, None)
-        if it is None:
-            from ai_edge_litert.interpreter import Interpreter
-            it = Interpreter(model_content=self.flat, num_threads=self.threads)
-            idx = it.get_input_details()[0]["index"]
-            it.resize_tensor_input(idx, list(shape))
-            it.allocate_tensors()
-            it = (it, idx, it.get_output_details()[0]["index"])
-            while len(self._its) >= self.cache_size:
-                self._its.popitem(last=False)
-        self._its[shape] = it
-        return it
+    def __init__(self, flatbuffer: bytes, threads: int = 2):
+        self.runner = TFLiteRunner(flatbuffer, threads=threads)
+        if len(self.runner.output_names) != 1:
+            raise ValueError(f"the DELF model must have one output, got {self.runner.output_names}")
+        self._output = self.runner.output_names[0]
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        with self._lock:
-            it, i, o = self._interpreter(tuple(x.shape))
-            it.set_tensor(i, np.ascontiguousarray(x, np.float32))
-            it.invoke()
-            return it.get_tensor(o)[0].copy()
+        return self.runner.run(x)[self._output][0]
 
 
-def _convert_tflite(model) -> bytes:
+def _convert_fused(model) -> bytes:
     """Fused image → (h, w, C+1) model → TFLite flatbuffer with input (1, None, None, 3)."""
-    import tensorflow as tf
-    with tempfile.TemporaryDirectory(prefix="delf_tflite_") as tmp:
-        saved = os.path.join(tmp, "saved_model")
-        model.export(saved, format="tf_saved_model", verbose=False,
-                     input_signature=[tf.TensorSpec((1, None, None, 3), tf.float32, name="image")])
-        conv = tf.lite.TFLiteConverter.from_saved_model(saved)
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-        try:
-            return conv.convert()
-        except Exception as exc:
-            raise RuntimeError(f"TFLite conversion of the DELF model failed: {exc}") from exc
+    return tflite_flatbuffer(model, input_shape=(1, None, None, 3))
 
 
 def _default_runtime() -> str:
@@ -364,8 +339,8 @@ class DelfExtractor:
             if self._runner is None:
                 if self.runtime == "tflite":
                     if self._tflite is None:
-                        self._tflite = _convert_tflite(self.fused_model())
-                    self._runner = _TFLiteRunner(self._tflite, self.threads)
+                        self._tflite = _convert_fused(self.fused_model())
+                    self._runner = _TFLiteDelf(self._tflite, self.threads)
                 else:
                     self._runner = _KerasRunner(self.fused_model())
         return self._runner(x)
@@ -490,7 +465,7 @@ class DelfExtractor:
                     history=self.history)
         (path / _FILES["settings"]).write_text(json.dumps(meta, indent=1, default=_jsonable))
         if self.runtime == "tflite" and self._tflite is None:
-            self._tflite = _convert_tflite(self.fused_model())
+            self._tflite = _convert_fused(self.fused_model())
         if self._tflite is not None:
             (path / _FILES["tflite"]).write_bytes(self._tflite)
         return path
