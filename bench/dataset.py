@@ -7,7 +7,7 @@ Reads what ``python -m nnutils.synth`` wrote (``build_info.json``, ``images.csv`
 ``metadata.csv``, ``test_labels.csv``, ``images/``); computes nothing heavy (well under a
 second). Prints markdown tables: the photos per source package (and how many come with the
 first install, i.e. without ``requirements-photos.txt``), the image files (rendered, on
-disk, deliberately broken, formats), the pair mix (positive share, share of positives that
+disk, deliberately broken, formats, notebook 09's retrieval queries and database), the pair mix (positive share, share of positives that
 are byte-identical / pixel-identical / only re-encoded, share pairing two re-posts, hard vs
 random negatives) and the test split that ``bench/quality.py`` scores (pairs, duplicates,
 hard negatives, distinct images).
@@ -65,6 +65,8 @@ def summarise(data_dir: Path, requirements: Path) -> dict:
     dict
         ``sources`` (package -> photos), ``photos``, ``photos_first_install``, ``images`` (rendered),
         ``files_on_disk``, ``broken`` (reason -> files), ``formats`` (format -> files),
+        ``retrieval_queries`` / ``retrieval_database`` (readable reference renditions / readable
+        other files: notebook 09's retrieval queries and database),
         ``pairs``, ``train_pairs``, ``test_pairs``, ``positive_share``, ``trivial_share`` and
         ``double_share`` (of positives), ``hard_share`` (of negatives), ``negative_kinds``
         (kind -> pairs) and ``test`` (``pairs``, ``duplicates``, ``hard_negatives``, ``images``).
@@ -96,6 +98,8 @@ def summarise(data_dir: Path, requirements: Path) -> dict:
         files_on_disk=sum(1 for p in files.iterdir() if p.is_file()) if files.is_dir() else 0,
         broken={k: int(v) for k, v in images.broken[images.broken != ""].value_counts().items()},
         formats={k: int(v) for k, v in images.format.value_counts().items()},
+        retrieval_queries=int(((images.role == "ref") & (images.broken == "")).sum()),
+        retrieval_database=int(((images.role != "ref") & (images.broken == "")).sum()),
         pairs=len(meta), train_pairs=int((meta.split == "train").sum()), test_pairs=len(test),
         positive_share=len(pos) / max(1, len(meta)),
         trivial_share=float(pos.distortion.isin(TRIVIAL).mean()),
@@ -139,6 +143,8 @@ def main(argv=None) -> int:
         ("image files on disk", f"{s['files_on_disk']:,}"),
         ("deliberately broken", broken),
         ("formats", formats),
+        ("readable references / other readable files (09's retrieval queries / database)",
+         f"{s['retrieval_queries']:,} / {s['retrieval_database']:,}"),
         ("pairs (train + test)", f"{s['pairs']:,} ({s['train_pairs']:,} + {s['test_pairs']:,})"),
         ("positives", f"{s['positive_share']:.1%} of pairs"),
         ("positives byte-identical, pixel-identical or only re-encoded", f"{s['trivial_share']:.1%}"),
