@@ -99,7 +99,12 @@ def test_group_embeddings_finds_planted_groups_with_faiss():
     truth = np.r_[np.repeat(np.arange(30), 3), 100 + np.arange(40)]
     lab, edges, timing = group_embeddings(emb, 0.9, k=5)
     assert rowwise_f1(lab, truth) == pytest.approx(1.0)
-    assert timing["index"] and timing["search_s"] >= 0
+    # exactly the 3 within-group links of each planted triple, nothing to a singleton
+    assert len(edges) == 90 and (edges.i // 3 == edges.j // 3).all() and edges.j.max() < 90
+    assert timing["index"] == "flat"                                    # auto: 130 vectors → exact
+    assert set(timing) == {"index", "index_s", "search_s", "group_s"}
+    lab_hnsw, _, timing_hnsw = group_embeddings(emb, 0.9, k=5, index="hnsw")
+    assert timing_hnsw["index"] == "hnsw" and (lab_hnsw == lab).all()
     # against the exact kNN, the same groups
     s, i = exact_knn(emb, 5)
     assert rowwise_f1(connected_groups(len(emb), neighbour_edges(s, i, 0.9)), lab) == pytest.approx(1.0)
@@ -186,7 +191,7 @@ def test_command_groups_a_folder(collection, capsys):
     rm = pd.read_csv(out / "to_remove.csv")
     assert len(rm) == 6 and not set(rm.path) & set(groups[groups.representative].path)
     bad = pd.read_csv(out / "unreadable.csv")
-    assert bad.path.map(os.path.basename).tolist() == ["broken.jpg"] and bad.reason.iloc[0]
+    assert bad.path.map(os.path.basename).tolist() == ["broken.jpg"] and bad.reason.tolist() == ["truncated"]
     report = json.loads((out / "report.json").read_text())
     assert report["images"] == 11 and report["groups"] == 3 and report["unreadable"] == 1
     # a second run reads every embedding from the cache
