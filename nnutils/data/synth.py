@@ -8,7 +8,8 @@ The result has exactly the LUN.UA Kaggle layout, so every notebook runs on it un
     <out>/test_labels.csv  ID,is_same                 (kept apart, for offline scoring)
     <out>/metadata.csv     one row per pair: split, row, is_same, distortion, negative_kind, ...
     <out>/images.csv       one row per image: photo, base, role, distortion, format, size, broken
-    <out>/build_info.json  parameters, counts and photo attributions
+    <out>/build_info.json  parameters, counts, photo attributions and the photo pool
+                           (which photo packages were found or missing, photos from each)
 
 How it is made (all randomness from one seed, so the same seed gives the same files):
 
@@ -40,7 +41,7 @@ from __future__ import annotations
 from nnutils import __version__
 from nnutils.data.distortions import DISTORTIONS, apply_distortion, resize_to
 from nnutils.data.images import inspect_image
-from nnutils.data.photos import list_photos, load_photo
+from nnutils.data.photos import load_photo, pool_lines, pool_summary, scan_photos
 from PIL import Image
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -53,6 +54,7 @@ import numpy as np
 import pandas as pd
 import shutil
 import sys
+import warnings
 
 
 POSITIVE_MIX = {
@@ -409,7 +411,10 @@ def build_dataset(out: str | Path, pairs: int = 4000, seed: int = 0, *, config: 
     ss = np.random.SeedSequence(cfg.seed)
     rng_split, rng_bases, rng_plan, rng_render, rng_broken = (np.random.default_rng(s) for s in ss.spawn(5))
 
-    photos = list_photos()
+    photos, status = scan_photos()
+    pool = pool_summary(photos, status)
+    for line in pool_lines(pool)[1:]:
+        warnings.warn(line.removeprefix("WARNING: "), stacklevel=2)
     if cfg.max_photos:
         photos = photos.iloc[np.sort(rng_split.permutation(len(photos))[: cfg.max_photos])].reset_index(drop=True)
 
@@ -532,6 +537,7 @@ def build_dataset(out: str | Path, pairs: int = 4000, seed: int = 0, *, config: 
                     positive_rate=round(float(meta.is_same.mean()), 4),
                     broken=images.broken[images.broken != ""].value_counts().to_dict()),
         sources=used.groupby(["package", "licence"]).size().rename("photos").reset_index().to_dict("records"),
+        photo_pool=pool,
     )
     (out / "build_info.json").write_text(json.dumps(build_info, indent=2, default=str))
     return out
