@@ -89,11 +89,41 @@ def test_comparer_similarity_decision_and_neighbours(images, tmp_path):
 
 
 def test_compare_widget_builds_and_redraws(images):
+    import datetime
+    import io
+
     import ipywidgets as W
     emb, ok = FakeEmbedder().embed_paths(images)
     cmp = Comparer(FakeEmbedder(), images, emb, ok, threshold=0.99, k=2)
+    drawn = []                                                         # (path1, path2, verdict title) per redraw
+    real_figure = cmp.figure
+
+    def recording_figure(path1, path2, names=None):
+        fig = real_figure(path1, path2, names)
+        drawn.append((path1, path2, fig._suptitle.get_text()))
+        return fig
+
+    cmp.figure = recording_figure
     box = compare_widget(cmp)
     assert isinstance(box, W.VBox) and len(box.children) == 3
-    pick = box.children[1].children[0]
-    pick.value = images[2]                                             # triggers a redraw without error
-    assert pick.value == images[2]
+    out = box.children[2]
+    assert [d[:2] for d in drawn] == [(images[0], images[1])] and "SAME photo (1)" in drawn[0][2]
+    # the figure itself is displayed (outside IPython only its text repr is recorded)
+    assert len(out.outputs) == 1 and out.outputs[0]["data"]["text/plain"].startswith("<Figure size")
+    pick = box.children[1].children[0]                                 # image 2's dropdown
+    pick.value = images[2]
+    assert [d[:2] for d in drawn] == [(images[0], images[1]), (images[0], images[2])]
+    assert "different (0)" in drawn[1][2]
+    assert len(out.outputs) == 1                                       # the figure is replaced, not appended
+    # an upload on side 1 (blue, like images[2]) is written to a file and compared
+    buf = io.BytesIO()
+    Image.new("RGB", (20, 20), (0, 0, 250)).save(buf, "PNG")
+    upload = box.children[0].children[1]
+    upload.value = ({"name": "mine.png", "type": "image/png", "size": len(buf.getvalue()),
+                     "content": memoryview(buf.getvalue()),
+                     "last_modified": datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)},)
+    assert len(drawn) == 3 and drawn[2][1] == images[2] and drawn[2][0].endswith("0_mine.png")
+    with Image.open(drawn[2][0]) as written:
+        assert written.convert("RGB").getpixel((0, 0)) == (0, 0, 250)
+    assert "SAME photo (1)" in drawn[2][2]
+    assert len(out.outputs) == 1
