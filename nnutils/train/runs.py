@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from nnutils.data.cache import model_key
+from nnutils.data.tables import pair_kinds
 from nnutils.models.heads import build_parts
 from nnutils.train.features import FeatureBank
 
@@ -37,18 +38,6 @@ class RunData:
     @property
     def train_urls(self) -> list:
         return list(dict.fromkeys(pd.concat([self.train.image_url1, self.train.image_url2])))
-
-
-def _kinds(data_dir: Path, pairs: pd.DataFrame) -> pd.DataFrame:
-    """Attach the embedded data's ``distortion`` / ``negative_kind`` columns (empty for real data)."""
-    meta_path = Path(data_dir) / "metadata.csv"
-    if not meta_path.exists():
-        return pairs.assign(distortion="", negative_kind="")
-    meta = pd.read_csv(meta_path, keep_default_na=False)
-    meta = meta[meta.split == "train"][["image_url1", "image_url2", "distortion", "negative_kind"]]
-    out = pairs.drop(columns=[c for c in ("distortion", "negative_kind") if c in pairs]).merge(
-        meta, on=["image_url1", "image_url2"], how="left")
-    return out.fillna({"distortion": "", "negative_kind": ""})
 
 
 def load_run_data(cfg) -> RunData:
@@ -78,7 +67,7 @@ def load_run_data(cfg) -> RunData:
             f"{run_dir}: only {present} of {len(path_of)} images listed by 01/02 exist; the run folder was "
             f"written for another build of the data. Rerun 01_eda and 02_balancing "
             f"(python -m nnutils.pipeline --only 01 02)")
-    data = RunData(run_dir, _kinds(cfg.data_dir, train), _kinds(cfg.data_dir, val),
+    data = RunData(run_dir, pair_kinds(cfg.data_dir, train, "train"), pair_kinds(cfg.data_dir, val, "train"),
                    read("pairs_train_balanced.csv"), read("triplets_train.csv"), groups, path_of)
     data.urls = list(dict.fromkeys(pd.concat([train.image_url1, train.image_url2, val.image_url1,
                                               val.image_url2])))
