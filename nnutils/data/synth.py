@@ -397,8 +397,35 @@ def build_dataset(out: str | Path, pairs: int = 4000, seed: int = 0, *, config: 
                   overwrite: bool = False, progress: bool = True) -> Path:
     """Build the embedded dataset into ``out`` and return its path.
 
-    ``pairs`` is the total number of labelled pairs (train + test). Raises
-    ``FileExistsError`` if ``out`` holds a dataset and ``overwrite`` is False.
+    Parameters
+    ----------
+    out : str or pathlib.Path
+        Output folder (created).
+    pairs, seed : int
+        Total labelled pairs (train + test) and the seed, used when ``config`` is None.
+    config : BuildConfig, optional
+        Every build parameter; overrides ``pairs`` and ``seed``.
+    overwrite : bool, default False
+        Replace a non-empty ``out``.
+    progress : bool, default True
+        Show a progress bar while rendering.
+
+    Returns
+    -------
+    pathlib.Path
+        ``out``, holding the files listed in the module docstring; ``build_info.json``
+        records :func:`build_settings` (generator version, config, photo pool).
+
+    Raises
+    ------
+    FileExistsError
+        If ``out`` is not empty and ``overwrite`` is False.
+    ValueError
+        If fewer than 20 pairs are asked for.
+    ModuleNotFoundError
+        If a required photo package is missing (a missing optional one only warns).
+    RuntimeError
+        If a deliberately broken file is not read back with its label (:func:`break_file`).
     """
     cfg = config or BuildConfig(pairs=pairs, seed=seed)
     out = Path(out)
@@ -543,20 +570,152 @@ def build_dataset(out: str | Path, pairs: int = 4000, seed: int = 0, *, config: 
     return out
 
 
-def ensure_dataset(out: str | Path, pairs: int = 4000, seed: int = 0, *, progress: bool = True) -> Path:
-    """Return ``out`` after building it if absent, or built with other ``pairs``/``seed`` or an
-    older generator version.
+def _jsonable(x):
+    """``x`` as it reads back from ``build_info.json`` (tuples become lists, ...)."""
+    return json.loads(json.dumps(x, default=str))
 
-    A folder with a ``train.csv`` but no ``build_info.json`` is a user's real data and is
-    never touched.
+
+def build_settings(config: BuildConfig, pool: dict | None = None) -> dict:
+    """Everything a build is made from, as :func:`build_dataset` records it in ``build_info.json``.
+
+    Parameters
+    ----------
+    config : BuildConfig
+        The build's parameters (every field counts, ``pairs`` and ``seed`` included).
+    pool : dict, optional
+        The photo pool (:func:`nnutils.data.photos.pool_summary`); default: the photos
+        installed now.
+
+    Returns
+    -------
+    dict
+        ``generator_version`` (int), ``config`` (the :class:`BuildConfig` fields) and
+        ``photo_pool`` (found/missing photo packages, their versions, photos from each,
+        photo ids), JSON-normalised so that it compares equal to what is read back.
+
+    Raises
+    ------
+    ModuleNotFoundError
+        If a required photo package is missing (when ``pool`` is not given).
     """
+    if pool is None:
+        pool = pool_summary(*scan_photos())
+    return _jsonable(dict(generator_version=GENERATOR_VERSION, config=asdict(config), photo_pool=pool))
+
+
+def _pool_differences(old: dict, new: dict) -> list[str]:
+    out = []
+    for key in ("found", "missing"):
+        if old.get(key) != new.get(key):
+            out.append(f"photo packages {key}: built {old.get(key)}, now {new.get(key)}")
+    for pkg in sorted(set(old.get("packages", {})) | set(new.get("packages", {}))):
+        a, b = old.get("packages", {}).get(pkg), new.get("packages", {}).get(pkg)
+        if a != b and (a or {}).get("installed", True) and (b or {}).get("installed", True):
+            out.append(f"photo package {pkg}: built {a}, now {b}")
+    if not out and old != new:
+        ids_a, ids_b = set(old.get("photo_ids", [])), set(new.get("photo_ids", []))
+        out.append(f"photo pool: {len(ids_b - ids_a)} photos added, {len(ids_a - ids_b)} removed"
+                   if ids_a != ids_b else "photo pool differs")
+    return out
+
+
+def stale_settings(out: str | Path, config: BuildConfig, pool: dict | None = None) -> list[str]:
+    """Why the build in ``out`` is not the one ``config`` and the installed photos would make.
+
+    Parameters
+    ----------
+    out : str or pathlib.Path
+        A dataset folder.
+    config : BuildConfig
+        The wanted build parameters.
+    pool : dict, optional
+        The wanted photo pool; default: the photos installed now.
+
+    Returns
+    -------
+    list of str
+        One line per differing setting (``generator_version``, each :class:`BuildConfig`
+        field, the photo packages found/missing, each package's version and photo count,
+        the photo ids); ``["no build_info.json"]`` when there is no build; empty when
+        the build can be reused as it is.
+
+    Raises
+    ------
+    ModuleNotFoundError
+        If a required photo package is missing (when ``pool`` is not given).
+    """
+    info_path = Path(out) / "build_info.json"
+    if not info_path.exists():
+        return ["no build_info.json"]
+    try:
+        info = json.loads(info_path.read_text())
+    except (OSError, ValueError) as exc:
+        return [f"build_info.json unreadable ({exc})"]
+    want = build_settings(config, pool)
+    diffs = []
+    if info.get("generator_version") != want["generator_version"]:
+        diffs.append(f"generator_version: built {info.get('generator_version')}, "
+                     f"now {want['generator_version']}")
+    have_cfg = info.get("config") or {}
+    for k, v in want["config"].items():
+        if have_cfg.get(k, "<not recorded>") != v:
+            diffs.append(f"{k}: built {have_cfg.get(k, '<not recorded>')!r}, asked {v!r}")
+    for k in sorted(set(have_cfg) - set(want["config"])):
+        diffs.append(f"{k}: built {have_cfg[k]!r}, not a setting any more")
+    if "photo_pool" not in info:
+        diffs.append("photo pool: not recorded (built before it was)")
+    else:
+        diffs += _pool_differences(info["photo_pool"], want["photo_pool"])
+    return diffs
+
+
+def ensure_dataset(out: str | Path, pairs: int = 4000, seed: int = 0, *, config: BuildConfig | None = None,
+                   progress: bool = True, log=print) -> Path:
+    """Return ``out``, (re)building it unless it holds a build made with exactly these settings.
+
+    Parameters
+    ----------
+    out : str or pathlib.Path
+        Dataset folder.
+    pairs, seed : int
+        Used when ``config`` is None: ``BuildConfig(pairs=pairs, seed=seed)``.
+    config : BuildConfig, optional
+        The full build parameters (``pairs``/``seed`` are then ignored, as in
+        :func:`build_dataset`).
+    progress : bool, default True
+        Show the build's progress bar.
+    log : callable or None, default print
+        Called with one line naming the differing settings when an existing build is
+        replaced; None for silence.
+
+    Returns
+    -------
+    pathlib.Path
+        ``out``.
+
+    Raises
+    ------
+    ModuleNotFoundError
+        If a required photo package is missing.
+
+    Notes
+    -----
+    A build is reused only if :func:`stale_settings` finds no difference: the generator
+    version, every :class:`BuildConfig` field and the photo pool (which photo packages
+    were found or missing, their versions, how many photos each gave, the photo ids)
+    all equal what ``build_info.json`` records. Any difference rebuilds ``out`` from
+    scratch (it is not an error: the builder owns folders with a ``build_info.json``).
+    A folder with a ``train.csv`` but no ``build_info.json`` is a user's real data and
+    is never touched.
+    """
+    cfg = config or BuildConfig(pairs=pairs, seed=seed)
     out = Path(out)
     info_path = out / "build_info.json"
     if (out / "train.csv").exists() and not info_path.exists():
         return out
-    if info_path.exists():
-        info = json.loads(info_path.read_text())
-        cfg = info["config"]
-        if cfg["pairs"] == pairs and cfg["seed"] == seed and info.get("generator_version") == GENERATOR_VERSION:
-            return out
-    return build_dataset(out, pairs=pairs, seed=seed, overwrite=True, progress=progress)
+    diffs = stale_settings(out, cfg)
+    if not diffs:
+        return out
+    if info_path.exists() and log is not None:
+        log(f"[data] rebuilding {out}: " + "; ".join(diffs))
+    return build_dataset(out, config=cfg, overwrite=True, progress=progress)
