@@ -8,8 +8,7 @@ the predict command — with an empty cache, so each distinct test image is deco
 embedded once, end to end (TFLite runtime). Thresholds are never tuned on test: they are
 the k-fold cross-validated thresholds of notebook 07 (``metrics/07_threshold_sweep.csv``).
 Pairs with an unreadable image are predicted 0 (the documented policy) and count as
-errors when they are duplicates. When notebook 10 left a ``fusion.joblib`` in the run
-folder, one more row runs its global model with local verification and the fused decision
+errors when they are duplicates. When the run's decision verifies (notebook 10 ran), one more row runs its global model with local verification and the fused decision
 in the uncertain band (``predict --verify``); F1 and errors are of the final decisions, the
 ROC AUC of the global score. Prints one markdown table and the machine it ran on.
 """
@@ -32,7 +31,7 @@ import pandas as pd  # noqa: E402
 from nnutils.decide import metrics  # noqa: E402
 from nnutils.data import pairs as P
 from nnutils.models.saving import list_models  # noqa: E402
-from nnutils.decide.decision import read_decision
+from nnutils.decide.decision import Decision  # noqa: E402
 from nnutils.data.tables import test_kinds
 from nnutils.data.tables import HARD_KINDS  # noqa: E402
 from nnutils.models.embedders import load_embedder  # noqa: E402
@@ -60,22 +59,21 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     run, data = Path(args.run_dir), Path(args.data_dir)
     sweep = pd.read_csv(run / "metrics" / "07_threshold_sweep.csv").set_index("model")
-    default = read_decision(run)["model"]
+    decision = Decision.load(run)
+    default = decision.model
     lun = P.load_lun_folder(data)
     test = lun["test"]
     y = lun["test_labels"].set_index("ID").is_same.reindex(test.ID).to_numpy()
     kinds = test_kinds(data, test.ID).negative_kind.to_numpy()
     hard = np.isin(kinds, HARD_KINDS)
     models = {"phash": "phash", **{k: str(v) for k, v in list_models(run).items()}}
-    fusion_path = run / "fusion.joblib"
-    fused_model = None
-    if fusion_path.exists() and not args.no_verify:
-        from nnutils.decide.fusion import Fusion
-        fused_model = Fusion.load(fusion_path).global_model
     rows = []
     jobs = [(n, m, None) for n, m in models.items()]
-    if fused_model in models:  # the global model again, with 10's verification + fusion in its uncertain band
-        jobs.append((fused_model, models[fused_model], fusion_path))
+    verified = Decision.load_verified(run)
+    if verified is not None and not args.no_verify and verified.model in models:
+        # the global model again, with 10's verification + fusion in its uncertain band
+        source = run / ("decision.json" if decision.verifies else "decision_verified.json")
+        jobs.append((verified.model, models[verified.model], source))
     for name, model, verify in jobs:
         if name not in sweep.index:
             continue

@@ -35,8 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scores", action="store_true", help="also write <out>_scores.csv")
     ap.add_argument("--labels", default=None, help="ID,is_same labels to score the submission against")
     ap.add_argument("--verify", default="off", metavar="off|auto|on|FILE",
-                    help="local verification + fused decision in the uncertain band (notebook 10's fusion.joblib): "
-                         "off (default), auto (if the run folder has one), on (required), or a fusion file")
+                    help="local verification + fused decision in the decision's verify range (notebook 10): "
+                         "off (default), auto (if the run folder's decision verifies), on (required), or a "
+                         "decision.json / run folder whose verification to use")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
     try:

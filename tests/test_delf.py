@@ -217,6 +217,6 @@ def test_fused_decision_with_delf_keypoints(extractor, tmp_path):
     X = pd.concat([pair_features(p1, p2, global_scores={"global": [0.5, 0.5, 0.5]}, local=local)] * 6, ignore_index=True)
     fz = Fusion(kind="logistic", folds=2).fit(X, np.tile(y, 6), importance_repeats=0)
     saved = extractor.save(tmp_path / "delf")
-    fz.band, fz.global_threshold, fz.local_method, fz.local_model, fz.local_kw = (0.0, 1.0), 0.9, "delf", str(saved), kw
-    decisions, report = verify_band(fz, p1, p2, [0.5, 0.5, 0.5])
+    decisions, report = verify_band(fz, p1, p2, [0.5, 0.5, 0.5], global_threshold=0.9, band=(0.0, 1.0),
+                                    local_method="delf", local_model=saved, local_kw=kw)
     assert report["pairs_verified"] == 3 and decisions.shape == (3,)

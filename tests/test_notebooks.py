@@ -95,10 +95,12 @@ def test_model_notebooks_write_metrics_and_loadable_models(smoke_run):
 def test_decision_and_submission(smoke_run):
     import math
 
+    from nnutils.decide.decision import Decision
+
     tmp, _ = smoke_run
     run = tmp / "run"
-    decision = json.loads((run / "decision.json").read_text())
-    assert math.isfinite(decision["threshold"]) and 0 <= decision["cv_f1"] <= 1
+    decision = Decision.load(run)
+    assert math.isfinite(decision.threshold) and 0 <= decision.info["cv_f1"] <= 1
     sweep = pd.read_csv(run / "metrics" / "07_threshold_sweep.csv")
     assert {"phash", "00_pretrained", "06_hard_negatives"} <= set(sweep.model)
     assert (sweep.threshold_std >= 0).all()
@@ -137,11 +139,12 @@ def test_find_duplicates_outputs(smoke_run):
 
 
 def test_local_verification_outputs(smoke_run):
-    from nnutils.decide.fusion import Fusion
+    from nnutils.decide.decision import Decision
     tmp, _ = smoke_run
     run = tmp / "run"
-    fz = Fusion.load(run / "fusion.joblib")
-    assert fz.band[0] <= fz.global_threshold <= fz.band[1] and fz.local_method in {"sift", "orb", "delf"}
+    d = Decision.load(run)          # 10 saved the run's decision with its verification
+    assert d.verifies and d.verify_range[0] <= d.threshold <= d.verify_range[1]
+    assert d.local_method in {"sift", "orb", "delf"} and d.fusion.cv["f1"] > 0.8
     assert (run / "models" / "delf" / "delf.json").exists()
     m = json.loads((run / "metrics" / "10_local_verification.json").read_text())
     assert 0 < m["test_report"]["share_verified"] <= 1 and m["test_report"]["ms_per_verified_pair"] > 0

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from nnutils.predict import main
+from nnutils.decide.decision import Decision
 from nnutils.decide.predict import predict_pairs
 
 
@@ -107,9 +108,11 @@ def _fit_fusion(setup, tmp_path, **fields):
     X = pd.concat([X] * 8, ignore_index=True)
     X["cos_global"] += rng.normal(0, 0.01, len(X))
     fz = Fusion(kind="logistic", folds=2).fit(X, np.tile([1, 0, 0], 8), importance_repeats=0)
-    for k, v in {**dict(band=(-1.0, 2.0), global_threshold=0.8, global_model="tiny", local_method="sift"), **fields}.items():
-        setattr(fz, k, v)
-    return fz.save(tmp_path / "fusion.joblib")
+    opts = {**dict(band=(-1.0, 2.0), threshold=0.8, model="tiny", local_method="sift", local_kw={}), **fields}
+    base = Decision.chosen(tmp_path, opts["model"], opts["threshold"])
+    (tmp_path / "models").mkdir(parents=True, exist_ok=True)
+    decision = base.with_verification(fz, opts["band"], opts["local_method"], local_kw=opts["local_kw"])
+    return decision.save(tmp_path)
 
 
 def test_verify_runs_the_fused_decision_in_the_band(setup, tmp_path):
@@ -117,22 +120,22 @@ def test_verify_runs_the_fused_decision_in_the_band(setup, tmp_path):
     plain = predict_pairs(setup / "test.csv", setup / "images", setup / "run", cache_dir=tmp_path / "c", progress=False)
     assert "pairs_verified" not in plain.report
     auto = predict_pairs(setup / "test.csv", setup / "images", setup / "run", cache_dir=tmp_path / "c", progress=False,
-                         verify="auto")                       # the run folder has no fusion.joblib: no verification
+                         verify="auto")               # the run folder's decision does not verify: no verification
     assert "pairs_verified" not in auto.report
     v = predict_pairs(setup / "test.csv", setup / "images", setup / "run", cache_dir=tmp_path / "c", progress=False,
                       verify=path)
     assert v.report["pairs_verified"] == 2 and v.report["share_verified"] == 0.5   # unreadable pairs are not verified
     assert v.report["ms_per_verified_pair"] > 0 and v.report["fusion"] == "logistic+sift"
     assert v.submission.is_same.tolist() == [1, 0, 0, 0]
-    # a band that holds nothing leaves the global decision
-    narrow = _fit_fusion(setup, tmp_path / "n", band=(5.0, 6.0))
+    # a verify range that holds no pair leaves the global decision
+    narrow = _fit_fusion(setup, tmp_path / "n", band=(0.8, 0.8))   # the threshold alone: no pair scores exactly that
     n = predict_pairs(setup / "test.csv", setup / "images", setup / "run", cache_dir=tmp_path / "c", progress=False,
                       verify=narrow)
     assert n.report["pairs_verified"] == 0 and n.submission.is_same.tolist() == plain.submission.is_same.tolist()
 
 
 def test_verify_refuses_a_fusion_for_another_model_or_threshold(setup, tmp_path, capsys):
-    other = _fit_fusion(setup, tmp_path / "o", global_model="another")
+    other = _fit_fusion(setup, tmp_path / "o", model="another")
     with pytest.raises(ValueError, match="another"):
         predict_pairs(setup / "test.csv", setup / "images", setup / "run", progress=False, verify=other)
     good = _fit_fusion(setup, tmp_path / "g")

@@ -5,7 +5,7 @@ gradient-boosted decision. This module does that with scikit-learn only:
 
 1. :func:`pair_features` — one row per pair: the global model's cosine similarity, pHash /
    dHash / wHash similarities, the local-feature geometric check (inliers, inlier ratio,
-   coverage of each image, spread, scale, rotation, passed; see ``nnutils.local_features``),
+   coverage of each image, spread, scale, rotation, passed; see :mod:`nnutils.local.verify`),
    size and aspect-ratio differences, byte and pixel identity. Missing values (an image
    without keypoints, an unreadable file) stay NaN: the gradient-boosted trees route them.
 2. :func:`choose_band` — the *uncertain band* of global scores, chosen on validation: the
@@ -15,19 +15,47 @@ gradient-boosted decision. This module does that with scikit-learn only:
 3. :class:`Fusion` — ``HistGradientBoostingClassifier`` (or logistic regression),
    trained on validation pairs; its probability threshold and its honest F1 come from
    K-fold cross-validation (out-of-fold probabilities), then it is refit on all of them.
-   Permutation importances are computed on the held-out folds. ``save``/``load`` with
-   joblib.
+   Permutation importances are computed on the held-out folds.
+4. :func:`verify_band` — verify the pairs in a range of global scores and decide them.
+
+Where the fusion is applied, with which local check and at which global threshold is the
+run's :class:`nnutils.decide.decision.Decision`, which also saves and loads it.
 """
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
+from PIL import Image
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.impute import SimpleImputer
+from sklearn.inspection import permutation_importance
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from tqdm.auto import tqdm
+
+from nnutils.data.images import (
+    UnreadableImageError,
+    file_digest,
+    pixel_digest,
+    read_rgb,
+    try_read_rgb,
+)
+from nnutils.decide.hashes import HASHES
+from nnutils.decide.metrics import best_threshold, pair_metrics
+from nnutils.local.delf import DelfExtractor
+from nnutils.local.keypoints import extract
+from nnutils.local.verify import verify_pairs
 
 __all__ = ["HASH_KINDS", "local_columns", "pair_features", "choose_band", "in_band", "Fusion",
+           "compare_feature_sets", "choose_local_method",
            "apply_fusion", "verify_band"]
 
 HASH_KINDS = ("phash", "dhash", "whash")
@@ -59,16 +87,6 @@ def local_columns(local: pd.DataFrame, prefix: str = "lf") -> pd.DataFrame:
 def _image_facts(paths: Sequence[str | None], hash_kinds: Sequence[str], progress: bool,
                  images: dict | None = None) -> pd.DataFrame:
     """Per distinct image: width, height, file and pixel digests, hashes (NaN/None when unreadable)."""
-    from PIL import Image
-    from tqdm.auto import tqdm
-
-    from nnutils.data.images import (
-        UnreadableImageError,
-        file_digest,
-        pixel_digest,
-        read_rgb,
-    )
-    from nnutils.decide.hashes import HASHES
     rows = {}
     for p in tqdm(list(dict.fromkeys(x for x in paths if x)), desc="image facts", disable=not progress):
         r = {"width": np.nan, "height": np.nan, "file_digest": None, "pixel_digest": None}
@@ -182,6 +200,10 @@ class Fusion:
     After :meth:`fit`: ``threshold`` (probability, best out-of-fold F1), ``cv`` (the
     out-of-fold metrics), ``importances`` (permutation importance on held-out folds),
     ``oof`` (out-of-fold probabilities of the training rows).
+
+    :meth:`to_dict` / :meth:`from_dict` give its settings and results as plain data; the
+    fitted scikit-learn estimator ``model`` is stored apart by
+    :meth:`nnutils.decide.decision.Decision.save`.
     """
 
     kind: str = "hgb"
@@ -190,12 +212,6 @@ class Fusion:
     seed: int = 0
     features: list = field(default_factory=list)
     threshold: float = 0.5
-    band: tuple | None = None          # the global-score band this fusion is applied in (set by the caller)
-    global_threshold: float | None = None
-    global_model: str | None = None     # the embedding model whose cosine is the feature ``cos_global``
-    local_method: str | None = None     # "sift" | "orb" | "delf" | None: the local check whose features it reads
-    local_model: str | None = None      # for "delf": the saved DelfExtractor folder
-    local_kw: dict = field(default_factory=dict)   # verify() options the local features were computed with
     model: object = None
     cv: dict = field(default_factory=dict)
     importances: pd.DataFrame | None = None
@@ -207,30 +223,21 @@ class Fusion:
             return model
         if self.calibration not in ("sigmoid", "isotonic"):
             raise ValueError(f"calibration must be 'none', 'sigmoid' or 'isotonic', got {self.calibration!r}")
-        from sklearn.calibration import CalibratedClassifierCV
         return CalibratedClassifierCV(model, method=self.calibration, cv=3)
 
     def _base(self):
         if self.kind == "hgb":
-            from sklearn.ensemble import HistGradientBoostingClassifier
             return HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, max_leaf_nodes=15,
                                                   min_samples_leaf=10, l2_regularization=1.0,
                                                   random_state=self.seed)
         if self.kind == "logistic":
-            from sklearn.impute import SimpleImputer
-            from sklearn.linear_model import LogisticRegression
-            from sklearn.pipeline import make_pipeline
-            from sklearn.preprocessing import StandardScaler
             return make_pipeline(SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
                                  StandardScaler(), LogisticRegression(max_iter=2000, C=1.0))
         raise ValueError(f"kind must be 'hgb' or 'logistic', got {self.kind!r}")
 
     def fit(self, X: pd.DataFrame, y, *, importance_repeats: int = 5) -> "Fusion":
         """Cross-validate (out-of-fold probabilities → threshold, F1, AUC, importances), then refit on all rows."""
-        from sklearn.inspection import permutation_importance
-        from sklearn.model_selection import StratifiedKFold
 
-        from nnutils.decide.metrics import best_threshold, pair_metrics
         y = np.asarray(y, int)
         if len(X) != len(y):
             raise ValueError(f"X has {len(X)} rows, y {len(y)}")
@@ -271,30 +278,65 @@ class Fusion:
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         """(P,) probability that each pair is the same photo."""
         if self.model is None:
-            raise RuntimeError("Fusion is not fitted: call fit() or load()")
+            raise RuntimeError("Fusion is not fitted: call fit()")
         return self.model.predict_proba(self._matrix(X))[:, 1]
 
     def decide(self, X: pd.DataFrame) -> np.ndarray:
         """(P,) int 0/1 at the cross-validated probability threshold."""
         return (self.predict_proba(X) >= self.threshold).astype(int)
 
-    def save(self, path) -> Path:
-        import joblib
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        joblib.dump(self, path)
-        return path
+    def to_dict(self) -> dict:
+        """Settings and cross-validated results as JSON-ready data (the estimator is not included)."""
+        return {"kind": self.kind, "folds": self.folds, "calibration": self.calibration, "seed": self.seed,
+                "features": list(self.features), "threshold": float(self.threshold),
+                "cv": {k: (float(v) if isinstance(v, (float, np.floating)) else int(v) if isinstance(v, (int, np.integer))
+                           else v) for k, v in self.cv.items()},
+                "importances": None if self.importances is None else self.importances.to_dict(orient="list"),
+                "oof": None if self.oof is None else [float(x) for x in self.oof]}
 
-    @staticmethod
-    def load(path) -> "Fusion":
-        import joblib
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: run 10_local_verification to train the fused decision")
-        obj = joblib.load(path)
-        if not isinstance(obj, Fusion):
-            raise ValueError(f"{path} does not hold a nnutils.decide.fusion.Fusion")
-        return obj
+    @classmethod
+    def from_dict(cls, d: dict, model) -> "Fusion":
+        """The inverse of :meth:`to_dict`, with the fitted estimator ``model``."""
+        fz = cls(kind=d["kind"], folds=int(d["folds"]), calibration=d["calibration"], seed=int(d["seed"]),
+                 features=list(d["features"]), threshold=float(d["threshold"]), model=model, cv=dict(d["cv"]))
+        if d.get("importances") is not None:
+            fz.importances = pd.DataFrame(d["importances"])
+        if d.get("oof") is not None:
+            fz.oof = np.asarray(d["oof"], float)
+        return fz
+
+
+def compare_feature_sets(sets: dict, y, *, kind: str = "hgb", folds: int = 5, seed: int = 0,
+                         calibration: str = "none") -> pd.DataFrame:
+    """Score each feature set by the same cross-validated protocol (out-of-fold probabilities, F1-optimal threshold).
+
+    Parameters
+    ----------
+    sets : ``{name: (P, F) DataFrame}`` of :func:`pair_features` columns for the same P pairs
+    y : (P,) 0/1 labels
+
+    Returns
+    -------
+    DataFrame
+        One row per set (index: its name): out-of-fold ``f1``, ``macro_f1``, ``roc_auc``,
+        ``brier``, ``fp``, ``fn`` and the probability ``threshold``.
+    """
+    rows = {}
+    for name, X in sets.items():
+        fz = Fusion(kind=kind, folds=folds, seed=seed, calibration=calibration).fit(X, y, importance_repeats=0)
+        rows[name] = {**fz.cv, "threshold": fz.threshold}
+    return pd.DataFrame(rows).T[["f1", "macro_f1", "roc_auc", "brier", "fp", "fn", "threshold"]]
+
+
+def choose_local_method(f1: dict, cost_ms: dict) -> str:
+    """The local check whose fused decision has the best out-of-fold F1; ties go to the cheaper one.
+
+    ``f1`` and ``cost_ms`` map a method name (``"sift"``, ``"orb"``, ``"delf"``) to its fused
+    decision's out-of-fold F1 and its mean cost per pair in milliseconds.
+    """
+    if not f1:
+        raise ValueError("no local methods to choose from")
+    return min(f1, key=lambda m: (-f1[m], cost_ms.get(m, np.inf)))
 
 
 def apply_fusion(global_scores, global_threshold: float, band: tuple[float, float], fused: np.ndarray) -> np.ndarray:
@@ -312,9 +354,7 @@ def apply_fusion(global_scores, global_threshold: float, band: tuple[float, floa
 
 def _decode_once(paths, workers: int = 2) -> dict:
     """``{path: RGB uint8 array or None}`` for the distinct non-empty paths (None = unreadable)."""
-    from concurrent.futures import ThreadPoolExecutor
 
-    from nnutils.data.images import try_read_rgb
     uniq = list(dict.fromkeys(p for p in paths if p))
     with ThreadPoolExecutor(workers) as pool:
         return dict(zip(uniq, pool.map(lambda p: try_read_rgb(p)[0], uniq)))
@@ -326,22 +366,33 @@ def _or_path(images: dict, p):
     return a if a is not None else p
 
 
-def verify_band(fusion: "Fusion", paths1: Sequence[str | None], paths2: Sequence[str | None], global_scores,
-                *, progress: bool = False) -> tuple[np.ndarray, dict]:
-    """Final (P,) 0/1 decisions with local verification and the fused decision inside ``fusion.band``.
+def verify_band(fusion: Fusion, paths1: Sequence[str | None], paths2: Sequence[str | None], global_scores, *,
+                global_threshold: float, band: tuple[float, float], local_method: str | None = None,
+                local_model=None, local_kw: dict | None = None, progress: bool = False) -> tuple[np.ndarray, dict]:
+    """Final (P,) 0/1 decisions with local verification and the fused decision inside ``band``.
 
-    Only pairs whose global score is in the band are verified (local features, hashes,
-    sizes, identity) and decided by ``fusion``; the others keep ``score >= global_threshold``;
-    NaN scores are 0 (unreadable policy). Returns ``(decisions, report)`` with
-    ``pairs_verified``, ``share_verified``, ``verify_s`` and ``ms_per_verified_pair``.
+    Parameters
+    ----------
+    fusion : a fitted :class:`Fusion`
+    paths1, paths2 : P image paths each
+    global_scores : (P,) global scores (NaN where an image is unreadable)
+    global_threshold : the global decision outside the band (``score >= global_threshold``)
+    band : (lo, hi) global scores verified, inclusive (``hi`` may be ``inf``)
+    local_method : "sift" | "orb" | "delf" | None (the fusion reads no local features)
+    local_model : for "delf", the saved extractor folder
+    local_kw : options of :func:`nnutils.local.verify.verify` the fusion's features were made with
+
+    Returns
+    -------
+    decisions : (P,) int 0/1; NaN scores are 0 (the unreadable-image policy)
+    report : dict with ``pairs_verified``, ``share_verified``, ``verify_s`` (seconds) and
+        ``ms_per_verified_pair``
+
+    Only the pairs in the band are verified (local features, hashes, sizes, identity), each
+    of their images decoded once.
     """
-    import time
-
-    from nnutils.local.verify import verify_pairs
-    if fusion.band is None or fusion.global_threshold is None:
-        raise ValueError("this Fusion has no band/global threshold: set them before use (notebook 10 does)")
     s = np.asarray(global_scores, float)
-    m = in_band(s, fusion.band)
+    m = in_band(s, band)
     idx = np.flatnonzero(m)
     fused = np.full(len(s), -1)
     t0 = time.perf_counter()
@@ -350,19 +401,17 @@ def verify_band(fusion: "Fusion", paths1: Sequence[str | None], paths2: Sequence
         p2 = [paths2[i] for i in idx]
         images = _decode_once(p1 + p2)          # each image decoded once for the local check and the facts
         local = None
-        kw = getattr(fusion, "local_kw", None) or {}   # (absent in fusions saved before it existed)
-        if fusion.local_method == "delf":
-            from nnutils.local.delf import DelfExtractor
-            ex = DelfExtractor.load(fusion.local_model)
+        kw = dict(local_kw or {})
+        if local_method == "delf":
+            ex = DelfExtractor.load(local_model)
             local = verify_pairs(p1, p2, "delf", extractor=lambda p: ex.extract(_or_path(images, p)),
                                  workers=1, progress=progress, **kw)
-        elif fusion.local_method:
-            from nnutils.local.keypoints import extract
-            local = verify_pairs(p1, p2, fusion.local_method, progress=progress, **kw,
-                                 extractor=lambda p: extract(_or_path(images, p), fusion.local_method))
+        elif local_method:
+            local = verify_pairs(p1, p2, local_method, progress=progress, **kw,
+                                 extractor=lambda p: extract(_or_path(images, p), local_method))
         X = pair_features(p1, p2, global_scores={"global": s[idx]}, local=local, images=images, progress=progress)
         fused[idx] = fusion.decide(X)
     secs = time.perf_counter() - t0
     report = dict(pairs_verified=int(len(idx)), share_verified=round(len(idx) / max(1, len(s)), 4),
                   verify_s=round(secs, 3), ms_per_verified_pair=round(1000 * secs / len(idx), 2) if len(idx) else None)
-    return apply_fusion(s, fusion.global_threshold, fusion.band, fused), report
+    return apply_fusion(s, global_threshold, band, fused), report

@@ -16,9 +16,10 @@ import numpy as np
 import pandas as pd
 
 from nnutils.data.pairs import read_pairs, resolve_images, unique_urls
-from nnutils.decide.decision import _resolve_fusion, _resolve_model
+from nnutils.decide.decision import Decision
+from nnutils.decide.hashes import hash_images, hash_similarity
 from nnutils.decide.submission import make_submission
-from nnutils.models.embedders import embed_cached
+from nnutils.models.embedders import embed_cached, score_pairs
 
 
 @dataclass
@@ -29,28 +30,61 @@ class Prediction:
     report: dict               # counts and timings
 
 
+def _verification(decision: Decision, verify, model) -> Decision:
+    """``decision`` with the verification that ``verify`` asks for (see :func:`predict_pairs`)."""
+    if verify in (None, False, "off", "none"):
+        return decision.without_verification()
+    if verify in (True, "auto", "on"):
+        if not Path(str(model)).is_dir():
+            if verify == "auto":
+                return decision.without_verification()
+            raise ValueError("verify=on needs --model to be a run folder (its decision.json holds the verification); "
+                             "or give the decision file to verify with")
+        saved = Decision.load(model)
+        if not saved.verifies:
+            if verify == "auto":
+                return decision.without_verification()
+            raise FileNotFoundError(f"{Path(model) / 'decision.json'} has no verification: "
+                                    "run 10_local_verification to train the fused decision")
+        return decision.verified_like(saved, source=str(model))
+    return decision.verified_like(Decision.load(verify), source=str(verify))
+
+
 def predict_pairs(pairs, images_dir, model, *, threshold: float | None = None, runtime: str = "tflite",
                   cache_dir=None, batch_size: int = 32, progress: bool = True, verify=None) -> Prediction:
     """Decide every pair of a LUN ``test``-format table or CSV path.
 
-    Returns a :class:`Prediction`; ``report`` holds ``pairs``, ``images``, ``images_embedded``
-    (embedded now, i.e. not found in the cache), ``unreadable_images``, ``pairs_unreadable`` (predicted 0),
-    ``predicted_same``, ``seconds`` (wall, end to end: reading, decoding, embedding, scoring;
-    the one-off model load/conversion is ``model_load_s``), ``ms_per_pair``, ``images_per_s``,
-    ``runtime``, ``model``, ``threshold``.
+    Parameters
+    ----------
+    pairs : DataFrame or path of a ``test`` CSV (``ID,image_url1,image_url2``)
+    images_dir : folder that relative image paths are relative to (None: paths as given)
+    model : a run folder (its :class:`~nnutils.decide.decision.Decision`), a ``.keras`` /
+        ``.tflite`` embedder or ``"phash"`` (the last two need ``threshold``)
+    threshold : overrides the run folder's threshold
+    runtime : "tflite" | "keras"
+    cache_dir : embedding and download cache (by file content)
+    verify : local verification and the fused decision of notebook 10 for the pairs in the
+        decision's verify range: None/"off" (global threshold only), "auto" (the run
+        folder's verification when it has one), "on" (required), or a path of a
+        ``decision.json`` / run folder whose verification to use (same model and threshold)
 
-    ``verify`` adds local verification and the fused decision of notebook 10 for the pairs
-    in its uncertain band (:func:`nnutils.decide.fusion.verify_band`): ``"auto"`` uses the run
-    folder's ``fusion.joblib`` when there is one, ``True`` requires it, a path names the
-    file. The report then also has ``pairs_verified``, ``share_verified``, ``verify_s``,
-    ``ms_per_verified_pair`` and ``fusion``; ``seconds`` includes the verification.
+    Returns
+    -------
+    Prediction
+        ``report`` holds ``pairs``, ``images``, ``images_embedded`` (embedded now, i.e. not
+        found in the cache), ``unreadable_images``, ``pairs_unreadable`` (predicted 0),
+        ``predicted_same``, ``seconds`` (wall, end to end: reading, decoding, embedding,
+        scoring, verifying; the one-off model load/conversion is ``model_load_s``),
+        ``ms_per_pair``, ``images_per_s``, ``runtime``, ``model``, ``threshold``; with
+        verification also ``pairs_verified``, ``share_verified``, ``verify_s``,
+        ``ms_per_verified_pair`` and ``fusion``.
     """
     t_load = time.perf_counter()
-    model_path, threshold, name = _resolve_model(model, threshold)
+    decision = _verification(Decision.resolve(model, threshold), verify, model)
+    threshold, name = decision.threshold, decision.model
     embedder = None
-    if model_path != "phash":  # loaded (and converted to TFLite, once) before the clock starts
-        from nnutils.models.embedders import load_embedder
-        embedder = load_embedder(model_path, runtime=runtime, cache_dir=cache_dir)
+    if decision.model_path is not None:  # loaded (and converted to TFLite, once) before the clock starts
+        embedder = decision.embedder(runtime=runtime, cache_dir=cache_dir)
     load_s = time.perf_counter() - t_load
     t0 = time.perf_counter()
     test = pairs if isinstance(pairs, pd.DataFrame) else read_pairs(pairs, "test")
@@ -64,31 +98,24 @@ def predict_pairs(pairs, images_dir, model, *, threshold: float | None = None, r
                              progress=progress).to_dict()
     paths = [path_of[u] for u in urls]
     t_embed = time.perf_counter()
-    if model_path == "phash":
-        from nnutils.decide.hashes import hash_images, hash_similarity
+    if embedder is None:  # the perceptual hash
         hashes = hash_images([p for p in paths if p], progress=progress)
         ok = np.array([p is not None and hashes.get(p) is not None for p in paths])
         scores = hash_similarity(hashes, test.image_url1.map(path_of), test.image_url2.map(path_of))
         embedded = int(ok.sum())
     else:
-        emb, ok, embedded = embed_cached(embedder, model_path, runtime, paths, cache_dir, batch_size, progress)
-        from nnutils.models.embedders import score_pairs
+        emb, ok, embedded = embed_cached(embedder, decision.model_path, runtime, paths, cache_dir, batch_size,
+                                         progress)
         idx = {u: i for i, u in enumerate(urls)}
         scores = score_pairs(emb, ok, test.image_url1.map(idx), test.image_url2.map(idx))
     embed_s = time.perf_counter() - t_embed
     unreadable = np.isnan(scores)
     sub = make_submission(test, scores, threshold, unreadable)
-    fusion = _resolve_fusion(verify, model, name) if model_path != "phash" else None
     vreport = {}
-    if fusion is not None:
-        from nnutils.decide.fusion import verify_band
-        if abs(fusion.global_threshold - threshold) > 1e-9:
-            raise ValueError(f"the fusion was fitted at global threshold {fusion.global_threshold:.4f}, "
-                             f"not {threshold:.4f}: drop --threshold or rerun 10_local_verification")
-        decisions, vreport = verify_band(fusion, list(test.image_url1.map(path_of)), list(test.image_url2.map(path_of)),
-                                         scores, progress=progress)
+    if decision.verifies:
+        decisions, vreport = decision.decide(scores, list(test.image_url1.map(path_of)),
+                                             list(test.image_url2.map(path_of)), progress=progress)
         sub = sub.assign(is_same=decisions)
-        vreport["fusion"] = f"{fusion.kind}+{fusion.local_method or 'no local'}"
     seconds = time.perf_counter() - t0
     report = dict(pairs=len(test), images=len(urls), images_embedded=int(embedded),
                   unreadable_images=int((~ok).sum()), pairs_unreadable=int(unreadable.sum()),
@@ -96,6 +123,6 @@ def predict_pairs(pairs, images_dir, model, *, threshold: float | None = None, r
                   ms_per_pair=round(1000 * seconds / max(1, len(test)), 3),
                   images_per_s=round(embedded / embed_s, 1) if embedded and embed_s > 0 else None,
                   model_load_s=round(load_s, 2),
-                  runtime=runtime if model_path != "phash" else "imagehash", model=name, threshold=float(threshold),
+                  runtime=runtime if embedder is not None else "imagehash", model=name, threshold=float(threshold),
                   **vreport)
     return Prediction(sub, scores, unreadable, report)

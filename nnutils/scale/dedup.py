@@ -18,6 +18,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from nnutils.decide.decision import Decision
+from nnutils.models.embedders import embed_cached
 from nnutils.scale.grouping import connected_groups, grouping_options, neighbour_edges
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
@@ -197,8 +199,6 @@ def find_duplicates(images, model, *, threshold: float | None = None, k: int | N
     every false edge merges two whole groups. Each image is decoded and embedded once;
     embeddings are cached by content under ``cache_dir``. See the module docstring.
     """
-    from nnutils.decide.decision import _resolve_model
-    from nnutils.models.embedders import embed_cached, load_embedder
     t0 = time.perf_counter()
     if isinstance(images, (str, Path)) and Path(images).is_dir():
         paths = list_images(images)
@@ -215,16 +215,15 @@ def find_duplicates(images, model, *, threshold: float | None = None, k: int | N
     mutual = chosen.get("mutual", False) if mutual is None else mutual
     if min2_threshold is None and chosen and threshold is not None:
         min2_threshold = threshold - chosen["min2_margin"]
-    if Path(str(model)).is_dir():  # a run folder: 07's model, or its best embedding model if 07 chose phash
-        from nnutils.decide.decision import embedding_decision
-        d = embedding_decision(model)
-        model_path, name = Path(d["model_path"]), d["model"]
-        threshold = d["threshold"] if threshold is None else threshold
-    else:
-        model_path, threshold, name = _resolve_model(model, threshold)
-    if model_path == "phash":
+    if str(model) == "phash":
         raise ValueError("grouping needs an embedding model, not phash (give a .keras model and --threshold)")
-    embedder = load_embedder(model_path, runtime=runtime, cache_dir=cache_dir)
+    if Path(str(model)).is_dir():  # a run folder: 07's model, or its best embedding model if 07 chose phash
+        decision = Decision.load(model).for_embeddings()
+        decision = decision if threshold is None else decision.at_threshold(threshold)
+    else:
+        decision = Decision.for_model(model, threshold)
+    model_path, threshold, name = decision.model_path, decision.threshold, decision.model
+    embedder = decision.embedder(runtime=runtime, cache_dir=cache_dir)
     from nnutils.data.pairs import resolve_images
     local = resolve_images(paths, None, cache_dir=(Path(cache_dir) / "downloads") if cache_dir else None,
                            progress=progress)
