@@ -250,3 +250,94 @@ def test_run_folder_grouping_settings_are_used(collection, tmp_path):
                            progress=False).report["threshold"] == 0.999          # an explicit value wins
     with pytest.raises(ValueError, match="variant"):
         save_grouping(run, threshold=0.7, variant="best", k=4)
+
+
+# ----------------------------------------------------------------------------- choosing the grouping
+def at_angles(*degrees):
+    a = np.deg2rad(np.array(degrees, float))
+    return np.stack([np.cos(a), np.sin(a)], 1).astype(np.float32)
+
+
+def planted_collection():
+    """Train: A at 0/10/20°, B at 50/60/70° (nearest across: 20°-50°, cos 30° = 0.866); test: C at
+    100/105°, D at 140/150° (nearest across: cos 35° = 0.819); one unreadable train row and one row of
+    neither part. Within a group the links are cos 5-10° ≥ 0.98."""
+    emb = at_angles(0, 10, 20, 50, 60, 70, 100, 105, 140, 150, 15, 200)
+    truth = np.array(["A", "A", "A", "B", "B", "B", "C", "C", "D", "D", "A", "E"], dtype=object)
+    part = np.array(["train"] * 6 + ["test"] * 4 + ["train", "val"], dtype=object)
+    ok = np.ones(12, bool)
+    ok[10] = False
+    return emb, truth, part, ok
+
+
+def test_choose_grouping_on_train_judged_on_test(tmp_path):
+    from nnutils.scale.grouping import choose_grouping, grouping_options, grouping_table, read_grouping
+    emb, truth, part, ok = planted_collection()
+    c = choose_grouping(emb, truth, part, [0.8, 0.9, 0.95, 0.99], k=6, ok=ok, pair_threshold=0.8)
+    # 0.8 joins A and B (every item: P=6, T=3 → F1 2·3/9); 0.9 and 0.95 are right; 0.99 leaves all alone (F1 2/4)
+    curves = c.curves()
+    assert curves.shape == (4, 4) and curves.loc[0.8, "plain"] == pytest.approx(2 / 3)
+    assert curves.loc[0.9, "plain"] == 1.0 and curves.loc[0.99, "plain"] == pytest.approx(0.5)
+    assert (c.threshold, c.variant, c.train_rowwise_f1) == (0.9, "plain", 1.0)   # the first of the ties
+    assert (c.n_train, c.n_test) == (6, 4)                                        # unreadable and "val" rows out
+    assert c.test_rowwise_f1 == 1.0
+    # test images at the pair threshold 0.8: C and D merge (P=4, T=2 → F1 2·2/6)
+    assert c.test_rowwise_f1_pair_threshold == pytest.approx(2 / 3) and c.pair_threshold == 0.8
+    c.save(tmp_path)
+    saved = read_grouping(tmp_path)
+    assert saved == dict(threshold=0.9, variant="plain", k=6, min2_margin=0.05, train_rowwise_f1=1.0,
+                         test_rowwise_f1=1.0)
+    assert grouping_options(tmp_path) == dict(threshold=0.9, k=6, min2=False, mutual=False, min2_margin=0.05)
+    no_pair = choose_grouping(emb, truth, part, [0.8, 0.9], k=6, ok=ok)
+    t = grouping_table({"model": c, "other": no_pair})
+    assert list(t.columns) == ["threshold (chosen on train)", "variant", "train row-wise F1", "test row-wise F1",
+                               "test F1, plain, pair threshold"]
+    assert t.loc["model", "test F1, plain, pair threshold"] == pytest.approx(2 / 3)
+    assert np.isnan(t.loc["other", "test F1, plain, pair threshold"])
+    with pytest.raises(ValueError, match="no usable train image"):
+        choose_grouping(emb, truth, np.array(["test"] * 12), [0.9], k=6)
+    with pytest.raises(ValueError, match="one length"):
+        choose_grouping(emb, truth[:5], part, [0.9], k=6)
+
+
+def test_choose_grouping_min2_wins_when_a_copy_sits_just_under(tmp_path):
+    from nnutils.scale.grouping import choose_grouping
+    # A: 0° and 25° (cos 0.906) — just under 0.95, caught by min2 (down to 0.90); B far away
+    emb = at_angles(0, 25, 90, 95)
+    truth = np.array(["A", "A", "B", "B"], dtype=object)
+    c = choose_grouping(emb, truth, np.array(["train"] * 4), [0.95], k=4)
+    assert (c.threshold, c.variant, c.train_rowwise_f1) == (0.95, "min2", 1.0)
+    assert np.isnan(c.test_rowwise_f1) and c.n_test == 0 and c.test_rowwise_f1_pair_threshold is None
+
+
+@pytest.fixture(scope="module")
+def hash_photos(tmp_path_factory):
+    """Three photos in two sizes each, and a broken file."""
+    from skimage import data as skd
+    root = tmp_path_factory.mktemp("hash_photos")
+    paths, truth = [], []
+    for name, arr in [("astronaut", skd.astronaut()), ("coffee", skd.coffee()), ("chelsea", skd.chelsea())]:
+        im = Image.fromarray(arr)
+        for tag, img in (("big", im), ("small", im.resize((im.width // 2, im.height // 2)))):
+            p = root / f"{name}_{tag}.jpg"
+            img.save(p, quality=85)
+            paths.append(str(p))
+            truth.append(name)
+    (root / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0garbage")
+    paths.append(str(root / "broken.jpg"))
+    truth.append("broken")
+    return paths, np.array(truth, dtype=object)
+
+
+def test_hash_grouping_groups_resized_copies(hash_photos):
+    from nnutils.decide.hashes import hash_images
+    from nnutils.scale.grouping import hash_grouping, hash_thresholds
+    paths, truth = hash_photos
+    part = np.array(["train"] * 4 + ["test"] * 2 + ["train"], dtype=object)
+    c = hash_grouping(paths, truth, part, k=5)
+    assert c.train_rowwise_f1 == 1.0 and c.test_rowwise_f1 == 1.0
+    assert c.n_train == 4 and c.n_test == 2                     # the broken file has no hash: left out
+    assert c.threshold in hash_thresholds(12) and c.pair_threshold is None
+    assert hash_thresholds(3).tolist() == [0.5, 0.725, 0.95]
+    again = hash_grouping(paths, truth, part, [0.5, 0.95], k=5, hashes=hash_images(paths, progress=False))
+    assert again.sweep.threshold.unique().tolist() == [0.5, 0.95] and again.train_rowwise_f1 == 1.0

@@ -169,3 +169,53 @@ def test_compare_expansions_help_on_loose_clusters():
     assert m["baseline"] < m["alpha-QE"] and m["baseline"] < m["DBA"] < m["DBA + alpha-QE"]
     assert m["DBA + alpha-QE"] - m["baseline"] > 0.05
     assert (df["recall@1"] <= df["recall@5"]).all() and (df["recall@5"] <= df["recall@10"]).all()
+
+
+# ----------------------------------------------------------------------------- several embeddings
+def test_expansion_settings_carry_the_parameters():
+    s = R.expansion_settings(qe_n=3, dba_n=4, alpha=2.0)
+    assert list(s) == list(R.DEFAULT_SETTINGS)
+    assert s["baseline"] == {} and s["alpha-QE"] == {"qe": {"n": 3, "alpha": 2.0}}
+    assert s["DBA"] == {"dba": {"n": 4, "alpha": 2.0}}
+    assert s["DBA + alpha-QE"] == {"qe": {"n": 3, "alpha": 2.0}, "dba": {"n": 4, "alpha": 2.0}}
+
+
+def test_compare_poolings_queries_are_the_originals():
+    """One collection, two embeddings: queries are the rows flagged as originals, references all other
+    usable rows; each embedding's rows equal compare_expansions on those rows."""
+    queries, refs, query_labels, ref_labels = _clusters(0.35)
+    emb = np.concatenate([queries, refs])
+    labels = np.concatenate([query_labels, ref_labels]).astype(object)
+    is_query = np.arange(len(emb)) < len(queries)
+    ok = np.ones(len(emb), bool)
+    ok[[3, 45]] = False                                   # an unreadable query and an unreadable reference
+    noisy = u(emb + 3.0 * np.random.default_rng(2).standard_normal(emb.shape) / np.sqrt(32))
+    settings = R.expansion_settings()
+    df = R.compare_poolings({"tight": emb, "noisy": noisy}, labels, is_query, k=20, settings=settings, ok=ok)
+    assert df.index.names == ["embedding", "setting"]
+    assert df.index.get_level_values(0).unique().tolist() == ["tight", "noisy"]     # in the dict's order
+    assert (df.loc["tight", "mAP"] == 1.0).all()
+    q, r = np.flatnonzero(ok & is_query), np.flatnonzero(ok & ~is_query)
+    assert len(q) == 39 and len(r) == 199
+    want = R.compare_expansions(noisy[q], noisy[r], labels[q], labels[r], k=20, settings=settings).set_index("setting")
+    got = df.loc["noisy"]
+    assert got["mAP"].to_numpy() == pytest.approx(want["mAP"].to_numpy())
+    assert got["recall@1"].to_numpy() == pytest.approx(want["recall@1"].to_numpy())
+    assert got.loc["baseline", "mAP"] < 0.9                                           # the noise hurts
+    small = R.compare_poolings({"tight": emb}, labels, is_query, k=1000)               # k is clipped to R
+    assert (small["mAP"] == 1.0).all()
+    with pytest.raises(ValueError, match="queries and references"):
+        R.compare_poolings({"tight": emb}, labels, np.zeros(len(emb), bool))
+    with pytest.raises(ValueError, match="rows"):
+        R.compare_poolings({"short": emb[:10]}, labels, is_query)
+
+
+def test_pooled_embeddings_are_unit_poolings_of_the_maps():
+    rng = np.random.default_rng(0)
+    maps = rng.random((5, 4, 4, 8)).astype(np.float32)
+    out = R.pooled_embeddings(maps, ["gap", "grid2"])
+    assert list(out) == ["pretrained, gap pooling", "pretrained, grid2 pooling"]
+    gap = maps.mean(axis=(1, 2))
+    assert out["pretrained, gap pooling"] == pytest.approx(gap / np.linalg.norm(gap, axis=1, keepdims=True), abs=1e-5)
+    assert out["pretrained, grid2 pooling"].shape == (5, 32)
+    assert np.linalg.norm(out["pretrained, grid2 pooling"], axis=1) == pytest.approx(np.ones(5), abs=1e-5)

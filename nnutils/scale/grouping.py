@@ -3,17 +3,27 @@
 :func:`neighbour_edges` keeps the kNN links at or above a threshold (with Shopee's ``min2``
 and a mutual-neighbour option), :func:`connected_groups` joins them into groups,
 :func:`rowwise_f1` scores a grouping (the Shopee metric) and :func:`sweep_grouping` scores a
-grid of settings from one kNN search. The settings chosen on labelled data are saved to
-``<run_dir>/grouping.json`` (:func:`save_grouping`).
+grid of settings from one kNN search. :func:`choose_grouping` picks the threshold and
+variant on one part of a labelled collection (the train images) and judges them on another
+(the test images); :func:`hash_grouping` does the same for the perceptual hash, the
+baseline; :func:`grouping_table` puts the choices side by side. The settings chosen on
+labelled data are saved to ``<run_dir>/grouping.json`` (:func:`save_grouping`,
+:meth:`GroupingChoice.save`).
 """
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
+
+from nnutils.decide.hashes import hash_images, hash_vectors
+from nnutils.scale.index import knn
+
+VARIANTS = ("plain", "min2", "mutual", "mutual+min2")
 
 
 def _check_knn(sims, ids):
@@ -168,3 +178,211 @@ def grouping_options(run_dir) -> dict:
         return {}
     return dict(threshold=g["threshold"], k=g["k"], min2="min2" in g["variant"], mutual="mutual" in g["variant"],
                 min2_margin=g.get("min2_margin", 0.05))
+
+
+# ----------------------------------------------------------------------------- choosing on labelled data
+def sweep_rows(embeddings, rows, truth, thresholds: Sequence[float], *, k: int, min2_margin: float = 0.05,
+               variants: Sequence[str] = VARIANTS) -> pd.DataFrame:
+    """:func:`sweep_grouping` on a subset of a collection, with its own self-kNN.
+
+    Parameters
+    ----------
+    embeddings : ndarray of float32, shape (N, D)
+        Unit rows of the whole collection.
+    rows : ndarray of int, shape (M,)
+        The rows forming the sub-collection (grouped among themselves only).
+    truth : array-like, shape (N,)
+        True group labels of the whole collection.
+    thresholds : sequence of float
+        Similarity thresholds to try.
+    k : int
+        Neighbours per image (clipped to M).
+    min2_margin, variants
+        See :func:`sweep_grouping`.
+
+    Returns
+    -------
+    DataFrame
+        :func:`sweep_grouping`'s table for the M images (empty when M = 0).
+    """
+    rows = np.asarray(rows, np.int64)
+    if len(rows) == 0:
+        return pd.DataFrame(columns=["threshold", "variant", "rowwise_f1", "groups", "largest", "edges"])
+    s, i = knn(np.asarray(embeddings)[rows], min(int(k), len(rows)))
+    return sweep_grouping(s, i, np.asarray(truth, dtype=object)[rows], thresholds, min2_margin=min2_margin,
+                          variants=variants)
+
+
+@dataclass
+class GroupingChoice:
+    """Grouping settings chosen on labelled train images and judged on test images.
+
+    Attributes
+    ----------
+    threshold, variant : the chosen settings (the best train row-wise F1; the first of ties
+        in the sweep's order: thresholds ascending, variants as given).
+    train_rowwise_f1 : row-wise F1 on the train images at the chosen settings.
+    test_rowwise_f1 : row-wise F1 on the test images at the chosen settings (NaN without test images).
+    test_rowwise_f1_pair_threshold : row-wise F1 on the test images, variant ``plain``, at
+        ``pair_threshold`` (None when no pair threshold was given).
+    pair_threshold : the pair decision's threshold, or None.
+    sweep : the train sweep, :func:`sweep_grouping`'s table (for the plot).
+    k, min2_margin : the settings the sweep used.
+    n_train, n_test : images in each part.
+    """
+
+    threshold: float
+    variant: str
+    train_rowwise_f1: float
+    test_rowwise_f1: float
+    test_rowwise_f1_pair_threshold: float | None
+    pair_threshold: float | None
+    sweep: pd.DataFrame
+    k: int
+    min2_margin: float
+    n_train: int
+    n_test: int
+
+    def save(self, run_dir, **extra) -> Path:
+        """:func:`save_grouping` with these settings and their train / test row-wise F1; returns the path."""
+        return save_grouping(run_dir, threshold=self.threshold, variant=self.variant, k=self.k,
+                             min2_margin=self.min2_margin, train_rowwise_f1=float(self.train_rowwise_f1),
+                             test_rowwise_f1=float(self.test_rowwise_f1), **extra)
+
+    def curves(self) -> pd.DataFrame:
+        """The train sweep as a table threshold × variant of row-wise F1 (rows: thresholds)."""
+        return self.sweep.pivot(index="threshold", columns="variant", values="rowwise_f1")
+
+
+def choose_grouping(embeddings, truth, part, thresholds: Sequence[float], *, k: int, min2_margin: float = 0.05,
+                    ok=None, pair_threshold: float | None = None,
+                    variants: Sequence[str] = VARIANTS) -> GroupingChoice:
+    """Choose the grouping threshold and variant on the train images, judge them on the test images.
+
+    The train images and the test images are two separate collections: each gets its own
+    self-kNN (``k`` neighbours) and its groups are formed among its own images only.
+
+    Parameters
+    ----------
+    embeddings : ndarray of float32, shape (N, D)
+        Unit rows (an embedding model's, or :func:`nnutils.decide.hashes.hash_vectors`).
+    truth : array-like, shape (N,)
+        True group labels (e.g. :func:`nnutils.data.tables.true_groups`).
+    part : array-like of str, shape (N,)
+        ``"train"`` or ``"test"`` per image (e.g. :func:`nnutils.data.tables.image_column`
+        of ``split``); other values are in neither part.
+    thresholds : sequence of float
+        The similarity thresholds tried on the train images.
+    k : int
+        Neighbours per image.
+    min2_margin : float
+        ``min2`` keeps the nearest neighbour down to ``threshold - min2_margin``.
+    ok : array-like of bool, shape (N,), optional
+        Usable rows (readable images); default all.
+    pair_threshold : float, optional
+        Also report the test row-wise F1 of variant ``plain`` at this threshold.
+    variants : sequence of str
+        The variants tried (:func:`sweep_grouping`).
+
+    Returns
+    -------
+    GroupingChoice
+
+    Raises
+    ------
+    ValueError
+        When the shapes disagree or there is no usable train image.
+    """
+    n = len(embeddings)
+    part = np.asarray(part, dtype=object)
+    ok = np.ones(n, bool) if ok is None else np.asarray(ok, bool)
+    if len(part) != n or len(ok) != n or len(truth) != n:
+        raise ValueError(f"embeddings ({n}), truth ({len(truth)}), part ({len(part)}) and ok ({len(ok)}) "
+                         "must have one length")
+    tr, te = np.flatnonzero(ok & (part == "train")), np.flatnonzero(ok & (part == "test"))
+    if len(tr) == 0:
+        raise ValueError("no usable train image to choose the grouping on")
+    sw = sweep_rows(embeddings, tr, truth, thresholds, k=k, min2_margin=min2_margin, variants=variants)
+    best = sw.loc[sw.rowwise_f1.idxmax()]
+    test_f1, test_pair = float("nan"), None
+    if len(te):
+        s, i = knn(np.asarray(embeddings)[te], min(int(k), len(te)))
+        t_truth = np.asarray(truth, dtype=object)[te]
+        test_f1 = float(sweep_grouping(s, i, t_truth, [best.threshold], min2_margin=min2_margin,
+                                       variants=[best.variant]).rowwise_f1.iloc[0])
+        if pair_threshold is not None:
+            test_pair = float(sweep_grouping(s, i, t_truth, [pair_threshold], min2_margin=min2_margin,
+                                             variants=["plain"]).rowwise_f1.iloc[0])
+    elif pair_threshold is not None:
+        test_pair = float("nan")
+    return GroupingChoice(threshold=float(best.threshold), variant=str(best.variant),
+                          train_rowwise_f1=float(best.rowwise_f1), test_rowwise_f1=test_f1,
+                          test_rowwise_f1_pair_threshold=test_pair,
+                          pair_threshold=None if pair_threshold is None else float(pair_threshold),
+                          sweep=sw, k=int(k), min2_margin=float(min2_margin), n_train=len(tr), n_test=len(te))
+
+
+def hash_thresholds(n: int) -> np.ndarray:
+    """``n`` thresholds for grouping by hash vectors: 0.5 … 0.95, rounded to 4 decimals.
+
+    The dot product of two :func:`~nnutils.decide.hashes.hash_vectors` is
+    ``1 - 2 · Hamming / bits``, so 0.5 … 0.95 is a Hamming distance of 16 … 1.6 bits of 64.
+    """
+    return np.round(np.linspace(0.5, 0.95, int(n)), 4)
+
+
+def hash_grouping(paths: Sequence[str], truth, part, thresholds: Sequence[float] | None = None, *, k: int,
+                  min2_margin: float = 0.05, hashes: dict | None = None, kind: str = "phash",
+                  progress: bool = False, variants: Sequence[str] = VARIANTS) -> GroupingChoice:
+    """The perceptual-hash baseline, grouped by the same machinery as :func:`choose_grouping`.
+
+    Parameters
+    ----------
+    paths : sequence of str, length N
+        Image files.
+    truth, part, k, min2_margin, variants
+        As in :func:`choose_grouping`.
+    thresholds : sequence of float, optional
+        Thresholds on the hash vectors' dot product; default :func:`hash_thresholds` (12).
+    hashes : dict, optional
+        ``{path: bits}`` from :func:`nnutils.decide.hashes.hash_images`, computed when absent.
+    kind : str
+        The hash (``phash``, ...) when computing them.
+    progress : bool
+        Show a progress bar while hashing.
+
+    Returns
+    -------
+    GroupingChoice
+        Unreadable images (no hash) are left out of both parts; ``pair_threshold`` is None.
+    """
+    paths = [str(p) for p in paths]
+    if hashes is None:
+        hashes = hash_images(paths, kind=kind, progress=progress)
+    hv, hok = hash_vectors(hashes, paths)
+    thresholds = hash_thresholds(12) if thresholds is None else thresholds
+    return choose_grouping(hv, truth, part, thresholds, k=k, min2_margin=min2_margin, ok=hok, variants=variants)
+
+
+def grouping_table(choices: dict[str, GroupingChoice]) -> pd.DataFrame:
+    """The choices side by side, one row per name (e.g. the model and ``"pHash"``).
+
+    Parameters
+    ----------
+    choices : dict of str to GroupingChoice
+
+    Returns
+    -------
+    DataFrame
+        Index the names; columns ``threshold (chosen on train)``, ``variant``,
+        ``train row-wise F1``, ``test row-wise F1`` and ``test F1, plain, pair threshold``
+        (NaN for a choice made without a pair threshold).
+    """
+    return pd.DataFrame({
+        "threshold (chosen on train)": [c.threshold for c in choices.values()],
+        "variant": [c.variant for c in choices.values()],
+        "train row-wise F1": [c.train_rowwise_f1 for c in choices.values()],
+        "test row-wise F1": [c.test_rowwise_f1 for c in choices.values()],
+        "test F1, plain, pair threshold": [np.nan if c.test_rowwise_f1_pair_threshold is None
+                                           else c.test_rowwise_f1_pair_threshold for c in choices.values()],
+    }, index=list(choices))

@@ -13,7 +13,9 @@ annotation", TPAMI 2018):
   references, with the same weights.
 
 :func:`retrieve` applies either or both; :func:`compare_expansions` tabulates mAP,
-recall@1/5/10 and query time for each setting.
+recall@1/5/10 and query time for each setting; :func:`compare_poolings` does so for
+several embeddings of one collection (a model's, and a backbone's feature maps under each
+pooling, :func:`pooled_embeddings`), queries being the photos' originals.
 
 Conventions
 -----------
@@ -35,7 +37,8 @@ import pandas as pd
 from nnutils.scale.index import build_index, check_embeddings, knn, search
 
 __all__ = ["search_topk", "relevance_matrix", "average_precision", "mean_average_precision", "recall_at_k",
-           "alpha_qe", "dba", "retrieve", "compare_expansions", "DEFAULT_SETTINGS"]
+           "alpha_qe", "dba", "retrieve", "compare_expansions", "expansion_settings", "pooled_embeddings",
+           "compare_poolings", "DEFAULT_SETTINGS"]
 
 #: the four settings of :func:`compare_expansions` (keyword arguments of :func:`retrieve`)
 DEFAULT_SETTINGS = {
@@ -326,3 +329,109 @@ def compare_expansions(queries, refs, query_labels, ref_labels, k: int = 100,
                      **{f"recall@{x}": v for x, v in rec.items()},
                      "ms_per_query": 1000 * t["query_s"] / max(1, len(ids)), "offline_s": t["offline_s"]})
     return pd.DataFrame(rows)
+
+
+def expansion_settings(qe_n: int = 2, dba_n: int = 2, alpha: float = 3.0) -> dict[str, dict]:
+    """The four settings of :data:`DEFAULT_SETTINGS` with given neighbours and exponent.
+
+    Parameters
+    ----------
+    qe_n : int
+        Neighbours of alpha-QE (:func:`alpha_qe`'s ``n``).
+    dba_n : int
+        Neighbours of DBA (:func:`dba`'s ``n``).
+    alpha : float
+        The weight exponent of both.
+
+    Returns
+    -------
+    dict
+        ``{"baseline": {}, "alpha-QE": {"qe": ...}, "DBA": {"dba": ...}, "DBA + alpha-QE": {...}}``,
+        :func:`retrieve` keyword arguments for :func:`compare_expansions`.
+    """
+    qe, db = dict(n=int(qe_n), alpha=float(alpha)), dict(n=int(dba_n), alpha=float(alpha))
+    return {"baseline": {}, "alpha-QE": {"qe": qe}, "DBA": {"dba": db}, "DBA + alpha-QE": {"qe": qe, "dba": db}}
+
+
+def pooled_embeddings(maps, poolings: Sequence[str], *, batch_size: int = 256) -> dict[str, np.ndarray]:
+    """Embeddings of cached backbone feature maps under each pooling, without training.
+
+    Parameters
+    ----------
+    maps : ndarray, shape (N, H, W, C)
+        Feature maps of a backbone (e.g. :func:`nnutils.train.features.compute_features`).
+    poolings : sequence of str
+        Poolings of :func:`nnutils.models.heads.build_raw_top` (``gap``, ``gem``, ``rmac``, ``grid2``).
+    batch_size : int
+        Rows per predict batch.
+
+    Returns
+    -------
+    dict of str to ndarray of float32, shape (N, D)
+        ``{"pretrained, <pooling> pooling": unit rows}`` in the order of ``poolings``.
+    """
+    from nnutils.models.heads import build_raw_top   # Keras at import time
+    maps = np.asarray(maps)
+    out = {}
+    for pooling in poolings:
+        top = build_raw_top(tuple(maps.shape[1:]), pooling)
+        out[f"pretrained, {pooling} pooling"] = top.predict(maps.astype("float32"), batch_size=batch_size, verbose=0)
+    return out
+
+
+def compare_poolings(embeddings: dict[str, np.ndarray], labels, is_query, k: int = 100,
+                     settings: dict[str, dict] | None = None, *, ok=None, kind: str = "auto",
+                     progress: bool = False) -> pd.DataFrame:
+    """:func:`compare_expansions` for several embeddings of one labelled collection.
+
+    The queries are the rows where ``is_query`` holds (e.g. each photo's original, role
+    ``ref``), the references all other usable rows; a reference is relevant to a query when
+    their labels are equal.
+
+    Parameters
+    ----------
+    embeddings : dict of str to ndarray of float32, shape (N, D_e)
+        Named unit-row embeddings of the same N images (e.g. a model's, and
+        :func:`pooled_embeddings`); compared in the dict's order.
+    labels : array-like, shape (N,)
+        True group of each image (e.g. :func:`nnutils.data.tables.true_groups`).
+    is_query : array-like of bool, shape (N,)
+        Which images are queries.
+    k : int
+        Results per query (clipped to the number of references).
+    settings : dict, optional
+        :func:`compare_expansions`' settings; default :data:`DEFAULT_SETTINGS`.
+    ok : array-like of bool, shape (N,), optional
+        Usable rows (readable images); default all.
+    kind, progress
+        The index kind and progress bars (:func:`retrieve`).
+
+    Returns
+    -------
+    DataFrame
+        Index (``embedding``, ``setting``); columns of :func:`compare_expansions` (``mAP``,
+        ``recall@1/5/10``, ``ms_per_query``, ``offline_s``).
+
+    Raises
+    ------
+    ValueError
+        When the shapes disagree, or there is no query or no reference.
+    """
+    labels = np.asarray(labels, dtype=object)
+    n = len(labels)
+    is_query = np.asarray(is_query, bool)
+    ok = np.ones(n, bool) if ok is None else np.asarray(ok, bool)
+    if is_query.shape != (n,) or ok.shape != (n,):
+        raise ValueError(f"labels ({n}), is_query {is_query.shape} and ok {ok.shape} must have one length")
+    q, r = np.flatnonzero(ok & is_query), np.flatnonzero(ok & ~is_query)
+    if len(q) == 0 or len(r) == 0:
+        raise ValueError(f"need queries and references, got {len(q)} queries and {len(r)} references")
+    rows = []
+    for name, e in embeddings.items():
+        e = np.asarray(e)
+        if len(e) != n:
+            raise ValueError(f"embedding {name!r} has {len(e)} rows, labels has {n}")
+        t = compare_expansions(e[q], e[r], labels[q], labels[r], k=min(int(k), len(r)), settings=settings,
+                               kind=kind, progress=progress)
+        rows.append(t.assign(embedding=name))
+    return pd.concat(rows).set_index(["embedding", "setting"])
