@@ -372,12 +372,13 @@ class Decision:
         return decisions, report
 
     def decide_oof(self, scores) -> np.ndarray:
-        """(P,) 0/1 on the fusion's own training pairs with its out-of-fold probabilities (no refit)."""
+        """(P,) 0/1 on the fusion's own training pairs: its nested out-of-fold decisions in the verify range."""
         if not self.verifies or self.fusion.oof is None:
             raise ValueError("no out-of-fold fused decisions: the decision does not verify")
         if len(self.fusion.oof) != len(scores):
             raise ValueError(f"the fusion was fitted on {len(self.fusion.oof)} pairs, got {len(scores)}")
-        fused = (self.fusion.oof >= self.fusion.threshold).astype(int)
+        fz = self.fusion
+        fused = fz.oof_pred if fz.oof_pred is not None else (fz.oof >= fz.threshold).astype(int)
         return apply_fusion(scores, self.threshold, self.verify_range, fused)
 
     def __repr__(self) -> str:

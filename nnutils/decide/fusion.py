@@ -197,9 +197,12 @@ class Fusion:
     reliability plot of notebook 10) or an inner 3-fold ``CalibratedClassifierCV``:
     ``"sigmoid"`` (Platt) or ``"isotonic"`` (thousands of pairs). Each inner model then sees
     2/3 of the rows: on the embedded data's 535 validation pairs that cost more than it gave.
-    After :meth:`fit`: ``threshold`` (probability, best out-of-fold F1), ``cv`` (the
-    out-of-fold metrics), ``importances`` (permutation importance on held-out folds),
-    ``oof`` (out-of-fold probabilities of the training rows).
+    After :meth:`fit`: ``threshold`` (probability: the median of the per-fold thresholds),
+    ``cv`` (out-of-fold metrics, nested: each fold decided at the F1-optimal threshold of the
+    other folds' out-of-fold probabilities, as :func:`nnutils.decide.thresholds.cv_threshold`;
+    ``roc_auc`` and ``brier`` of the probabilities), ``importances`` (permutation importance
+    on held-out folds), ``oof`` (out-of-fold probabilities of the training rows) and
+    ``oof_pred`` (their nested 0/1 decisions).
 
     :meth:`to_dict` / :meth:`from_dict` give its settings and results as plain data; the
     fitted scikit-learn estimator ``model`` is stored apart by
@@ -216,6 +219,7 @@ class Fusion:
     cv: dict = field(default_factory=dict)
     importances: pd.DataFrame | None = None
     oof: np.ndarray | None = None
+    oof_pred: np.ndarray | None = None
 
     def _new(self):
         model = self._base()
@@ -249,19 +253,32 @@ class Fusion:
         skf = StratifiedKFold(folds, shuffle=True, random_state=self.seed)
         oof = np.zeros(len(y))
         imp = []
-        for tr, te in skf.split(Xv, y):
+        splits = list(skf.split(Xv, y))
+        for tr, te in splits:
             m = self._new().fit(Xv[tr], y[tr])
             oof[te] = m.predict_proba(Xv[te])[:, 1]
             if importance_repeats:
                 r = permutation_importance(m, Xv[te], y[te], scoring="f1", n_repeats=importance_repeats,
                                            random_state=self.seed)
                 imp.append(r.importances_mean)
-        self.threshold = float(best_threshold(y, oof)[0])
-        self.cv = {k: v for k, v in pair_metrics(y, oof, self.threshold).items()
-                   if k in ("f1", "macro_f1", "roc_auc", "precision", "recall", "tp", "fp", "fn", "tn")}
+        # nested threshold: each fold is decided at the threshold chosen on the other folds' out-of-fold
+        # probabilities, so the reported F1 never saw the labels it is scored on (as thresholds.cv_threshold)
+        pred = np.zeros(len(y), int)
+        fold_thresholds = []
+        for tr, te in splits:
+            t = float(best_threshold(y[tr], oof[tr])[0])
+            fold_thresholds.append(t)
+            pred[te] = (oof[te] >= t).astype(int)
+        self.threshold = float(np.median(fold_thresholds))
+        m_pred, m_prob = pair_metrics(y, pred, 0.5), pair_metrics(y, oof, self.threshold)
+        self.cv = {k: v for k, v in m_pred.items()
+                   if k in ("f1", "macro_f1", "precision", "recall", "tp", "fp", "fn", "tn")}
+        self.cv["roc_auc"] = m_prob["roc_auc"]
         self.cv["folds"] = folds
+        self.cv["threshold_std"] = float(np.std(fold_thresholds))
         self.cv["brier"] = float(np.mean((oof - y) ** 2))   # out-of-fold Brier score: calibration + sharpness
         self.oof = oof
+        self.oof_pred = pred
         if imp:
             a = np.array(imp)
             self.importances = (pd.DataFrame({"feature": self.features, "importance": a.mean(0), "std": a.std(0)})
@@ -292,7 +309,8 @@ class Fusion:
                 "cv": {k: (float(v) if isinstance(v, (float, np.floating)) else int(v) if isinstance(v, (int, np.integer))
                            else v) for k, v in self.cv.items()},
                 "importances": None if self.importances is None else self.importances.to_dict(orient="list"),
-                "oof": None if self.oof is None else [float(x) for x in self.oof]}
+                "oof": None if self.oof is None else [float(x) for x in self.oof],
+                "oof_pred": None if self.oof_pred is None else [int(x) for x in self.oof_pred]}
 
     @classmethod
     def from_dict(cls, d: dict, model) -> "Fusion":
@@ -303,6 +321,8 @@ class Fusion:
             fz.importances = pd.DataFrame(d["importances"])
         if d.get("oof") is not None:
             fz.oof = np.asarray(d["oof"], float)
+        if d.get("oof_pred") is not None:
+            fz.oof_pred = np.asarray(d["oof_pred"], int)
         return fz
 
 
