@@ -18,6 +18,7 @@ import json
 import sys
 
 from nnutils.data.pairs import PairsCSVError, read_pairs
+from nnutils.decide.metrics import pair_metrics
 from nnutils.decide.predict import predict_pairs
 from nnutils.decide.submission import write_submission
 
@@ -46,7 +47,6 @@ def main(argv: list[str] | None = None) -> int:
         test_ids = pred.submission.ID
         out = write_submission(pred.submission, args.out, test_ids, pred.scores if args.scores else None)
         if args.labels:
-            from nnutils.decide.metrics import pair_metrics
             lab = read_pairs(args.labels, "labels").set_index("ID").is_same.reindex(test_ids)
             m = pair_metrics(lab.to_numpy(), pred.submission.is_same.to_numpy(), 0.5)
             pred.report.update(f1=round(m["f1"], 5), macro_f1=round(m["macro_f1"], 5))

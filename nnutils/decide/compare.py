@@ -14,14 +14,13 @@ from nnutils.data.cache import model_key
 from nnutils.decide import hashes as baselines
 from nnutils.decide.thresholds import cv_threshold
 from nnutils.models.embedders import score_pairs
-from nnutils.models.saving import list_models
+from nnutils.models.saving import list_models, load_model
 from nnutils.train.features import embed_images
 
 
 def model_scores(model_path, pairs: pd.DataFrame, path_of: dict, *, cache_dir=None, batch_size: int = 32,
                  progress: bool = True) -> np.ndarray:
     """Cosine similarity per pair (N,) with a saved embedder; NaN where an image is unreadable."""
-    from nnutils.models.saving import load_model
     model_path = Path(model_path)
     model = load_model(model_path)
     size = int(model.input.shape[1])

@@ -86,9 +86,11 @@ from typing import Sequence
 
 import numpy as np
 
+from nnutils.data.cache import model_key
 from nnutils.data.images import read_any as read_image  # noqa: F401  (re-exported: path/PIL/array → RGB, size, reason)
 from nnutils.local.keypoints import Keypoints
 from nnutils.models.runtime import TFLiteRunner, tflite_flatbuffer
+from nnutils.train.features import compute_features, random_repost
 
 __all__ = ["ASPECTS", "DEFAULT_SCALES", "RECEPTIVE_FIELDS", "DelfExtractor", "Pca", "build_attention_head",
            "build_training_model", "train_delf", "plot_attention", "read_image"]
@@ -554,9 +556,7 @@ def train_delf(paths: Sequence, labels: Sequence, *, backbone: str = "efficientn
     """
     import keras
 
-    from nnutils.data.cache import model_key
     from nnutils.models.backbones import build_backbone, get_spec, stride16_model
-    from nnutils.train.features import compute_features
 
     t0 = time.perf_counter()
     paths = list(paths)
@@ -574,7 +574,6 @@ def train_delf(paths: Sequence, labels: Sequence, *, backbone: str = "efficientn
     feats, ok = compute_features(fixed, paths, int(image_size), desc="stride-16 maps", **common)
     stack_x, stack_y = [feats[ok]], [np.asarray(labels, dtype=object)[ok]]
     if views:
-        from nnutils.train.features import random_repost
         for v in range(int(views)):
             fv, okv = compute_features(fixed, paths, int(image_size), transform=random_repost, seed=seed + v,
                                        desc=f"augmented view {v + 1}", **common)

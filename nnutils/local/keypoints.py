@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from nnutils.data.images import read_any
+
 #: Keyword arguments of :func:`extract` (routed there by :func:`verify_pair` / :func:`verify_pairs`).
 EXTRACT_KEYS = ("max_keypoints", "max_side", "root", "min_side", "min_keypoints")
 
@@ -79,7 +81,6 @@ def _read_grey(image, max_side: int | None) -> tuple[np.ndarray | None, tuple[in
     """(grey uint8 working image or None, original (width, height), reason)."""
     import cv2
 
-    from nnutils.data.images import read_any
     rgb, size, reason = read_any(image, max_side)
     if rgb is None:
         return None, size, reason

@@ -31,8 +31,14 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from nnutils.data.cache import ContentCache, model_key
 from nnutils.data.decode import decode_square
-from nnutils.models.runtime import TFLiteRunner, _load_keras, convert_to_tflite, tflite_path_for
+from nnutils.models.runtime import (
+    TFLiteRunner,
+    _load_keras,
+    convert_to_tflite,
+    tflite_path_for,
+)
 
 
 class _Embedder:
@@ -288,7 +294,6 @@ def embed_cached(embedder, model_path, runtime: str, paths: list, cache_dir, bat
     runtime, so predict and ``nnutils.dedup`` share one cache. Returns ``(emb (N, D) float32,
     NaN rows where unreadable; ok (N,) bool; how many were embedded now, not read from the cache)``.
     """
-    from nnutils.data.cache import ContentCache, model_key
     key = model_key(Path(model_path).stem, Path(model_path).stat().st_mtime_ns, runtime)
     cache = ContentCache(Path(cache_dir) / "embeddings" / key if cache_dir else None, paths)
     emb = np.full((len(paths), embedder.dim), np.nan, "float32")

@@ -22,6 +22,8 @@ from typing import Sequence
 
 import numpy as np
 
+from nnutils.models.saving import load_model
+
 #: Values accepted by ``quantize``: float32 weights, dynamic-range int8 weights, float16 weights.
 QUANTIZE_MODES = ("none", "dynamic", "float16")
 
@@ -171,7 +173,6 @@ def _named_outputs(model, sig: tuple, names: Sequence[str] | None):
 
 def _load_keras(model_or_path):
     if isinstance(model_or_path, (str, os.PathLike)):
-        from nnutils.models.saving import load_model
         return load_model(os.fspath(model_or_path))
     return model_or_path
 

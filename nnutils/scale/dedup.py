@@ -18,9 +18,12 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from nnutils.data.images import inspect_image
+from nnutils.data.pairs import resolve_images
 from nnutils.decide.decision import Decision
 from nnutils.models.embedders import embed_cached
 from nnutils.scale.grouping import connected_groups, grouping_options, neighbour_edges
+from nnutils.scale.index import build_index, index_kind, search
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 
@@ -171,7 +174,6 @@ def group_embeddings(emb: np.ndarray, threshold: float, *, k: int = 10, index: s
     groups larger than ``k`` still form through transitivity. ``index``: ``"auto"``,
     ``"flat"``, ``"ivf"`` or ``"hnsw"`` (see :func:`nnutils.scale.index.build_index`).
     """
-    from nnutils.scale.index import build_index, index_kind, search
     t0 = time.perf_counter()
     emb = np.ascontiguousarray(emb, np.float32)
     idx = build_index(emb, kind=index, progress=progress)
@@ -224,7 +226,6 @@ def find_duplicates(images, model, *, threshold: float | None = None, k: int | N
         decision = Decision.for_model(model, threshold)
     model_path, threshold, name = decision.model_path, decision.threshold, decision.model
     embedder = decision.embedder(runtime=runtime, cache_dir=cache_dir)
-    from nnutils.data.pairs import resolve_images
     local = resolve_images(paths, None, cache_dir=(Path(cache_dir) / "downloads") if cache_dir else None,
                            progress=progress)
     files = [local[p] for p in paths]
@@ -239,7 +240,6 @@ def find_duplicates(images, model, *, threshold: float | None = None, k: int | N
     edges = sub_edges.assign(i=good[sub_edges.i.to_numpy()], j=good[sub_edges.j.to_numpy()]) if len(good) else sub_edges
     groups = group_table([paths[g] for g in good], sub_labels, emb[good], keep=keep)
     to_remove = files_to_remove(groups)
-    from nnutils.data.images import inspect_image
     bad = [(paths[i], "download failed" if files[i] is None else (inspect_image(files[i]).reason or "unreadable"))
            for i in np.flatnonzero(~ok)]
     unreadable = pd.DataFrame(bad, columns=["path", "reason"])

@@ -25,8 +25,10 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from nnutils.data.cache import ContentCache, model_key
+from nnutils.data.decode import decode_square
 from nnutils.data.distortions import DISTORTIONS, apply_distortion
 from nnutils.data.images import UnreadableImageError, open_image
+from nnutils.models.embedders import score_pairs
 
 
 def random_repost(img, rng):
@@ -81,7 +83,6 @@ def embed_bank(top, bank: FeatureBank, batch_size: int = 256) -> np.ndarray:
 
 def pair_scores(emb: np.ndarray, bank: FeatureBank, pairs: pd.DataFrame) -> np.ndarray:
     """Cosine similarity per pair (N,); NaN where an image is unreadable."""
-    from nnutils.models.embedders import score_pairs
     return score_pairs(emb, bank.ok, bank.rows(pairs.image_url1), bank.rows(pairs.image_url2))
 
 
@@ -99,7 +100,6 @@ def load_square(path: str | None, size: int, transform: Callable | None = None,
         return None
     if transform is None:
         # the one decoder of training, evaluation and prediction (DCT-scaled JPEG decoding)
-        from nnutils.data.decode import decode_square
         return decode_square(path, size)
     try:
         img = open_image(path, draft_size=(size, size))

@@ -16,10 +16,11 @@ import numpy as np
 import pandas as pd
 
 from nnutils.train.features import FeatureBank
+from nnutils.train.mining import pk_indices
+from nnutils.train.session import adam, callbacks, fingerprint
 
 
 def _fit(model, x, y, *, epochs, batch_size, run_dir, name, validation_data=None, verbose=2, shuffle=True, **settings):
-    from nnutils.train.session import callbacks, fingerprint
     fp = fingerprint(model, epochs=epochs, batch_size=batch_size, n=len(y), **settings)
     return model.fit(x, y, epochs=epochs, batch_size=batch_size, validation_data=validation_data,
                      callbacks=callbacks(run_dir, name, fingerprint=fp), verbose=verbose, shuffle=shuffle)
@@ -37,7 +38,6 @@ def train_pairs(top, bank: FeatureBank, train: pd.DataFrame, val: pd.DataFrame, 
     """Siamese BCE: ``top`` embeds both images' features; loss on (cos + 1) / 2 against ``is_same``."""
     from nnutils.models.heads import build_pair_model
     from nnutils.models.losses import SiameseBCE
-    from nnutils.train.session import adam
     rng = np.random.default_rng(seed)
     train, val = _readable(bank, train, ["image_url1", "image_url2"]), _readable(bank, val, ["image_url1", "image_url2"])
     reps = pd.concat([train] * max(1, repeats), ignore_index=True)
@@ -55,7 +55,6 @@ def train_triplets(top, bank: FeatureBank, triplets: pd.DataFrame, *, learning_r
     """Cosine triplet loss ``max(d(a,p) - d(a,n) + margin, 0)`` on fixed triplets."""
     from nnutils.models.heads import build_triplet_model
     from nnutils.models.losses import TripletCosineLoss
-    from nnutils.train.session import adam
     rng = np.random.default_rng(seed)
     t = _readable(bank, triplets, ["anchor", "positive", "negative"])
     t = pd.concat([t] * max(1, repeats), ignore_index=True)
@@ -69,7 +68,6 @@ def train_triplets(top, bank: FeatureBank, triplets: pd.DataFrame, *, learning_r
 def _pk_dataset(bank: FeatureBank, urls, labels, p, k, batches, seed, confusers=None):
     import keras
 
-    from nnutils.train.mining import pk_indices
 
     class PK(keras.utils.PyDataset):
         def __init__(self):
@@ -104,7 +102,6 @@ def train_online(top, bank: FeatureBank, urls: Sequence[str], groups: pd.Series,
     each batch with the groups the model mixes up, so the miner sees those negatives.
     """
     from nnutils.models.losses import BatchHardTripletLoss, SemiHardTripletLoss
-    from nnutils.train.session import adam
     urls = [u for u in urls if bank.ok[bank.index[u]]]
     labels = groups.reindex(urls).to_numpy()
     losses = {"semihard": SemiHardTripletLoss, "batchhard": BatchHardTripletLoss}
@@ -112,7 +109,6 @@ def train_online(top, bank: FeatureBank, urls: Sequence[str], groups: pd.Series,
         raise ValueError(f"loss must be one of {sorted(losses)}, got {loss!r}")
     top.compile(optimizer=adam(learning_rate), loss=losses[loss](margin=margin))
     ds = _pk_dataset(bank, urls, labels, p, k, batches_per_epoch, seed, confusers)
-    from nnutils.train.session import callbacks, fingerprint
     fp = fingerprint(top, loss=loss, learning_rate=learning_rate, epochs=epochs, p=p, k=k, margin=margin,
                      batches=batches_per_epoch, seed=seed, n=len(urls), confusers=len(confusers or {}))
     return top.fit(ds, epochs=epochs, callbacks=callbacks(run_dir, name, fingerprint=fp), verbose=verbose)

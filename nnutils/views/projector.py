@@ -21,6 +21,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from nnutils.data.images import UnreadableImageError, read_rgb
+
 __all__ = ["MAX_SPRITE_SIDE", "make_sprite", "export_projector"]
 
 MAX_SPRITE_SIDE = 8192
@@ -35,7 +37,6 @@ def make_sprite(paths: Sequence[str | None], thumb: int = 64, progress: bool = F
     from PIL import Image
     from tqdm.auto import tqdm
 
-    from nnutils.data.images import UnreadableImageError, read_rgb
     n = len(paths)
     side = max(1, math.ceil(math.sqrt(n)))
     if side * thumb > MAX_SPRITE_SIDE:

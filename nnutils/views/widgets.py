@@ -18,6 +18,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from nnutils.scale.index import build_index, search
+from nnutils.views.plotting import thumbnail
+
 __all__ = ["Comparer", "compare_widget"]
 
 
@@ -34,7 +37,6 @@ class Comparer:
 
     def __init__(self, embedder, paths: Sequence[str], emb: np.ndarray, ok: np.ndarray, threshold: float,
                  k: int = 4):
-        from nnutils.scale.index import build_index
         self.embedder, self.threshold, self.k = embedder, float(threshold), int(k)
         self.paths = [str(p) for p in paths]
         ok = np.asarray(ok, bool)
@@ -54,7 +56,6 @@ class Comparer:
 
     def neighbours(self, vec: np.ndarray, exclude: str | None = None) -> pd.DataFrame:
         """The ``k`` nearest collection images to ``vec``: ``path``, ``similarity`` (``exclude`` left out)."""
-        from nnutils.scale.index import search
         if self._index is None or vec is None:
             return pd.DataFrame({"path": [], "similarity": []})
         s, ids = search(self._index, vec[None].astype(np.float32), min(self.k + 1, len(self._rows)))
@@ -74,7 +75,6 @@ class Comparer:
         """A matplotlib figure: the two images on top, each one's neighbours below, the verdict in the title."""
         import matplotlib.pyplot as plt
 
-        from nnutils.views.plotting import thumbnail
         r = self.compare(path1, path2)
         k = self.k
         fig = plt.figure(figsize=(2.2 * max(2 * k, 4), 6.2))
