@@ -1,0 +1,60 @@
+"""Per-image results cached on disk by the content of the image file.
+
+:class:`ContentCache` stores one ``.npy`` row per file as ``<folder>/<sha1 of the bytes>.npy``,
+so renamed or duplicated files are computed once and a changed file is recomputed;
+:func:`model_key` names the folder after the model and settings that made the rows.
+"""
+from __future__ import annotations
+
+from nnutils.data.images import UnreadableImageError, file_digest, open_image
+from PIL import Image
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from tqdm.auto import tqdm
+from typing import Callable, Sequence
+import hashlib
+import numpy as np
+
+
+class ContentCache:
+    """Per-image results stored as ``<folder>/<sha1 of the file's bytes>.npy``.
+
+    ``lookup`` fills an output array from the cache and returns the rows still to
+    compute; ``store`` saves one computed row. ``folder=None`` caches nothing.
+    """
+
+    def __init__(self, folder: str | Path | None, paths: Sequence[str | None], workers: int = 2):
+        self.folder = Path(folder) if folder is not None else None
+        if self.folder is not None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            with ThreadPoolExecutor(workers) as pool:
+                self.digests = list(pool.map(self._digest, paths))
+        else:
+            self.digests = [None] * len(paths)
+
+    @staticmethod
+    def _digest(path: str | None) -> str | None:
+        try:
+            return file_digest(path) if path else None
+        except UnreadableImageError:
+            return None
+
+    def lookup(self, out: np.ndarray, ok: np.ndarray) -> list[int]:
+        """Copy cached rows into ``out`` (marking ``ok``); return the indices not cached."""
+        todo = []
+        for i, d in enumerate(self.digests):
+            if self.folder is not None and d and (self.folder / f"{d}.npy").exists():
+                out[i], ok[i] = np.load(self.folder / f"{d}.npy"), True
+            else:
+                todo.append(i)
+        return todo
+
+    def store(self, i: int, row: np.ndarray) -> None:
+        if self.folder is not None and self.digests[i]:
+            np.save(self.folder / f"{self.digests[i]}.npy", row)
+
+
+def model_key(*parts) -> str:
+    """A short, filesystem-safe cache key from descriptive parts (backbone, size, layer, weights...)."""
+    text = "-".join(str(p) for p in parts)
+    return f"{text[:60].replace('/', '_')}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
