@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import struct
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -420,3 +421,113 @@ def test_non_path_inputs_are_missing():
         with pytest.raises(UnreadableImageError) as info:
             open_image(bad)
         assert info.value.reason == "missing"
+
+
+# --------------------------------------------------------------------------- #
+# Formats Pillow loads whose frame 0 is not where Pillow opens them
+# --------------------------------------------------------------------------- #
+def _psd_bytes(composite: np.ndarray, layers: list[tuple[tuple[int, int], np.ndarray]]) -> bytes:
+    """A minimal Photoshop file, 8-bit, raw (uncompressed) channels.
+
+    ``composite`` is the merged image, uint8 (H, W, 3) or (H, W, 4) (RGB or RGBA);
+    each layer is ``((left, top), uint8 (h, w, 3) RGB pixels)``.  Layout per Adobe's
+    file-format spec: header, colour-mode data, image resources, layer and mask
+    information (layer records, then each layer's channel data), merged image data.
+    """
+    h, w, c = composite.shape
+    out = b"8BPS" + struct.pack(">H6xHIIHH", 1, c, h, w, 8, 3)  # version 1, RGB mode
+    out += struct.pack(">I", 0) + struct.pack(">I", 0)         # no colour data, no resources
+    records, data = b"", b""
+    for k, ((left, top), px) in enumerate(layers):
+        lh, lw, _ = px.shape
+        name = f"layer {k}".encode("latin-1")
+        pascal = bytes([len(name)]) + name
+        pascal += b"\0" * (-len(pascal) % 4)
+        extra = struct.pack(">II", 0, 0) + pascal                 # no mask, no blending ranges
+        records += struct.pack(">iiiiH", top, left, top + lh, left + lw, 3)
+        records += b"".join(struct.pack(">hI", ch, 2 + lh * lw) for ch in range(3))
+        records += b"8BIMnorm" + bytes([255, 0, 0, 0]) + struct.pack(">I", len(extra)) + extra
+        data += b"".join(struct.pack(">H", 0) + px[..., ch].tobytes() for ch in range(3))
+    layer_info = struct.pack(">h", len(layers)) + records + data
+    layer_info += b"\0" * (len(layer_info) % 2)
+    section = struct.pack(">I", len(layer_info)) + layer_info + struct.pack(">I", 0)
+    out += struct.pack(">I", len(section)) + section
+    out += struct.pack(">H", 0) + b"".join(composite[..., ch].tobytes() for ch in range(c))
+    return out
+
+
+def _psd_pixels():
+    rng = np.random.default_rng(3)
+    composite = rng.integers(0, 256, (12, 20, 3), dtype=np.uint8)
+    layers = [((0, 0), np.full((12, 20, 3), (10, 200, 30), np.uint8)),
+              ((4, 2), np.full((5, 6, 3), (250, 5, 120), np.uint8))]   # even sizes: Pillow pads odd ones
+    return composite, layers
+
+
+def test_layered_psd_gives_the_merged_composite(tmp_path):
+    composite, layers = _psd_pixels()
+    path = tmp_path / "layered.psd"
+    path.write_bytes(_psd_bytes(composite, layers))
+    with Image.open(path) as im:                      # Pillow really reads it: 2 layers
+        assert im.format == "PSD" and im.n_frames == 2 and im.size == (20, 12)
+        im.seek(2)                                    # frame 2 is the second layer
+        im.load()
+        assert im.convert("RGB").getpixel((6, 4)) == (250, 5, 120)
+    np.testing.assert_array_equal(read_rgb(path), composite)
+    info = inspect_image(path)
+    assert info.readable and info.format == "PSD" and (info.width, info.height) == (20, 12)
+    assert info.n_frames == 2
+
+
+def test_flat_and_rgba_psd(tmp_path):
+    composite, _ = _psd_pixels()
+    flat = tmp_path / "flat.psd"
+    flat.write_bytes(_psd_bytes(composite, []))
+    np.testing.assert_array_equal(read_rgb(flat), composite)
+
+    alpha = np.zeros((12, 20, 1), np.uint8)
+    alpha[:, 10:] = 255                                # left half transparent
+    rgba = tmp_path / "rgba.psd"
+    rgba.write_bytes(_psd_bytes(np.concatenate([composite, alpha], axis=2), []))
+    got = read_rgb(rgba)
+    assert (got[:, :10] == 255).all()                  # composited on white
+    np.testing.assert_array_equal(got[:, 10:], composite[:, 10:])
+
+
+def test_spider_gives_its_grey_pixels(tmp_path):
+    rng = np.random.default_rng(4)
+    grey = rng.integers(0, 256, (9, 14), dtype=np.uint8)
+    path = tmp_path / "image.spi"
+    Image.fromarray(grey).convert("F").save(path, format="SPIDER")
+    with Image.open(path) as im:
+        assert im.format == "SPIDER" and im.mode == "F"
+    got = read_rgb(path)
+    assert got.shape == (9, 14, 3)
+    np.testing.assert_array_equal(got, np.repeat(grey[..., None], 3, axis=2))
+    assert inspect_image(path).readable
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Pillow's IM format is deprecated
+def test_every_format_pillow_writes_and_reads_gives_an_image(tmp_path):
+    """Every format this Pillow can both save and load back is read, with Pillow's pixels."""
+    Image.init()
+    rgb = Image.fromarray((np.random.default_rng(5).integers(0, 4, (16, 24, 3)) * 80).astype(np.uint8))
+    tried = []
+    for fmt in sorted(Image.SAVE):
+        ext = next((e for e, f in Image.EXTENSION.items() if f == fmt), ".bin")
+        path = tmp_path / f"x{ext}"
+        for img in (rgb, rgb.convert("P"), rgb.convert("L"), rgb.convert("1")):
+            try:
+                img.save(path, format=fmt)
+                with Image.open(path) as im:
+                    im.load()
+                    want = to_rgb(im)
+                break
+            except Exception:  # this mode cannot be written, or Pillow cannot load it back
+                continue
+        else:
+            continue
+        got = read_rgb(path)
+        np.testing.assert_array_equal(got, np.asarray(want), err_msg=fmt)
+        tried.append(fmt)
+    assert {"BMP", "GIF", "JPEG", "PNG", "SPIDER", "TIFF", "WEBP", "PCX", "TGA"} <= set(tried)

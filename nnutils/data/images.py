@@ -8,7 +8,9 @@ Every reader in the project should go through :func:`open_image` /
   scaled to 0..255, see "Scaling policy" below);
 * the EXIF ``Orientation`` tag is applied, so width/height and pixels are
   what a photo viewer shows;
-* animated images (GIF, APNG, WebP, MPO) give their first frame;
+* animated images (GIF, APNG, WebP, MPO, multi-page TIFF) give their first
+  frame, layered Photoshop files (PSD) their merged composite, i.e. the image
+  Pillow's ``Image.open`` is positioned at (nothing is sought);
 * a header-size check (``max_pixels``) rejects decompression bombs before any
   pixel is decoded;
 * every failure is reported as :class:`UnreadableImageError` with a short
@@ -437,7 +439,9 @@ def _open(
                         pass  # draft is only an optimisation
 
                 try:
-                    im.seek(0)  # animated images: first frame
+                    # No seek: Pillow opens every format at its first frame (animations),
+                    # PSD at the merged composite (its layers are frames 1..n, so seek(0)
+                    # raised), and a single SPIDER image refuses any seek at all.
                     im.load()
                 except Exception as exc:
                     raise UnreadableImageError(p, _decode_reason(exc, p, file_bytes), str(exc)) from None
@@ -500,8 +504,8 @@ def open_image(
     Returns
     -------
     PIL.Image.Image
-        Mode ``"RGB"``, EXIF orientation applied, first frame of animations,
-        not tied to the open file.
+        Mode ``"RGB"``, EXIF orientation applied, first frame of animations
+        (merged composite of a layered PSD), not tied to the open file.
 
     Raises
     ------
