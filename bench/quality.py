@@ -29,11 +29,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from nnutils.decide import metrics  # noqa: E402
-from nnutils.data import pairs as P
+from nnutils.data import pairs as P  # noqa: E402
 from nnutils.models.saving import list_models  # noqa: E402
 from nnutils.decide.decision import Decision  # noqa: E402
-from nnutils.data.tables import test_kinds
-from nnutils.data.tables import HARD_KINDS  # noqa: E402
+from nnutils.data.tables import is_hard_negative, test_kinds  # noqa: E402
 from nnutils.models.embedders import load_embedder  # noqa: E402
 from nnutils.decide.predict import predict_pairs  # noqa: E402
 
@@ -65,7 +64,7 @@ def main(argv=None) -> int:
     test = lun["test"]
     y = lun["test_labels"].set_index("ID").is_same.reindex(test.ID).to_numpy()
     kinds = test_kinds(data, test.ID).negative_kind.to_numpy()
-    hard = np.isin(kinds, HARD_KINDS)
+    hard = np.asarray(is_hard_negative(kinds), bool)
     models = {"phash": "phash", **{k: str(v) for k, v in list_models(run).items()}}
     rows = []
     jobs = [(n, m, None) for n, m in models.items()]
