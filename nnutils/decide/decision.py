@@ -387,7 +387,3 @@ class Decision:
             v = f", verify {self.verify_range[0]:.4f}…{self.verify_range[1]:.4f} with {self.label.split('+', 1)[1]}"
         return f"Decision({self.model!r} at {self.threshold:.4f}{v})"
 
-
-def embedding_decision(run_dir) -> dict:  # TEMPORARY: removed when notebook 09 uses Decision
-    d = Decision.load(run_dir).for_embeddings()
-    return dict(model=d.model, model_path=str(d.model_path), threshold=d.threshold, **d.info)
