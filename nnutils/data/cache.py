@@ -6,14 +6,14 @@ so renamed or duplicated files are computed once and a changed file is recompute
 """
 from __future__ import annotations
 
-from nnutils.data.images import UnreadableImageError, file_digest, open_image
-from PIL import Image
+import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from tqdm.auto import tqdm
-from typing import Callable, Sequence
-import hashlib
+from typing import Sequence
+
 import numpy as np
+
+from nnutils.data.images import UnreadableImageError, file_digest
 
 
 class ContentCache:

@@ -8,17 +8,12 @@ result is the same robust RGB image. :func:`decode_square` never raises for a ba
 """
 from __future__ import annotations
 
-from nnutils.data.images import DEFAULT_MAX_PIXELS, UnreadableImageError, open_image
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import Callable, Iterable, Sequence
-import numpy as np
 import os
 import stat
-import tempfile
-import threading
 
+import numpy as np
+
+from nnutils.data.images import DEFAULT_MAX_PIXELS, UnreadableImageError, open_image
 
 try:  # optional: the fast JPEG path
     import simplejpeg as _simplejpeg

@@ -17,9 +17,11 @@ import numpy as np
 import pandas as pd
 
 from nnutils.data.cache import model_key
+from nnutils.data.pairs import resolve_images
 from nnutils.data.tables import pair_kinds
 from nnutils.models.heads import build_parts
 from nnutils.train.features import FeatureBank
+from nnutils.train.session import set_seed
 
 
 @dataclass
@@ -59,7 +61,6 @@ def load_run_data(cfg) -> RunData:
         st = pd.read_csv(status_file, index_col="image_url", keep_default_na=False)
         path_of = {u: (p or None) for u, p in st["path"].items()}
     else:
-        from nnutils.data.pairs import resolve_images
         path_of = resolve_images(groups.index, cfg.images_dir, progress=False).to_dict()
     present = sum(1 for p in path_of.values() if p and Path(p).exists())
     if present < 0.5 * max(1, len(path_of)):
@@ -96,7 +97,6 @@ def setup(cfg, trunk_layer: str | None = None):
     ``trunk_layer`` and computes (or loads from ``<run_dir>/features``) the trunk's
     outputs for every train/validation image, with ``cfg.views`` augmented views.
     """
-    from nnutils.train.session import set_seed
     set_seed(cfg.seed)
     data = load_run_data(cfg)
     trunk, rest = build_parts(cfg.backbone, cfg.image_size, trunk_layer, cfg.weights, cfg.weights_dir)
