@@ -75,7 +75,8 @@ def test_model_notebooks_write_metrics_and_loadable_models(smoke_run):
     run = tmp / "run"
     for nb in ("03_siamese_bce", "04_triplet", "05_vgg16_finetune", "06_hard_negatives"):
         m = json.loads((run / "metrics" / f"{nb}.json").read_text())
-        assert 0 <= m["val"]["f1"] <= 1 and 0.5 <= m["val"]["roc_auc"] <= 1, nb
+        # quality floors the smoke data supports (seeded: measured F1 0.73-0.74, ROC AUC 0.83-0.84)
+        assert m["val"]["f1"] >= 0.65 and m["val"]["roc_auc"] >= 0.75, (nb, m["val"])
         assert m["train_seconds"] > 0 and m["settings"]["backbone"] == "efficientnet_lite0"
         assert (run / "models" / f"{nb}.keras").exists()
     baseline = json.loads((run / "metrics" / "03_siamese_bce.json").read_text())["baseline_pretrained"]
@@ -100,10 +101,11 @@ def test_decision_and_submission(smoke_run):
     tmp, _ = smoke_run
     run = tmp / "run"
     decision = Decision.load(run)
-    assert math.isfinite(decision.threshold) and 0 <= decision.info["cv_f1"] <= 1
+    assert math.isfinite(decision.threshold) and decision.info["cv_f1"] >= 0.8   # smoke: 0.90 (phash)
     sweep = pd.read_csv(run / "metrics" / "07_threshold_sweep.csv")
     assert {"phash", "00_pretrained", "06_hard_negatives"} <= set(sweep.model)
-    assert (sweep.threshold_std >= 0).all()
+    assert decision.model == sweep.sort_values("cv_f1", ascending=False).model.iloc[0]   # 07 picks the best CV F1
+    assert decision.info["cv_f1"] == pytest.approx(sweep.cv_f1.max())
     assert any((run / "tensorboard" / "hparams").iterdir())
     for fig in ("07_f1_vs_threshold", "07_roc", "07_pr", "07_confusion", "07_scores"):
         assert (run / "figures" / f"{fig}.png").exists(), fig
@@ -114,7 +116,7 @@ def test_decision_and_submission(smoke_run):
     report = json.loads((run / "metrics" / "08_submission.json").read_text())
     assert report["pairs"] == len(test) and report["ms_per_pair"] > 0
     assert report["pairs_unreadable"] >= 1          # the embedded test split has broken files
-    assert 0 <= report["test_f1"] <= 1
+    assert report["test_f1"] >= 0.7                 # smoke: 0.81
 
 
 def test_find_duplicates_outputs(smoke_run):
@@ -127,11 +129,11 @@ def test_find_duplicates_outputs(smoke_run):
     assert not set(rm.path) & set(groups[groups.representative].path)
     m = json.loads((run / "metrics" / "09_find_duplicates.json").read_text())
     g = m["grouping"]
-    assert g["variant"] in {"plain", "min2", "mutual", "mutual+min2"} and 0 < g["test_rowwise_f1"] <= 1
+    assert g["variant"] in {"plain", "min2", "mutual", "mutual+min2"} and g["test_rowwise_f1"] >= 0.85  # smoke: 0.96
     assert m["report"]["unreadable"] >= 1                      # the embedded data's broken files are listed
     settings = {r["setting"] for r in m["retrieval"]}
     assert settings == {"baseline", "alpha-QE", "DBA", "DBA + alpha-QE"}
-    assert all(0 < r["mAP"] <= 1 for r in m["retrieval"])
+    assert all(r["mAP"] >= 0.85 for r in m["retrieval"])      # smoke: 0.93
     proj = run / "tensorboard" / "projector"
     assert {"sprite.png", "metadata.tsv", "embeddings.tsv", "projector_config.pbtxt"} <= {p.name for p in proj.iterdir()}
     for fig in ("09_grouping_f1", "09_groups"):
@@ -142,14 +144,18 @@ def test_local_verification_outputs(smoke_run):
     from nnutils.decide.decision import Decision
     tmp, _ = smoke_run
     run = tmp / "run"
-    d = Decision.load(run)          # 10 saved the run's decision with its verification
+    d = Decision.load_verified(run)   # 10's verified decision (beside 07's when 07 chose another model)
     assert d.verifies and d.verify_range[0] <= d.threshold <= d.verify_range[1]
+    chosen = Decision.load(run)
+    assert chosen.verifies or (chosen.model != d.model and (run / "decision_verified.json").exists())
     assert d.local_method in {"sift", "orb", "delf"} and d.fusion.cv["f1"] > 0.8
     assert (run / "models" / "delf" / "delf.json").exists()
     m = json.loads((run / "metrics" / "10_local_verification.json").read_text())
     assert 0 < m["test_report"]["share_verified"] <= 1 and m["test_report"]["ms_per_verified_pair"] > 0
     names = [r["decision"] for r in m["test"]]
     assert names == ["global", "global + verification + fusion"]
+    f1 = {r["decision"]: r["F1"] for r in m["test"]}
+    assert f1["global + verification + fusion"] >= max(0.85, f1["global"])   # smoke: 0.82 -> 0.94
     assert {r["features"] for r in m["cv_table"]} >= {"global cosine only", "+ ORB check", "+ DELF check"}
     sub = pd.read_csv(tmp / "submissions" / "smoke_verified.csv")
     assert list(sub.columns) == ["ID", "is_same"] and len(sub) == len(pd.read_csv(tmp / "data" / "test.csv"))
