@@ -12,7 +12,7 @@ it in this list, so the imports run one way, from the commands down to the data:
     saving/loading, the TFLite runtime, the embedders that turn files into unit vectors.
 ``nnutils.train``
     Training on cached backbone outputs: feature banks, the training loops of notebooks
-    03–06, hard-example mining, seeds/optimiser/callbacks, run folders, ``tf.data`` pipelines.
+    03–06, hard-example mining, seeds/optimiser/callbacks, run folders.
 ``nnutils.local``
     Local features and the geometric check: SIFT/ORB keypoints and matching, the
     verification of one photo mapped onto another, DELF-style attentive features.

@@ -9,9 +9,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 
-from nnutils.train import datasets, mining, runs, session
+from nnutils.train import mining, runs, session
 
 
 def test_pk_indices_structure():
@@ -58,51 +57,6 @@ def test_training_resumes_after_a_kill(tmp_path):
     log = pd.read_csv(tmp_path / "logs" / "probe.csv")
     assert log.epoch.tolist() == [0, 1, 2, 3, 4, 5]
     assert not (tmp_path / "checkpoints" / "probe").exists()    # backup removed once finished
-
-
-def test_image_pair_dataset_trains_end_to_end(tmp_path):
-    import keras
-    from nnutils.models import heads
-    paths = []
-    for i, colour in enumerate([(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)]):
-        p = tmp_path / f"{i}.png"
-        Image.new("RGB", (50 + 10 * i, 40), colour).save(p)
-        paths.append(str(p))
-    paths.append(str(tmp_path / "missing.jpg"))  # unreadable: zeros, never a crash
-    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 0, 0)]  # per path; black = missing
-    firsts, seconds = [0, 1, 2, 4], [1, 2, 3, 4]
-    # without augmentation or shuffling: the decoded pixels, in input order, squashed to 32×32
-    plain = datasets.image_pair_dataset([paths[i] for i in firsts], [paths[i] for i in seconds], [0, 1, 0, 1],
-                                        size=32, batch_size=4)
-    (a, b), y = next(iter(plain))
-    assert np.asarray(y).tolist() == [0, 1, 0, 1]
-    for row, (i, j) in enumerate(zip(firsts, seconds)):
-        np.testing.assert_allclose(np.asarray(a[row]), np.broadcast_to(colours[i], (32, 32, 3)), atol=1)
-        np.testing.assert_allclose(np.asarray(b[row]), np.broadcast_to(colours[j], (32, 32, 3)), atol=1)
-    ds = datasets.image_pair_dataset([paths[i] for i in firsts], [paths[i] for i in seconds], [0, 1, 0, 1],
-                                     size=32, batch_size=2, augment=True, shuffle=True)
-    batches = list(ds)
-    assert len(batches) == 2
-    (a, b), y = batches[0]
-    assert a.shape == (2, 32, 32, 3) and b.shape == (2, 32, 32, 3) and y.shape == (2,)
-    ys = np.concatenate([np.asarray(y) for _, y in batches])
-    assert sorted(ys.tolist()) == [0, 0, 1, 1]                       # shuffled, every pair once
-    for (a, b), _ in batches:                                        # augmented, still in [0, 255]
-        assert 0.0 <= float(np.min(a)) and float(np.max(a)) <= 255.0
-    inp = keras.Input((32, 32, 3))
-    emb = keras.Model(inp, heads.build_head((32, 32, 3), "gap", embedding_dim=4, hidden_dim=8)(inp))
-    from nnutils.models.losses import SiameseBCE
-    pair = heads.build_pair_model(emb)
-    pair.compile(optimizer=session.adam(1e-3), loss=SiameseBCE())
-    hist = pair.fit(ds, epochs=1, verbose=0)
-    assert np.isfinite(hist.history["loss"][0])
-    trip = datasets.image_triplet_dataset(paths[:2], paths[1:3], paths[2:4], size=32, batch_size=2)
-    (x1, x2, x3), dummy = next(iter(trip))
-    assert x3.shape == (2, 32, 32, 3) and np.asarray(dummy).tolist() == [0.0, 0.0]
-    for x, first in ((x1, 0), (x2, 1), (x3, 2)):                    # anchors, positives, negatives in order
-        for row in range(2):
-            np.testing.assert_allclose(np.asarray(x[row]), np.broadcast_to(colours[first + row], (32, 32, 3)),
-                                       atol=1)
 
 
 def test_strategy_on_cpu_and_metrics_round_trip(tmp_path):

@@ -446,11 +446,6 @@ class DelfExtractor:
                          score[order].astype(np.float32), np.ascontiguousarray(desc, np.float32),
                          (int(w0), int(h0)), self.kind, "")
 
-    def extract_many(self, images: Sequence, *, progress: bool = True, **kw) -> list[Keypoints]:
-        """:meth:`extract` for each image (a list, same order)."""
-        from tqdm.auto import tqdm
-        return [self.extract(im, **kw) for im in tqdm(list(images), desc="delf", unit="img", disable=not progress)]
-
     # -- persistence ----------------------------------------------------------
     def save(self, path) -> Path:
         """Write ``path/`` with ``head.keras``, ``delf.npz`` (PCA), ``delf.json`` (settings,

@@ -1,1 +1,1 @@
-"""Training on cached backbone outputs: feature banks, loops, mining, sessions, run folders, tf.data."""
+"""Training on cached backbone outputs: feature banks, loops, mining, sessions, run folders."""
