@@ -46,14 +46,12 @@ from PIL import Image
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from tqdm.auto import tqdm
-import argparse
 import io
 import json
 import math
 import numpy as np
 import pandas as pd
 import shutil
-import sys
 import warnings
 
 
