@@ -1,7 +1,6 @@
 """The run's Decision: built, validated, saved in a versioned format, loaded, applied."""
 import json
 import math
-import pickle
 
 import numpy as np
 import pandas as pd
