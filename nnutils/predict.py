@@ -18,7 +18,7 @@ import json
 import sys
 
 from nnutils.data.pairs import PairsCSVError, read_pairs
-from nnutils.decide.metrics import pair_metrics
+from nnutils.decide.scoring import score_against_labels
 from nnutils.decide.predict import predict_pairs
 from nnutils.decide.submission import write_submission
 
@@ -48,8 +48,11 @@ def main(argv: list[str] | None = None) -> int:
         out = write_submission(pred.submission, args.out, test_ids, pred.scores if args.scores else None)
         if args.labels:
             lab = read_pairs(args.labels, "labels").set_index("ID").is_same.reindex(test_ids)
-            m = pair_metrics(lab.to_numpy(), pred.submission.is_same.to_numpy(), 0.5)
-            pred.report.update(f1=round(m["f1"], 5), macro_f1=round(m["macro_f1"], 5))
+            if lab.isna().any():
+                missing = list(test_ids[lab.isna().to_numpy()][:5])
+                raise ValueError(f"{args.labels}: no label for {int(lab.isna().sum())} test IDs, e.g. {missing}")
+            m = score_against_labels(lab.to_numpy(int), pred.submission.is_same.to_numpy())
+            pred.report.update(f1=round(m["f1"], 5), macro_f1=round(m["macro_f1"], 5), errors=m["errors"])
     except (FileNotFoundError, PairsCSVError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
