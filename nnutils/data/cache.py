@@ -21,6 +21,15 @@ class ContentCache:
 
     ``lookup`` fills an output array from the cache and returns the rows still to
     compute; ``store`` saves one computed row. ``folder=None`` caches nothing.
+
+    Parameters
+    ----------
+    folder : str or Path or None
+        The cache folder (created if missing); None disables caching.
+    paths : sequence of str or None, length N
+        The image files, in row order; a None (or unreadable) path is never cached.
+    workers : int, default 2
+        Threads that hash the files' bytes when the cache is created.
     """
 
     def __init__(self, folder: str | Path | None, paths: Sequence[str | None], workers: int = 2):
@@ -40,7 +49,20 @@ class ContentCache:
             return None
 
     def lookup(self, out: np.ndarray, ok: np.ndarray) -> list[int]:
-        """Copy cached rows into ``out`` (marking ``ok``); return the indices not cached."""
+        """Copy cached rows into ``out`` (marking ``ok``); return the indices not cached.
+
+        Parameters
+        ----------
+        out : ndarray, shape (N, ...)
+            Filled in place: row ``i`` gets the cached result of ``paths[i]``.
+        ok : ndarray of bool, shape (N,)
+            Set True in place for every row filled from the cache.
+
+        Returns
+        -------
+        list of int
+            The row indices that still have to be computed (all of them when ``folder`` is None).
+        """
         todo = []
         for i, d in enumerate(self.digests):
             if self.folder is not None and d and (self.folder / f"{d}.npy").exists():
@@ -50,11 +72,32 @@ class ContentCache:
         return todo
 
     def store(self, i: int, row: np.ndarray) -> None:
+        """Save row ``i``'s computed result to the cache (nothing when caching is off or the path has no digest).
+
+        Parameters
+        ----------
+        i : int
+            Row index into the ``paths`` given to the constructor.
+        row : ndarray
+            The result, written as ``<folder>/<sha1>.npy``.
+        """
         if self.folder is not None and self.digests[i]:
             np.save(self.folder / f"{self.digests[i]}.npy", row)
 
 
 def model_key(*parts) -> str:
-    """A short, filesystem-safe cache key from descriptive parts (backbone, size, layer, weights...)."""
+    """A short, filesystem-safe cache key from descriptive parts (backbone, size, layer, weights...).
+
+    Parameters
+    ----------
+    *parts : object
+        Joined with ``-`` after ``str()``.
+
+    Returns
+    -------
+    str
+        The first 60 characters of the joined text (``/`` replaced by ``_``), a dash and the
+        first 8 hex digits of its SHA-1, so different part lists never share a key.
+    """
     text = "-".join(str(p) for p in parts)
     return f"{text[:60].replace('/', '_')}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"

@@ -35,6 +35,18 @@ def jpeg_orientation(data: bytes) -> int | None:
     XMP packet that mentions ``tiff:Orientation``, which PIL also honours); callers then
     decode with PIL. A malformed EXIF block gives ``None`` like
     :func:`nnutils.data.images.open_image` (orientation ignored).
+
+    Parameters
+    ----------
+    data : bytes
+        The whole file, or at least its header segments (starting with the SOI marker).
+
+    Returns
+    -------
+    int or None
+        The orientation tag 1–8; None when there is no (readable) EXIF orientation; -1 when
+        the caller should let PIL decide (an XMP orientation, or bytes that are not a
+        well-formed marker sequence).
     """
     n = len(data)
     pos = 2

@@ -61,7 +61,21 @@ def _font(index: int, size: int) -> ImageFont.ImageFont:
 
 
 def resize_to(img: Image.Image, long_side: int) -> Image.Image:
-    """Resize keeping the aspect ratio so the longer side is ``long_side`` pixels."""
+    """Resize keeping the aspect ratio so the longer side is ``long_side`` pixels.
+
+    Parameters
+    ----------
+    img : PIL.Image.Image
+        The image (not modified).
+    long_side : int
+        Target length of the longer side, in pixels.
+
+    Returns
+    -------
+    PIL.Image.Image
+        ``img`` itself when it already has that size, else a Lanczos-resampled copy (each side
+        at least 1 pixel).
+    """
     s = long_side / max(img.size)
     size = (max(1, round(img.width * s)), max(1, round(img.height * s)))
     return img if size == img.size else img.resize(size, Image.Resampling.LANCZOS)
@@ -90,6 +104,20 @@ def watermark_text(img, rng):
     The text colour is drawn from white, black and brand colours, then flipped to black or
     white if it would not contrast with the pixels under it (re-posting sites want their
     mark seen), and outlined in the opposite tone.
+
+    Parameters
+    ----------
+    img : PIL.Image.Image
+        The RGB photo (not modified).
+    rng : numpy.random.Generator
+        Source of every random choice, so a build is deterministic for a seed.
+
+    Returns
+    -------
+    image : PIL.Image.Image
+        The distorted RGB image, same size.
+    detail : str
+        The parameters drawn, e.g. ``text='OLX' size=40px opacity=0.62 colour=(255, 255, 255) layout=corner``.
     """
     text = _phone(rng) if rng.random() < 0.2 else str(rng.choice(WATERMARK_TEXTS))
     size = max(12, int(img.height * rng.uniform(0.04, 0.12)))
@@ -149,7 +177,25 @@ def _drawn_logo(rng, width: int) -> Image.Image:
 
 
 def watermark_logo(img, rng):
-    """Paste a logo at 10–30 % of the image width, with opacity 0.5–1."""
+    """Paste a logo at 10–30 % of the image width, with opacity 0.5–1.
+
+    The logo is perception's logoipsum file when present (half the time), else a drawn badge;
+    it goes to a corner or the centre.
+
+    Parameters
+    ----------
+    img : PIL.Image.Image
+        The RGB photo (not modified).
+    rng : numpy.random.Generator
+        Source of every random choice, so a build is deterministic for a seed.
+
+    Returns
+    -------
+    image : PIL.Image.Image
+        The distorted RGB image, same size.
+    detail : str
+        ``logo=<logoipsum|badge> width=<px>px opacity=<0.5–1> pos=<tl|tr|bl|br|centre>``.
+    """
     width = max(16, int(img.width * rng.uniform(0.10, 0.30)))
     logos = logo_paths()
     if logos and rng.random() < 0.5:
@@ -175,7 +221,22 @@ def watermark_logo(img, rng):
 
 
 def border(img, rng):
-    """Add a solid frame, 1–8 % of the size on each side (sometimes uneven)."""
+    """Add a solid frame, 1–8 % of the size on each side (sometimes uneven).
+
+    Parameters
+    ----------
+    img : PIL.Image.Image
+        The RGB photo (not modified).
+    rng : numpy.random.Generator
+        Source of every random choice, so a build is deterministic for a seed.
+
+    Returns
+    -------
+    image : PIL.Image.Image
+        The distorted RGB image, larger by the frame (each side at least 2 pixels).
+    detail : str
+        ``colour=(r, g, b) sides(l,t,r,b)=(...)`` with the side widths in pixels.
+    """
     colour = _rand_colour(rng)
     base = rng.uniform(0.01, 0.08)
     sides = [int(round(min(img.size) * base * (rng.uniform(0.5, 1.5) if rng.random() < 0.3 else 1)))
@@ -186,7 +247,25 @@ def border(img, rng):
 
 
 def padding(img, rng):
-    """Letter-/pillar-box the photo onto a canvas of another aspect ratio."""
+    """Letter-/pillar-box the photo onto a canvas of another aspect ratio.
+
+    The target ratio is one of 4:3, 1:1, 16:9, 3:2, 3:4; one within 8 % of the photo's own
+    is pushed 30 % away so the pad is visible. The photo is centred on a solid colour.
+
+    Parameters
+    ----------
+    img : PIL.Image.Image
+        The RGB photo (not modified).
+    rng : numpy.random.Generator
+        Source of every random choice, so a build is deterministic for a seed.
+
+    Returns
+    -------
+    image : PIL.Image.Image
+        The distorted RGB image (the photo unscaled, centred on the padded canvas).
+    detail : str
+        ``aspect=<width/height> colour=(r, g, b)``.
+    """
     target = float(rng.choice([4 / 3, 1.0, 16 / 9, 3 / 2, 3 / 4]))
     ratio = img.width / img.height
     if abs(np.log(target / ratio)) < 0.08:  # too close: force a visible pad
@@ -199,7 +278,22 @@ def padding(img, rng):
 
 
 def resize(img, rng):
-    """Rescale by 0.45–1.4 and change the aspect ratio by up to ±25 %."""
+    """Rescale by 0.45–1.4 and change the aspect ratio by up to ±25 %.
+
+    Parameters
+    ----------
+    img : PIL.Image.Image
+        The RGB photo (not modified).
+    rng : numpy.random.Generator
+        Source of every random choice, so a build is deterministic for a seed.
+
+    Returns
+    -------
+    image : PIL.Image.Image
+        The distorted RGB image (bicubic; each side at least 16 pixels).
+    detail : str
+        ``scale=<s> aspect_change=<factor> size=<W>x<H>`` (pixels).
+    """
     s = rng.uniform(0.45, 1.4)
     aspect = float(np.exp(rng.uniform(-0.25, 0.25)))
     w = max(16, round(img.width * s * np.sqrt(aspect)))
@@ -208,7 +302,24 @@ def resize(img, rng):
 
 
 def crop(img, rng):
-    """Cut away 5–20 % of the area, unevenly from the four sides."""
+    """Cut away 5–20 % of the area, unevenly from the four sides.
+
+    Four times in ten the crop takes mostly one dimension.
+
+    Parameters
+    ----------
+    img : PIL.Image.Image
+        The RGB photo (not modified).
+    rng : numpy.random.Generator
+        Source of every random choice, so a build is deterministic for a seed.
+
+    Returns
+    -------
+    image : PIL.Image.Image
+        The distorted RGB image (smaller).
+    detail : str
+        ``kept_area=<share> box=(x0,y0,x1,y1)`` in pixels of ``img``.
+    """
     keep_area = rng.uniform(0.80, 0.95)
     kw = kh = np.sqrt(keep_area)
     if rng.random() < 0.4:  # crop mostly one dimension
@@ -220,7 +331,24 @@ def crop(img, rng):
 
 
 def color(img, rng):
-    """Shift brightness, contrast, saturation and gamma."""
+    """Shift brightness, contrast, saturation and gamma.
+
+    Factors: brightness 0.7–1.3, contrast 0.7–1.35, saturation 0.5–1.5, gamma exp(±0.35).
+
+    Parameters
+    ----------
+    img : PIL.Image.Image
+        The RGB photo (not modified).
+    rng : numpy.random.Generator
+        Source of every random choice, so a build is deterministic for a seed.
+
+    Returns
+    -------
+    image : PIL.Image.Image
+        The distorted RGB image, same size.
+    detail : str
+        ``brightness=<f> contrast=<f> saturation=<f> gamma=<g>``.
+    """
     b, c, s = rng.uniform(0.7, 1.3), rng.uniform(0.7, 1.35), rng.uniform(0.5, 1.5)
     g = float(np.exp(rng.uniform(-0.35, 0.35)))
     out = ImageEnhance.Brightness(img).enhance(b)
@@ -231,17 +359,64 @@ def color(img, rng):
 
 
 def grayscale(img, rng):
-    """Convert to grey (kept as 3 equal channels here; the builder saves it as mode L)."""
+    """Convert to grey (kept as 3 equal channels here; the builder saves it as mode L).
+
+    Parameters
+    ----------
+    img : PIL.Image.Image
+        The RGB photo (not modified).
+    rng : numpy.random.Generator
+        Source of every random choice, so a build is deterministic for a seed.
+
+    Returns
+    -------
+    image : PIL.Image.Image
+        The distorted RGB image, same size, R = G = B.
+    detail : str
+        Always ``"grey"``.
+    """
     return ImageOps.grayscale(img).convert("RGB"), "grey"
 
 
 def jpeg(img, rng):
-    """Mark for heavy recompression; the builder saves the file at the quality drawn here."""
+    """Mark for heavy recompression; the builder saves the file at the quality drawn here.
+
+    Parameters
+    ----------
+    img : PIL.Image.Image
+        The RGB photo (not modified).
+    rng : numpy.random.Generator
+        Source of every random choice, so a build is deterministic for a seed.
+
+    Returns
+    -------
+    image : PIL.Image.Image
+        The distorted RGB image: ``img`` itself, unchanged.
+    detail : str
+        ``quality=<30–60>``, the JPEG quality the builder saves with.
+    """
     return img, f"quality={int(rng.integers(30, 61))}"
 
 
 def rotate(img, rng):
-    """Rotate by 1–5 degrees either way and crop to the largest upright rectangle."""
+    """Rotate by 1–5 degrees either way and crop to the largest upright rectangle.
+
+    The crop keeps the aspect ratio and removes the blank corners of the rotation.
+
+    Parameters
+    ----------
+    img : PIL.Image.Image
+        The RGB photo (not modified).
+    rng : numpy.random.Generator
+        Source of every random choice, so a build is deterministic for a seed.
+
+    Returns
+    -------
+    image : PIL.Image.Image
+        The distorted RGB image (smaller, same aspect ratio).
+    detail : str
+        ``angle=<±a>deg``.
+    """
     angle = float(rng.uniform(1, 5) * rng.choice([-1, 1]))
     out = img.rotate(angle, resample=Image.Resampling.BICUBIC, expand=False)
     a = np.deg2rad(abs(angle))
@@ -271,8 +446,32 @@ KINDS: tuple[str, ...] = tuple(DISTORTIONS) + ("combo",)
 def apply_distortion(img: Image.Image, kind: str, rng: np.random.Generator) -> tuple[Image.Image, list[str], str]:
     """Apply one distortion kind (or ``"combo"``) to an RGB image.
 
-    Returns ``(image, steps, detail)`` where ``steps`` lists the elementary kinds applied
-    in order (a combo's 2–3 parts) and ``detail`` joins their parameter strings.
+    A combo draws 2–3 kinds other than ``jpeg`` and ``grayscale``, applies them in the order
+    a re-posting site would (geometric steps first, overlays last) and, half the time, ends
+    with ``jpeg``.
+
+    Parameters
+    ----------
+    img : PIL.Image.Image
+        The RGB photo (not modified).
+    kind : str
+        One of :data:`KINDS`.
+    rng : numpy.random.Generator
+        Source of every random choice.
+
+    Returns
+    -------
+    image : PIL.Image.Image
+        The distorted RGB image.
+    steps : list of str
+        The elementary kinds applied, in order (one for a plain kind, a combo's 2–4 parts).
+    detail : str
+        Each step's ``kind(parameters)`` joined with ``"; "``.
+
+    Raises
+    ------
+    ValueError
+        When ``kind`` is not one of :data:`KINDS`.
     """
     if kind == "combo":
         pool = [k for k in DISTORTIONS if k not in ("jpeg", "grayscale")]

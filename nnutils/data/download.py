@@ -63,7 +63,19 @@ _MAX_RETRY_AFTER = 60.0
 
 
 def is_url(s) -> bool:
-    """True if ``s`` is a string holding an ``http://`` or ``https://`` URL with a host."""
+    """True if ``s`` is a string holding an ``http://`` or ``https://`` URL with a host.
+
+    Parameters
+    ----------
+    s : object
+        Anything; surrounding whitespace of a string is ignored.
+
+    Returns
+    -------
+    bool
+        False for a non-string, a string that does not parse as a URL, another scheme or a
+        URL without a host.
+    """
     if not isinstance(s, str):
         return False
     try:

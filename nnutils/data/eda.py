@@ -22,10 +22,24 @@ def scan_images(pairs_tables: list[pd.DataFrame], images_dir, *, digests: bool =
                 progress: bool = True) -> pd.DataFrame:
     """Resolve and inspect every image referenced by the given pair tables.
 
-    Returns one row per distinct ``image_url`` (the index) with ``path``, ``readable``,
-    ``reason``, ``format``, ``mode``, ``width``, ``height``, ``n_frames``, ``file_bytes``,
-    ``has_alpha``, ``aspect`` (width / height) and, with ``digests``, ``file_sha1`` and
-    ``pixel_sha1`` (None for unreadable images).
+    Parameters
+    ----------
+    pairs_tables : list of DataFrame
+        Pair tables with ``image_url1`` and ``image_url2``.
+    images_dir : str or Path
+        Folder the images are resolved in (:func:`nnutils.data.download.resolve_images`).
+    digests : bool, default True
+        Also hash each readable image's file bytes and decoded pixels.
+    progress : bool, default True
+        Show tqdm progress bars.
+
+    Returns
+    -------
+    DataFrame
+        One row per distinct ``image_url`` (the index) with ``path``, ``readable``,
+        ``reason``, ``format``, ``mode``, ``width``, ``height`` (pixels), ``n_frames``,
+        ``file_bytes``, ``has_alpha``, ``aspect`` (width / height) and, with ``digests``,
+        ``file_sha1`` and ``pixel_sha1`` (SHA-1 hex; None for unreadable images).
     """
     urls = list(dict.fromkeys(u for t in pairs_tables for u in unique_urls(t)))
     paths = resolve_images(urls, images_dir, progress=progress)
@@ -42,7 +56,19 @@ def scan_images(pairs_tables: list[pd.DataFrame], images_dir, *, digests: bool =
 
 
 def class_balance(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """Pairs, positives, negatives and positive rate per split (tables with an ``is_same`` column)."""
+    """Pairs, positives, negatives and positive rate per split.
+
+    Parameters
+    ----------
+    tables : dict of str to DataFrame
+        Split name → pairs table; tables without an ``is_same`` column are skipped.
+
+    Returns
+    -------
+    DataFrame
+        One row per labelled split: ``split``, ``pairs``, ``positives``, ``negatives`` and
+        ``positive_rate`` (share in [0, 1], rounded to 4 decimals).
+    """
     rows = []
     for name, t in tables.items():
         if "is_same" not in t:
@@ -54,7 +80,21 @@ def class_balance(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 
 def identical_positives(pairs: pd.DataFrame, scan: pd.DataFrame) -> pd.Series:
-    """For positive pairs: ``"byte-identical"``, ``"pixel-identical"``, ``"different"`` or ``"unreadable"``."""
+    """Classify each positive pair as byte-identical, pixel-identical, different or unreadable.
+
+    Parameters
+    ----------
+    pairs : DataFrame
+        Pairs with ``image_url1``, ``image_url2`` and ``is_same``.
+    scan : DataFrame
+        :func:`scan_images`' table with digests (``file_sha1``, ``pixel_sha1``).
+
+    Returns
+    -------
+    Series of str
+        Indexed like the positive rows of ``pairs``, named ``identity``:
+        ``"byte-identical"``, ``"pixel-identical"``, ``"different"`` or ``"unreadable"``.
+    """
     pos = pairs[pairs.is_same == 1]
     f1, f2 = pos.image_url1.map(scan.file_sha1), pos.image_url2.map(scan.file_sha1)
     p1, p2 = pos.image_url1.map(scan.pixel_sha1), pos.image_url2.map(scan.pixel_sha1)
@@ -66,7 +106,20 @@ def identical_positives(pairs: pd.DataFrame, scan: pd.DataFrame) -> pd.Series:
 def summary_table(tables: dict[str, pd.DataFrame], scan: pd.DataFrame) -> pd.DataFrame:
     """One tidy ``metric, value`` table of the dataset's key numbers (written to ``eda/summary.csv``).
 
-    ``tables`` maps a split name to a pairs table; unlabelled tables count pairs only.
+    Parameters
+    ----------
+    tables : dict of str to DataFrame
+        Split name → pairs table; unlabelled tables count pairs only.
+    scan : DataFrame
+        :func:`scan_images`' table; with digests and a ``train`` table, the shares of
+        identical train positives are added.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``metric`` (str) and ``value`` (number): pair counts and positive rates per
+        split, image counts, unreadable images by reason, median width / height (pixels) and
+        aspect, counts per colour mode and file format.
     """
     rows = [(f"{name}: pairs", len(t)) for name, t in tables.items() if "is_same" not in t]
     for r in class_balance(tables).itertuples():
@@ -89,6 +142,18 @@ def summary_table(tables: dict[str, pd.DataFrame], scan: pd.DataFrame) -> pd.Dat
 
 
 def plot_class_balance(tables: dict[str, pd.DataFrame]):
+    """Bar chart of positives and negatives per split.
+
+    Parameters
+    ----------
+    tables : dict of str to DataFrame
+        Split name → pairs table (as :func:`class_balance`).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One axes with a labelled bar per split and class.
+    """
     cb = class_balance(tables).melt(id_vars="split", value_vars=["positives", "negatives"],
                                     var_name="class", value_name="count")
     fig, ax = plt.subplots(figsize=(5, 3.2))
@@ -101,7 +166,18 @@ def plot_class_balance(tables: dict[str, pd.DataFrame]):
 
 
 def plot_sizes(scan: pd.DataFrame):
-    """Width × height scatter and aspect-ratio histogram of readable images."""
+    """Width × height scatter and aspect-ratio histogram of readable images.
+
+    Parameters
+    ----------
+    scan : DataFrame
+        :func:`scan_images`' table (``readable``, ``width``, ``height``, ``format``, ``aspect``).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Two axes: the size scatter (pixels, coloured by format) and the aspect histogram.
+    """
     ok = scan[scan.readable.astype(bool)]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
     sns.scatterplot(ok, x="width", y="height", hue="format", s=14, alpha=0.6, ax=a)
@@ -113,7 +189,18 @@ def plot_sizes(scan: pd.DataFrame):
 
 
 def plot_modes(scan: pd.DataFrame):
-    """Counts of original colour modes (RGB, L, RGBA, P, …) and file formats."""
+    """Counts of original colour modes (RGB, L, RGBA, P, …) and file formats.
+
+    Parameters
+    ----------
+    scan : DataFrame
+        :func:`scan_images`' table (``readable``, ``mode``, ``format``).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Two axes of labelled count bars.
+    """
     ok = scan[scan.readable.astype(bool)]
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
     sns.countplot(ok, x="mode", ax=a, order=ok["mode"].value_counts().index, color="#8ab17d")
@@ -128,7 +215,18 @@ def plot_modes(scan: pd.DataFrame):
 
 
 def plot_unreadable(scan: pd.DataFrame):
-    """Unreadable images by reason (the pairs that the unreadable-image policy will touch)."""
+    """Unreadable images by reason (the pairs that the unreadable-image policy will touch).
+
+    Parameters
+    ----------
+    scan : DataFrame
+        :func:`scan_images`' table (``readable``, ``reason``).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One axes of counts per reason, or a note that every image is readable.
+    """
     bad = scan[~scan.readable.astype(bool)]
     fig, ax = plt.subplots(figsize=(5, 2.8))
     if len(bad):

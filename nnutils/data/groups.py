@@ -25,11 +25,21 @@ def _index(urls: pd.Series) -> tuple[pd.Index, dict]:
 def group_ids(pairs: pd.DataFrame, links: pd.DataFrame | None = None) -> pd.Series:
     """Connected components of the "same photo" graph.
 
-    ``pairs`` has ``image_url1, image_url2, is_same``; every image in it gets a group, and
-    images joined by a chain of ``is_same == 1`` pairs share one. ``links`` (optional, two
-    columns ``image_url1, image_url2``) adds edges known from elsewhere, e.g. crops of one
-    source photo in the embedded data's metadata. Returns a Series indexed by URL with
-    integer group ids numbered by first appearance.
+    Every image in ``pairs`` gets a group, and images joined by a chain of ``is_same == 1``
+    pairs share one.
+
+    Parameters
+    ----------
+    pairs : DataFrame
+        With ``image_url1``, ``image_url2`` and ``is_same``.
+    links : DataFrame, optional
+        Two columns ``image_url1, image_url2`` of edges known from elsewhere, e.g. crops of
+        one source photo in the embedded data's metadata (:func:`links_from_key`).
+
+    Returns
+    -------
+    Series of int
+        Indexed by URL, named ``group``: group ids 0, 1, … numbered by first appearance.
     """
     urls = pd.concat([pairs.image_url1, pairs.image_url2], ignore_index=True)
     pos = pairs[pairs.is_same == 1][["image_url1", "image_url2"]]
@@ -55,8 +65,32 @@ def group_split(pairs: pd.DataFrame, groups: pd.Series, val_fraction: float = 0.
     Groups are taken in breadth-first order over the pair graph from a random start and
     put into validation until it holds ``val_fraction`` of the images, which keeps most
     negative pairs inside one side. A negative pair whose two groups land on different
-    sides cannot be kept without leaking; it is returned in ``dropped`` (with
-    ``reason = "crosses split"``). Returns ``(train, val, dropped)``.
+    sides cannot be kept without leaking; it is returned in ``dropped``.
+
+    Parameters
+    ----------
+    pairs : DataFrame
+        With ``image_url1`` and ``image_url2`` (and ``is_same``).
+    groups : Series of int
+        URL → group id, as :func:`group_ids` returns; must cover every image of ``pairs``.
+    val_fraction : float, default 0.2
+        Share of the images (not pairs) to put in validation, in (0, 1).
+    seed : int, default 0
+        Seed of the start order and the breadth-first tie-breaking.
+
+    Returns
+    -------
+    train : DataFrame
+        Pairs with both images on the train side (index reset).
+    val : DataFrame
+        Pairs with both images on the validation side (index reset).
+    dropped : DataFrame
+        Pairs across the split, with ``reason = "crosses split"``.
+
+    Raises
+    ------
+    ValueError
+        When ``val_fraction`` is not in (0, 1) or an image of ``pairs`` has no group.
     """
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
@@ -98,7 +132,20 @@ def group_split(pairs: pd.DataFrame, groups: pd.Series, val_fraction: float = 0.
 
 
 def check_no_leak(train: pd.DataFrame, val: pd.DataFrame, groups: pd.Series) -> None:
-    """Raise ``AssertionError`` naming the groups found on both sides of a split."""
+    """Raise ``AssertionError`` naming the groups found on both sides of a split.
+
+    Parameters
+    ----------
+    train, val : DataFrame
+        Pair tables with ``image_url1`` and ``image_url2``.
+    groups : Series of int
+        URL → group id (:func:`group_ids`).
+
+    Raises
+    ------
+    AssertionError
+        When a group has images in both tables (the message gives their number and up to 5).
+    """
     def gset(df):
         return set(df.image_url1.map(groups)) | set(df.image_url2.map(groups))
     both = gset(train) & gset(val)
@@ -110,7 +157,21 @@ def balance_pairs(pairs: pd.DataFrame, negatives_per_positive: float = 1.0, seed
     """All positive pairs plus a random sample of ``negatives_per_positive`` × as many negatives.
 
     Use it for training only: validation keeps the natural class balance, since F1 depends
-    on it. If there are fewer negatives than asked for, all are kept. Shuffled.
+    on it. If there are fewer negatives than asked for, all are kept.
+
+    Parameters
+    ----------
+    pairs : DataFrame
+        With ``is_same``.
+    negatives_per_positive : float, default 1.0
+        Negatives kept per positive.
+    seed : int, default 0
+        Seed of the sample and the shuffle.
+
+    Returns
+    -------
+    DataFrame
+        The kept pairs, shuffled, index reset.
     """
     pos = pairs[pairs.is_same == 1]
     neg = pairs[pairs.is_same == 0]
@@ -126,8 +187,26 @@ def make_triplets(pairs: pd.DataFrame, groups: pd.Series, hard_fraction: float =
     Every positive pair (a, p) gives a triplet (and (p, a) too when ``both_directions``).
     The negative is *hard* with probability ``hard_fraction`` when the anchor has a
     labelled negative partner (an image the data says is a different photo, which in LUN
-    was chosen to look alike), otherwise *random*: any image of another group. Returns
-    columns ``anchor, positive, negative, negative_kind`` (``"hard"`` | ``"random"``).
+    was chosen to look alike), otherwise *random*: any image of another group.
+
+    Parameters
+    ----------
+    pairs : DataFrame
+        With ``image_url1``, ``image_url2`` and ``is_same``.
+    groups : Series of int
+        URL → group id (:func:`group_ids`); random negatives come from other groups.
+    hard_fraction : float, default 0.5
+        Probability in [0, 1] of a hard negative when one is available.
+    both_directions : bool, default True
+        Also use each positive pair reversed.
+    seed : int, default 0
+        Seed of the negative draws.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``anchor, positive, negative`` (URLs) and ``negative_kind``
+        (``"hard"`` | ``"random"``).
     """
     rng = np.random.default_rng(seed)
     pos = pairs[pairs.is_same == 1]
@@ -161,6 +240,21 @@ def links_from_key(images: pd.DataFrame, key: str, url_col: str = "file") -> pd.
 
     E.g. the embedded data's ``images.csv`` with ``key="photo_id"`` links every crop and
     re-post of one source photo, so a split keeps them on one side.
+
+    Parameters
+    ----------
+    images : DataFrame
+        One row per image, with columns ``key`` and ``url_col``.
+    key : str
+        The column whose equal values join images.
+    url_col : str, default "file"
+        The column holding the image URL or path.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``image_url1, image_url2``: for each value of ``key``, a chain of ``n - 1``
+        edges through its ``n`` images.
     """
     rows = []
     for _, grp in images.groupby(key, sort=False):

@@ -565,8 +565,24 @@ def read_rgb(path: PathLike, *, size: tuple[int, int] | None = None, **kw) -> np
 def try_read_rgb(path: PathLike, **kw) -> tuple[np.ndarray | None, str | None]:
     """Like :func:`read_rgb` but returns ``(array, None)`` or ``(None, reason)``.
 
-    ``reason`` is one of :data:`REASONS`.  Argument errors (bad ``size``)
-    still raise ``ValueError``.
+    Parameters
+    ----------
+    path : str or PathLike
+        The image file.
+    **kw
+        Passed to :func:`read_rgb`.
+
+    Returns
+    -------
+    array : ndarray of uint8, shape (H, W, 3), or None
+        The RGB pixels, None when the file is unreadable.
+    reason : str or None
+        None on success, else one of :data:`REASONS`.
+
+    Raises
+    ------
+    ValueError
+        Argument errors (bad ``size``) still raise.
     """
     try:
         return read_rgb(path, **kw), None
@@ -623,9 +639,19 @@ def inspect_image(path: PathLike, *, max_pixels: int | None = DEFAULT_MAX_PIXELS
     The file is fully decoded (so truncation and decoder errors are found),
     but metadata read before a failure is still reported.
 
+    Parameters
+    ----------
+    path : str or PathLike
+        The image file.
+    max_pixels : int or None, default DEFAULT_MAX_PIXELS (64 000 000)
+        Width × height above which the file is ``"too large"`` (checked from the header);
+        None disables the check.
+
     Returns
     -------
     ImageInfo
+        ``readable`` and ``reason`` as :func:`open_image` would decide, plus whatever the
+        header gave (format, mode, displayed size in pixels, frames, bytes, orientation, alpha).
     """
     try:
         spath = str(os.fspath(path))
@@ -682,11 +708,20 @@ def inspect_images(paths: Iterable[PathLike], progress: bool = True, **kw):
 def file_digest(path: PathLike) -> str:
     """SHA-1 hex digest of the file's bytes (byte-identical duplicates).
 
+    Parameters
+    ----------
+    path : str or PathLike
+        The file; read in 1 MiB chunks.
+
+    Returns
+    -------
+    str
+        40 lowercase hex digits. Empty files are hashed normally.
+
     Raises
     ------
     UnreadableImageError
-        ``"missing"``, ``"is a directory"`` or ``"io error"``.  Empty files
-        are hashed normally.
+        ``"missing"``, ``"is a directory"`` or ``"io error"``.
     """
     p = Path(os.fspath(path))
     h = hashlib.sha1()
@@ -740,13 +775,35 @@ def pixel_digest(path_or_array, **kw) -> str:
 
 
 def read_any(image, max_side: int | None = None) -> tuple[np.ndarray | None, tuple[int, int], str]:
-    """``(RGB uint8 (H, W, 3) or None, original (width, height), reason)``; never raises for a bad file.
+    """Read an image for the local-feature extractors; never raises for a bad file.
 
     The one reader of the local-feature extractors (``local_features``, ``delf``).
-    ``image``: a path (read as :func:`read_rgb` does: EXIF orientation, any mode; a big JPEG is
-    decoded at a reduced DCT scale still ≥ ``max_side``), a PIL image, an RGB ``(H, W, 3)``
-    or grey ``(H, W)`` array (uint8, or float in [0, 255]). The original size is the
-    displayed size before any reduced decode.
+
+    Parameters
+    ----------
+    image : str or PathLike or PIL.Image.Image or ndarray
+        A path (read as :func:`read_rgb` does: EXIF orientation, any mode; a big JPEG is
+        decoded at a reduced DCT scale still ≥ ``max_side``), a PIL image, an RGB ``(H, W, 3)``
+        (or RGBA, alpha dropped) or grey ``(H, W)`` array (uint8, or float in [0, 255],
+        clipped and rounded).
+    max_side : int, optional
+        Lets a JPEG be decoded at the smallest DCT scale whose sides are still ≥ this many
+        pixels; None decodes at full size.
+
+    Returns
+    -------
+    rgb : ndarray of uint8, shape (H, W, 3), or None
+        The pixels; None for an unreadable file.
+    size : tuple of int
+        ``(width, height)`` of the original in pixels: the displayed size before any reduced
+        decode (``(0, 0)`` when not even the header was read).
+    reason : str
+        ``""`` on success, else ``"unreadable (<reason>)"`` with one of :data:`REASONS`.
+
+    Raises
+    ------
+    ValueError
+        When an array is not ``(H, W)``, ``(H, W, 3)`` or ``(H, W, 4)``.
     """
     if isinstance(image, Image.Image):
         image = np.asarray(to_rgb(image))

