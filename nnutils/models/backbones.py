@@ -135,6 +135,18 @@ class CaffePreprocess(keras.layers.Layer):
     MEAN_BGR = (103.939, 116.779, 123.68)
 
     def call(self, inputs):
+        """Convert RGB in [0, 255] to mean-subtracted BGR.
+
+        Parameters
+        ----------
+        inputs : tensor, shape (..., 3)
+            RGB pixel values in [0, 255].
+
+        Returns
+        -------
+        tensor, shape (..., 3), ``compute_dtype``
+            BGR minus ``(103.939, 116.779, 123.68)``.
+        """
         x = ops.cast(inputs, self.compute_dtype)
         x = ops.flip(x, axis=-1)
         return x - ops.convert_to_tensor(self.MEAN_BGR, dtype=x.dtype)
@@ -157,6 +169,18 @@ class TorchPreprocess(keras.layers.Layer):
     STD_RGB = (0.229, 0.224, 0.225)
 
     def call(self, inputs):
+        """Scale RGB in [0, 255] to [0, 1] and standardise with the ImageNet mean and std.
+
+        Parameters
+        ----------
+        inputs : tensor, shape (..., 3)
+            RGB pixel values in [0, 255].
+
+        Returns
+        -------
+        tensor, shape (..., 3), ``compute_dtype``
+            ``(x / 255 - mean) / std``, RGB order kept.
+        """
         x = ops.cast(inputs, self.compute_dtype) / 255.0
         mean = ops.convert_to_tensor(self.MEAN_RGB, dtype=x.dtype)
         std = ops.convert_to_tensor(self.STD_RGB, dtype=x.dtype)
@@ -232,8 +256,21 @@ class BackboneSpec:
 def mobilenet_v3_weights_file(size: str, alpha: float = 1.0, minimalistic: bool = False) -> str:
     """keras-applications "notop" weights file of MobileNetV3 ``size`` ("small"/"large").
 
-    Independent of the input size (keras always loads the 224 px weights), e.g.
-    ``weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5``.
+    Independent of the input size (keras always loads the 224 px weights).
+
+    Parameters
+    ----------
+    size : str
+        ``"small"`` or ``"large"``.
+    alpha : float, default 1.0
+        Width multiplier.
+    minimalistic : bool, default False
+        The minimalistic variant.
+
+    Returns
+    -------
+    str
+        E.g. ``weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5``.
     """
     model_name = "{}{}_224_{}_float".format(size, "_minimalistic" if minimalistic else "", str(alpha))
     return f"weights_mobilenet_v3_{model_name}_no_top_v2.h5"
@@ -311,12 +348,27 @@ BACKBONES: Mapping[str, BackboneSpec] = types.MappingProxyType({s.name: s for s 
 
 
 def list_backbones() -> list[str]:
-    """Names of the registered backbones, e.g. ``["mobilenet_v3_small", ..., "efficientnet_lite0"]``."""
+    """Names of the registered backbones.
+
+    Returns
+    -------
+    list of str
+        Registry keys in registration order, e.g. ``["mobilenet_v3_small", ..., "efficientnet_lite0"]``.
+    """
     return list(BACKBONES)
 
 
 def get_spec(name: str | BackboneSpec) -> BackboneSpec:
     """The :class:`BackboneSpec` of a registered backbone (a spec is returned as is).
+
+    Parameters
+    ----------
+    name : str or BackboneSpec
+        A registry key (:func:`list_backbones`) or a spec.
+
+    Returns
+    -------
+    BackboneSpec
 
     Raises
     ------
@@ -339,6 +391,11 @@ def keras_cache_dir() -> Path:
     """Folder where keras caches downloaded weights: ``$KERAS_HOME/models`` or ``~/.keras/models``.
 
     ``KERAS_HOME`` is read at call time (keras itself reads it once, at import).
+
+    Returns
+    -------
+    Path
+        The folder (not created, may not exist).
     """
     home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
     return Path(home) / "models"
@@ -391,6 +448,15 @@ def find_imagenet_weights(name: str | BackboneSpec, weights_dir: str | os.PathLi
     ``keras.utils.get_file`` (only if ``download``). For
     ``efficientnet_lite0``: ``weights_dir`` then the offline package.
 
+    Parameters
+    ----------
+    name : str or BackboneSpec
+        The backbone (:func:`get_spec`).
+    weights_dir : str or PathLike, optional
+        A folder searched first.
+    download : bool, default True
+        Whether to download the file when it is not found locally.
+
     Returns
     -------
     pathlib.Path
@@ -402,6 +468,8 @@ def find_imagenet_weights(name: str | BackboneSpec, weights_dir: str | os.PathLi
         Within seconds when every place fails; the message names the file,
         the places searched and the options (``weights_dir``, ``weights=None``,
         ``efficientnet_lite0``).
+    ValueError
+        For an unknown backbone name.
     """
     spec = get_spec(name)
     fname = spec.weights_file
@@ -693,7 +761,22 @@ def stride16_model(backbone_model: keras.Model, name: str | BackboneSpec) -> ker
 
 
 def feature_dim(model: keras.Model) -> int:
-    """Channels ``C`` (last axis) of the model's single output, e.g. 576 for ``mobilenet_v3_small``."""
+    """Channels ``C`` (last axis) of the model's single output, e.g. 576 for ``mobilenet_v3_small``.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A backbone (or any model); only its first output is looked at.
+
+    Returns
+    -------
+    int
+
+    Raises
+    ------
+    ValueError
+        When the output's last dimension is unknown (None).
+    """
     shape = model.outputs[0].shape
     if shape[-1] is None:
         raise ValueError(f"output shape {tuple(shape)} has an unknown last dimension")

@@ -523,9 +523,21 @@ def _torch_to_keras_weights(sd: Mapping[str, np.ndarray], include_top: bool) -> 
 def load_state_dict_into_model(model, state_dict: Mapping[str, np.ndarray]) -> None:
     """Copy an EfficientNet-Lite0 torch state dict into a model from :func:`build_efficientnet_lite0`.
 
-    Every layer with weights must be covered and every shape must match
-    (``ValueError`` otherwise). The classifier is loaded only if the model has
-    a ``predictions`` layer.
+    The classifier is loaded only if the model has a ``predictions`` layer. The model's
+    weights are set in place.
+
+    Parameters
+    ----------
+    model : keras.Model
+        Built by :func:`build_efficientnet_lite0`.
+    state_dict : mapping of str to ndarray
+        Torch parameter name → array, as read from the ``.pth`` file.
+
+    Raises
+    ------
+    ValueError
+        When a layer with weights has no pretrained weights, a shape does not match, or
+        weights are left over for layers the model lacks.
     """
     names = {layer.name for layer in model.layers}
     weights = _torch_to_keras_weights(state_dict, include_top="predictions" in names)

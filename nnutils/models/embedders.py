@@ -52,7 +52,25 @@ class _Embedder:
         raise NotImplementedError
 
     def embed_arrays(self, x, batch_size: int = 32) -> np.ndarray:
-        """Embeddings float32 (N, D) of images float32 (N, S, S, 3) in [0, 255] (also one (S, S, 3) image → (1, D))."""
+        """Embed decoded images.
+
+        Parameters
+        ----------
+        x : array-like, shape (N, S, S, 3) or (S, S, 3)
+            Images, float32 RGB in [0, 255] at the model's input side S; one image gives (1, D).
+        batch_size : int, default 32
+            Images per inference batch.
+
+        Returns
+        -------
+        ndarray of float32, shape (N, D)
+            The embeddings (L2-normalised by the project's models).
+
+        Raises
+        ------
+        ValueError
+            When the images are not (N, S, S, 3).
+        """
         x = np.asarray(x, dtype=np.float32)
         if x.ndim == 3:
             x = x[None]
@@ -65,14 +83,34 @@ class _Embedder:
 
     def embed_paths(self, paths: Iterable, batch_size: int = 32, decode_workers: int = 2,
                     progress: bool = False, decoder: Callable | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Decode and embed image files: ``(emb (N, D) float32, ok (N,) bool)``.
+        """Decode and embed image files.
 
         Each distinct path is decoded and embedded once (duplicates reuse the row). Images
         are decoded by ``decoder(path, size)`` (default :func:`decode_square`) in
         ``decode_workers`` threads that run up to two batches ahead of the model, so
         decoding overlaps inference (``decode_workers=0`` decodes in the calling thread).
-        Readable images are gathered into full batches of ``batch_size``. Unreadable or
-        invalid paths (None, NaN, missing, corrupt, …) give a NaN row and ``ok = False``.
+        Readable images are gathered into full batches of ``batch_size``.
+
+        Parameters
+        ----------
+        paths : iterable of str or PathLike or None, length N
+            Image files; unreadable or invalid entries (None, NaN, missing, corrupt, …) give a
+            NaN row and ``ok = False``.
+        batch_size : int, default 32
+            Images per inference batch.
+        decode_workers : int, default 2
+            Decoding threads; 0 decodes in the calling thread.
+        progress : bool, default False
+            Show a progress bar.
+        decoder : callable, optional
+            ``decoder(path, size) -> (S, S, 3) float32 in [0, 255] or None``.
+
+        Returns
+        -------
+        emb : ndarray of float32, shape (N, D)
+            Embeddings in the order of ``paths``; NaN rows where unreadable.
+        ok : ndarray of bool, shape (N,)
+            Which rows are valid.
         """
         decoder = decoder or decode_square
         paths = list(paths)
@@ -209,9 +247,24 @@ class TFLiteEmbedder(_Embedder):
 class KerasEmbedder(_Embedder):
     """The same API as :class:`TFLiteEmbedder` around a Keras model (a ``tf.function``, batch dynamic).
 
-    ``model_or_path``: a ``keras.Model`` or a ``.keras`` file (loaded with
-    :func:`nnutils.models.saving.load_model`); input float32 (B, S, S, 3) in [0, 255],
-    output (B, D) L2-normalised embeddings.
+    Parameters
+    ----------
+    model_or_path : keras.Model or str or PathLike
+        A model, or a ``.keras`` file (loaded with :func:`nnutils.models.saving.load_model`);
+        input float32 (B, S, S, 3) in [0, 255], output (B, D) L2-normalised embeddings.
+
+    Attributes
+    ----------
+    model : keras.Model
+    size : int
+        Input side S in pixels.
+    dim : int
+        Embedding dimension D.
+
+    Raises
+    ------
+    ValueError
+        When the model's input is not a square image batch (B, S, S, 3).
     """
 
     runtime = "keras"
@@ -239,12 +292,34 @@ def load_embedder(path: str | os.PathLike, runtime: str = "tflite", cache_dir: s
                   *, quantize: str = "none", threads: int = 2):
     """An embedder for a saved model: :class:`TFLiteEmbedder` or :class:`KerasEmbedder`.
 
-    ``path`` is a ``.keras`` file (or a ``.tflite`` file, used as is). With
-    ``runtime="tflite"`` the ``.keras`` file is converted once (:func:`convert_to_tflite`)
+    With ``runtime="tflite"`` a ``.keras`` file is converted once (:func:`convert_to_tflite`)
     to :func:`tflite_path_for` ``(path, cache_dir, quantize)``; that file is reused as long
     as it is at least as new as the ``.keras`` file (a ``.keras`` file replaced by an
     *older* one, e.g. ``cp -p``, is not noticed: delete the ``.tflite``).
-    ``runtime="keras"`` loads the model. ``threads``: TFLite interpreter threads.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        A ``.keras`` file, or a ``.tflite`` file (used as is).
+    runtime : {"tflite", "keras"}, default "tflite"
+        ``"keras"`` loads the Keras model instead of converting it.
+    cache_dir : str or PathLike, optional
+        Where the converted ``.tflite`` goes (:func:`tflite_path_for`).
+    quantize : str, default "none"
+        The conversion's quantisation (:func:`convert_to_tflite`).
+    threads : int, default 2
+        TFLite interpreter threads.
+
+    Returns
+    -------
+    TFLiteEmbedder or KerasEmbedder
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``runtime``, or a ``.tflite`` file with ``runtime="keras"``.
+    FileNotFoundError
+        When the ``.keras`` file does not exist.
     """
     path = Path(path)
     if runtime not in ("tflite", "keras"):
@@ -265,12 +340,31 @@ def load_embedder(path: str | os.PathLike, runtime: str = "tflite", cache_dir: s
 
 def score_pairs(emb: np.ndarray, ok: np.ndarray, idx1: Sequence[int], idx2: Sequence[int],
                 chunk: int = 65536) -> np.ndarray:
-    """Cosine similarity of pairs of rows: float32 (P,) in [-1, 1], NaN where either image is unreadable.
+    """Cosine similarity of pairs of rows, NaN where either image is unreadable.
 
-    ``emb`` (N, D) L2-normalised embeddings and ``ok`` (N,) bool from ``embed_paths``;
-    ``idx1``, ``idx2`` (P,) row indices of each pair's two images. The score is the dot
-    product (the rows are unit vectors). Callers replace NaN by their score for unreadable
-    images (usually 0).
+    The score is the dot product (the rows are unit vectors). Callers replace NaN by their
+    score for unreadable images (usually 0).
+
+    Parameters
+    ----------
+    emb : ndarray, shape (N, D)
+        L2-normalised embeddings (cast to float32), e.g. from ``embed_paths``.
+    ok : ndarray of bool, shape (N,)
+        Which rows are valid.
+    idx1, idx2 : sequence of int, shape (P,)
+        Row indices of each pair's two images.
+    chunk : int, default 65536
+        Pairs scored per step (bounds the temporary memory to ``2 * chunk * D`` floats).
+
+    Returns
+    -------
+    ndarray of float32, shape (P,)
+        Cosine in [-1, 1]; NaN where ``ok`` is False for either row.
+
+    Raises
+    ------
+    ValueError
+        When ``idx1`` and ``idx2`` are not 1-d of one length.
     """
     emb = np.asarray(emb, dtype=np.float32)
     ok = np.asarray(ok, dtype=bool)
@@ -291,8 +385,33 @@ def embed_cached(embedder, model_path, runtime: str, paths: list, cache_dir, bat
     """Embed ``paths`` once each, reusing ``<cache_dir>/embeddings/<key>/<sha1>.npy`` by file content.
 
     ``key`` names the saved model (``model_path``: stem and modification time) and the
-    runtime, so predict and ``nnutils.dedup`` share one cache. Returns ``(emb (N, D) float32,
-    NaN rows where unreadable; ok (N,) bool; how many were embedded now, not read from the cache)``.
+    runtime, so predict and ``nnutils.dedup`` share one cache.
+
+    Parameters
+    ----------
+    embedder : TFLiteEmbedder or KerasEmbedder
+        What embeds the images not in the cache.
+    model_path : str or PathLike
+        The saved model file the embedder was loaded from (must exist).
+    runtime : str
+        ``"tflite"`` or ``"keras"`` (part of the key: the two differ by float rounding).
+    paths : list of str or None, length N
+        Image files.
+    cache_dir : str or PathLike or None
+        Cache root; None caches nothing.
+    batch_size : int, default 32
+        Images per inference batch.
+    progress : bool, default True
+        Show a progress bar while embedding.
+
+    Returns
+    -------
+    emb : ndarray of float32, shape (N, D)
+        Embeddings; NaN rows where unreadable.
+    ok : ndarray of bool, shape (N,)
+        Which rows are valid.
+    n_new : int
+        How many images were embedded now (not read from the cache).
     """
     key = model_key(Path(model_path).stem, Path(model_path).stat().st_mtime_ns, runtime)
     cache = ContentCache(Path(cache_dir) / "embeddings" / key if cache_dir else None, paths)

@@ -27,6 +27,17 @@ class GeMPooling2D(layers.Layer):
     ``p = 1`` is average pooling and ``p → ∞`` max pooling; ``p = 3`` (learnable) is the
     usual choice for instance retrieval (Radenović et al., 2018). Inputs are clipped at
     ``eps`` because ReLU feature maps are non-negative but may be exactly zero.
+
+    Parameters
+    ----------
+    p : float, default 3.0
+        Initial exponent; used as ``max(p, 1)``.
+    trainable_p : bool, default True
+        Whether ``p`` is learnt.
+    eps : float, default 1e-6
+        Lower clip of the inputs.
+    **kw
+        Passed to ``keras.layers.Layer``.
     """
 
     def __init__(self, p: float = 3.0, trainable_p: bool = True, eps: float = 1e-6, **kw):
@@ -38,6 +49,18 @@ class GeMPooling2D(layers.Layer):
                                  trainable=self.trainable_p)
 
     def call(self, x):
+        """Pool each channel over H, W.
+
+        Parameters
+        ----------
+        x : tensor, shape (B, H, W, C)
+            Feature maps (cast to float32).
+
+        Returns
+        -------
+        tensor of float32, shape (B, C)
+            The generalised means (not normalised).
+        """
         p = ops.maximum(self.p, 1.0)
         x = ops.maximum(ops.cast(x, "float32"), self.eps)
         return ops.power(ops.mean(ops.power(x, p), axis=(1, 2)), 1.0 / p)
@@ -57,6 +80,13 @@ class RMACPooling2D(layers.Layer):
     of 2×2, 3×3, … with overlap), L2-normalises each regional vector, sums them and
     L2-normalises the sum. Regions are fixed by the map size, so the input's spatial
     size must be known when the layer is built.
+
+    Parameters
+    ----------
+    levels : int, default 3
+        Number of region scales.
+    **kw
+        Passed to ``keras.layers.Layer``.
     """
 
     def __init__(self, levels: int = 3, **kw):
@@ -76,6 +106,18 @@ class RMACPooling2D(layers.Layer):
                     self.regions.append((y, x, size))
 
     def call(self, x):
+        """Sum the L2-normalised regional maxima.
+
+        Parameters
+        ----------
+        x : tensor, shape (B, H, W, C)
+            Feature maps (cast to float32).
+
+        Returns
+        -------
+        tensor of float32, shape (B, C)
+            Unit-norm vectors.
+        """
         x = ops.cast(x, "float32")
         total = 0.0
         for y, x0, size in self.regions:
@@ -100,6 +142,20 @@ class GridPooling2D(layers.Layer):
     L2-normalised and concatenated. Global pooling cannot tell two crops of one photo
     apart (same content, other layout); a near-duplicate keeps its layout, so a coarse grid
     separates them while staying robust to ~20 % crops, borders and shifts.
+
+    Parameters
+    ----------
+    levels : tuple of int, default (2,)
+        Grid sizes g.
+    mode : {"avg", "gem"}, default "avg"
+        Cell pooling: average, or GeM with a fixed p = 3.
+    **kw
+        Passed to ``keras.layers.Layer``.
+
+    Raises
+    ------
+    ValueError
+        For another ``mode``.
     """
 
     def __init__(self, levels: tuple = (2,), mode: str = "avg", **kw):
@@ -127,6 +183,18 @@ class GridPooling2D(layers.Layer):
         self.cell_weights = np.concatenate(mats, axis=0)  # (cells, H, W), each cell sums to 1
 
     def call(self, x):
+        """Pool every grid cell and concatenate the normalised cell vectors.
+
+        Parameters
+        ----------
+        x : tensor, shape (B, H, W, C)
+            Feature maps (cast to float32).
+
+        Returns
+        -------
+        tensor of float32, shape (B, K · C)
+            K = sum of g² over ``levels``; each C-block has unit norm (cells in level order, row-major).
+        """
         x = ops.cast(x, "float32")
         if self.mode == "gem":
             x = ops.power(ops.maximum(x, 1e-6), 3.0)
@@ -148,6 +216,17 @@ class L2Normalize(layers.Layer):
     """Scale each row to unit L2 norm; (B, D) → (B, D)."""
 
     def call(self, x):
+        """Divide each row by its L2 norm (at least 1e-6).
+
+        Parameters
+        ----------
+        x : tensor, shape (B, D)
+
+        Returns
+        -------
+        tensor of float32, shape (B, D)
+            Unit-norm rows (an all-zero row stays zero).
+        """
         x = ops.cast(x, "float32")
         return x / ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), 1e-12))
 
@@ -157,6 +236,18 @@ class CosineSimilarity(layers.Layer):
     """Row-wise cosine similarity of two batches of unit vectors; [(B, D), (B, D)] → (B,)."""
 
     def call(self, inputs):
+        """Row-wise dot product of two batches of unit vectors.
+
+        Parameters
+        ----------
+        inputs : list of two tensors, each (B, D)
+            L2-normalised embeddings.
+
+        Returns
+        -------
+        tensor, shape (B,)
+            Cosine in [-1, 1].
+        """
         a, b = inputs
         return ops.sum(a * b, axis=-1)
 
@@ -164,9 +255,24 @@ class CosineSimilarity(layers.Layer):
 def make_pooling(pooling: str, name: str = "pool") -> layers.Layer:
     """A pooling layer by name.
 
-    ``"gap"`` global average; ``"gem"`` generalised mean (learnable p); ``"rmac"``;
-    ``"grid2"`` / ``"grid3"`` a 2×2 / 3×3 grid of average-pooled cells; ``"pyramid"``
-    levels 1 + 2 (global + 2×2); suffix ``"-gem"`` (e.g. ``"grid2-gem"``) GeM cells.
+    Parameters
+    ----------
+    pooling : str
+        ``"gap"`` global average; ``"gem"`` generalised mean (learnable p); ``"rmac"``;
+        ``"grid2"`` / ``"grid3"`` a 2×2 / 3×3 grid of average-pooled cells; ``"pyramid"``
+        levels 1 + 2 (global + 2×2); suffix ``"-gem"`` (e.g. ``"grid2-gem"``) GeM cells.
+    name : str, default "pool"
+        The layer's name.
+
+    Returns
+    -------
+    keras.layers.Layer
+        (B, H, W, C) → (B, C), or (B, K · C) for the grid kinds (:class:`GridPooling2D`).
+
+    Raises
+    ------
+    ValueError
+        For an unknown name.
     """
     base, _, mode = pooling.partition("-")
     if base in ("grid2", "grid3", "pyramid"):
@@ -186,8 +292,26 @@ def build_head(feature_shape: tuple, pooling: str = "gem", embedding_dim: int = 
                hidden_dim: int = 512, dropout: float = 0.1, name: str = "head") -> keras.Model:
     """Pooling → Dense(hidden) → BN → ReLU → Dropout → Dense(embedding_dim) → BN → L2.
 
-    ``feature_shape`` is a feature map ``(h, w, C)`` (pooled here) or a vector ``(C,)``
-    (no pooling, e.g. a TF-Hub feature vector). Output: (B, embedding_dim), unit norm.
+    Parameters
+    ----------
+    feature_shape : tuple of int
+        A feature map ``(h, w, C)`` (pooled here) or a vector ``(C,)`` (no pooling, e.g. a
+        TF-Hub feature vector).
+    pooling : str, default "gem"
+        :func:`make_pooling` name.
+    embedding_dim : int, default 256
+        Output dimension D.
+    hidden_dim : int, default 512
+        Width of the hidden Dense layer.
+    dropout : float, default 0.1
+        Dropout rate after the ReLU; 0 leaves the layer out.
+    name : str, default "head"
+        Model name and layer-name prefix.
+
+    Returns
+    -------
+    keras.Model
+        (B, *feature_shape) → (B, embedding_dim) float32, unit norm.
     """
     inp = keras.Input(feature_shape, name=f"{name}_in")
     x = make_pooling(pooling, name=f"{name}_pool")(inp) if len(feature_shape) == 3 else inp
@@ -205,9 +329,28 @@ def build_head(feature_shape: tuple, pooling: str = "gem", embedding_dim: int = 
 def split_backbone(backbone: keras.Model, at_layer: str | None) -> tuple[keras.Model, keras.Model | None]:
     """Cut a functional backbone into ``trunk`` (input → ``at_layer``) and ``rest`` (``at_layer`` → output).
 
-    ``at_layer=None`` returns ``(backbone, None)``. The cut must be a tensor that everything
-    after it depends on alone (true between the blocks of every registry backbone). Both
-    parts share their layers, and so their weights, with ``backbone``.
+    The cut must be a tensor that everything after it depends on alone (true between the
+    blocks of every registry backbone). Both parts share their layers, and so their weights,
+    with ``backbone``.
+
+    Parameters
+    ----------
+    backbone : keras.Model
+        A functional model.
+    at_layer : str or None
+        Name of the layer whose output is the cut; None does not cut.
+
+    Returns
+    -------
+    trunk : keras.Model
+        Input → ``at_layer``'s output (``backbone`` itself when ``at_layer`` is None).
+    rest : keras.Model or None
+        ``at_layer``'s output → the backbone's output; None when not cut.
+
+    Raises
+    ------
+    ValueError
+        When ``backbone`` has no layer ``at_layer`` (Keras' error).
     """
     if at_layer is None:
         return backbone, None
@@ -218,7 +361,22 @@ def split_backbone(backbone: keras.Model, at_layer: str | None) -> tuple[keras.M
 
 
 def build_raw_top(feature_shape: tuple, pooling: str = "grid2", name: str = "raw_top") -> keras.Model:
-    """No training: pooling → L2 normalisation. The pretrained-backbone baseline's "head"."""
+    """No training: pooling → L2 normalisation. The pretrained-backbone baseline's "head".
+
+    Parameters
+    ----------
+    feature_shape : tuple of int
+        ``(h, w, C)`` feature maps (pooled) or ``(C,)`` vectors (normalised only).
+    pooling : str, default "grid2"
+        :func:`make_pooling` name.
+    name : str, default "raw_top"
+        Model name.
+
+    Returns
+    -------
+    keras.Model
+        (B, *feature_shape) → (B, D) float32 unit-norm embeddings (D = C, or K · C for grids).
+    """
     inp = keras.Input(feature_shape, name="features")
     x = make_pooling(pooling, name="pool")(inp) if len(feature_shape) == 3 else inp
     return keras.Model(inp, L2Normalize(name="embedding")(x), name=name)
@@ -226,7 +384,25 @@ def build_raw_top(feature_shape: tuple, pooling: str = "grid2", name: str = "raw
 
 def build_top(rest: keras.Model | None, feature_shape: tuple, pooling: str = "gem", embedding_dim: int = 256,
               hidden_dim: int = 512, dropout: float = 0.1, name: str = "top") -> keras.Model:
-    """The trainable part: ``rest`` of the backbone (optional) + :func:`build_head`; cached features → embedding."""
+    """The trainable part: ``rest`` of the backbone (optional) + :func:`build_head`; cached features → embedding.
+
+    Parameters
+    ----------
+    rest : keras.Model or None
+        The backbone after the cut (:func:`build_parts`), trained with the head; None when
+        the whole backbone is frozen.
+    feature_shape : tuple of int
+        Shape of one cached feature (the trunk's output without the batch axis).
+    pooling, embedding_dim, hidden_dim, dropout
+        As in :func:`build_head`.
+    name : str, default "top"
+        Model name.
+
+    Returns
+    -------
+    keras.Model
+        (B, *feature_shape) → (B, embedding_dim) float32, unit norm.
+    """
     inp = keras.Input(feature_shape, name="features")
     x = rest(inp) if rest is not None else inp
     head = build_head(tuple(x.shape[1:]), pooling, embedding_dim, hidden_dim, dropout)
@@ -234,20 +410,62 @@ def build_top(rest: keras.Model | None, feature_shape: tuple, pooling: str = "ge
 
 
 def build_embedder(trunk: keras.Model, top: keras.Model, name: str = "embedder") -> keras.Model:
-    """Join ``trunk`` (images [0, 255], (B, H, W, 3)) and ``top`` into one image → embedding model."""
+    """Join ``trunk`` and ``top`` into one image → embedding model.
+
+    Parameters
+    ----------
+    trunk : keras.Model
+        Images (B, H, W, 3) RGB in [0, 255] → features.
+    top : keras.Model
+        Features → embeddings (:func:`build_top` or :func:`build_raw_top`).
+    name : str, default "embedder"
+        Model name.
+
+    Returns
+    -------
+    keras.Model
+        (B, H, W, 3) → (B, D); layers and weights shared with ``trunk`` and ``top``.
+    """
     inp = keras.Input(tuple(trunk.input.shape[1:]), name="image")
     return keras.Model(inp, top(trunk(inp)), name=name)
 
 
 def build_pair_model(embedder: keras.Model, name: str = "siamese") -> keras.Model:
-    """Two inputs shaped like ``embedder``'s input → cosine similarity (B,) through the shared embedder."""
+    """Two inputs shaped like ``embedder``'s input → cosine similarity through the shared embedder.
+
+    Parameters
+    ----------
+    embedder : keras.Model
+        Image → unit-norm embedding.
+    name : str, default "siamese"
+        Model name.
+
+    Returns
+    -------
+    keras.Model
+        Inputs ``[input_1, input_2]``, each (B, H, W, 3) → (B,) cosine in [-1, 1]
+        (for :class:`~nnutils.models.losses.SiameseBCE`).
+    """
     shape = tuple(embedder.input.shape[1:])
     a, b = keras.Input(shape, name="input_1"), keras.Input(shape, name="input_2")
     return keras.Model([a, b], CosineSimilarity(name="cosine")([embedder(a), embedder(b)]), name=name)
 
 
 def build_triplet_model(embedder: keras.Model, name: str = "triplet") -> keras.Model:
-    """Anchor, positive, negative inputs → stacked embeddings (B, 3, D) for ``TripletCosineLoss``."""
+    """Anchor, positive, negative inputs → stacked embeddings for ``TripletCosineLoss``.
+
+    Parameters
+    ----------
+    embedder : keras.Model
+        Image → embedding (shared by the three inputs).
+    name : str, default "triplet"
+        Model name.
+
+    Returns
+    -------
+    keras.Model
+        Inputs ``anchor, positive, negative``, each (B, H, W, 3) → (B, 3, D).
+    """
     shape = tuple(embedder.input.shape[1:])
     ins = [keras.Input(shape, name=n) for n in ("anchor", "positive", "negative")]
     embs = [embedder(x) for x in ins]
@@ -258,10 +476,37 @@ def build_parts(backbone: str, image_size: int, trunk_layer: str | None = None, 
                 weights_dir=None):
     """Backbone cut into a frozen ``trunk`` and a trainable ``rest`` (None if ``trunk_layer`` is None).
 
-    ``trunk_layer`` is None (the whole backbone is frozen), ``"last"`` (cut just before the
-    backbone's last block(s), e.g. VGG16 ``block5_*``, Lite0 ``block6*``/``block7*``/``top_*``,
-    which then train) or a layer name. BatchNorm layers of ``rest`` stay frozen (inference
-    mode), as Keras recommends for fine-tuning.
+    BatchNorm layers of ``rest`` stay frozen (inference mode), as Keras recommends for
+    fine-tuning.
+
+    Parameters
+    ----------
+    backbone : str
+        Registry name (:func:`nnutils.models.backbones.list_backbones`).
+    image_size : int
+        Input side in pixels (square input).
+    trunk_layer : str or None, default None
+        None (the whole backbone is frozen), ``"last"`` (cut just before the backbone's last
+        block(s), e.g. VGG16 ``block5_*``, Lite0 ``block6*``/``block7*``/``top_*``, which then
+        train) or a layer name.
+    weights : str or None, default "imagenet"
+        Passed to :func:`~nnutils.models.backbones.build_backbone`.
+    weights_dir : str or PathLike, optional
+        Passed to :func:`~nnutils.models.backbones.build_backbone`.
+
+    Returns
+    -------
+    trunk : keras.Model
+        Images (B, S, S, 3) RGB in [0, 255] → features; not trainable.
+    rest : keras.Model or None
+        Features → the backbone's output, trainable except BatchNorm; None without a cut.
+
+    Raises
+    ------
+    ValueError
+        For an unknown backbone or layer name.
+    WeightsNotFoundError
+        When the pretrained weights cannot be found.
     """
     import keras
 

@@ -83,8 +83,20 @@ def _as_float(x):
 def l2_normalize(x, axis=-1):
     """L2-normalise ``x`` along ``axis``: ``x * rsqrt(max(sum(x**2), NORM_EPSILON))``.
 
-    Any shape; returns the same shape and a float dtype. Vectors with norm below ``1e-6``
-    are divided by ``1e-6`` (an all-zero vector stays zero, with a finite gradient).
+    Vectors with norm below ``1e-6`` are divided by ``1e-6`` (an all-zero vector stays zero,
+    with a finite gradient).
+
+    Parameters
+    ----------
+    x : tensor or array-like
+        Any shape (cast to a float dtype).
+    axis : int, default -1
+        The axis normalised.
+
+    Returns
+    -------
+    tensor
+        Same shape as ``x``, float dtype.
     """
     x = _as_float(x)
     square_sum = ops.sum(ops.square(x), axis=axis, keepdims=True)
@@ -94,12 +106,15 @@ def l2_normalize(x, axis=-1):
 def cosine_similarity(a, b):
     """Rowwise cosine similarity of ``a`` and ``b``.
 
-    Args:
-        a, b: embeddings of shape ``(B, D)`` (normalised or not).
+    Parameters
+    ----------
+    a, b : tensor, shape (B, D)
+        Embeddings (normalised or not).
 
-    Returns:
-        ``(B,)`` float tensor, ``s[i] = cos(a[i], b[i])`` in ``[-1, 1]`` (up to float
-        rounding, not clipped).
+    Returns
+    -------
+    tensor of float, shape (B,)
+        ``s[i] = cos(a[i], b[i])`` in [-1, 1] (up to float rounding, not clipped).
     """
     return ops.sum(l2_normalize(a) * l2_normalize(b), axis=-1)
 
@@ -107,26 +122,51 @@ def cosine_similarity(a, b):
 def pairwise_cosine_similarity(x):
     """All-pairs cosine similarity of a batch.
 
-    Args:
-        x: embeddings of shape ``(B, D)``.
+    Parameters
+    ----------
+    x : tensor, shape (B, D)
+        Embeddings (normalised or not).
 
-    Returns:
-        ``(B, B)`` float tensor ``S[i, j] = cos(x[i], x[j])`` in ``[-1, 1]``; symmetric, with
-        diagonal 1 (0 for an all-zero row).
+    Returns
+    -------
+    tensor of float, shape (B, B)
+        ``S[i, j] = cos(x[i], x[j])`` in [-1, 1]; symmetric, with diagonal 1 (0 for an
+        all-zero row).
     """
     xn = l2_normalize(x)
     return ops.matmul(xn, ops.transpose(xn))
 
 
 def pairwise_cosine_distance(x):
-    """All-pairs cosine distance ``1 - S`` of a batch ``(B, D)`` -> ``(B, B)``, in ``[0, 2]``."""
+    """All-pairs cosine distance ``1 - S`` of a batch.
+
+    Parameters
+    ----------
+    x : tensor, shape (B, D)
+        Embeddings (normalised or not).
+
+    Returns
+    -------
+    tensor of float, shape (B, B)
+        ``1 - cos(x[i], x[j])`` in [0, 2]; diagonal 0 (1 for an all-zero row).
+    """
     return 1.0 - pairwise_cosine_similarity(x)
 
 
 def similarity_to_probability(s):
     """Map cosine similarity ``s`` in ``[-1, 1]`` to ``p = (s + 1) / 2`` in ``[0, 1]``.
 
-    The original team's "cosine similarity normalised to [0, 1]"; any shape.
+    The original team's "cosine similarity normalised to [0, 1]".
+
+    Parameters
+    ----------
+    s : tensor or array-like
+        Any shape.
+
+    Returns
+    -------
+    tensor
+        Same shape, float dtype.
     """
     return (_as_float(s) + 1.0) / 2.0
 
@@ -156,15 +196,21 @@ def siamese_bce(y_true, s, epsilon=1e-7):
     ``loss = mean_i -[y_i log p_i + (1 - y_i) log(1 - p_i)]`` with
     ``p = clip((s + 1) / 2, epsilon, 1 - epsilon)``.
 
-    Args:
-        y_true: ``(B,)`` (or ``(B, 1)``) labels, 1 = same photo, 0 = different.
-        s: ``(B,)`` (or ``(B, 1)``) cosine similarities in ``[-1, 1]``.
-        epsilon: probability clip; bounds the per-pair loss by ``-log(epsilon)``
-            (16.12 nats for the default ``1e-7``).
+    Parameters
+    ----------
+    y_true : tensor, shape (B,) or (B, 1)
+        Labels, 1 = same photo, 0 = different.
+    s : tensor, shape (B,) or (B, 1)
+        Cosine similarities in [-1, 1].
+    epsilon : float, default 1e-7
+        Probability clip; bounds the per-pair loss by ``-log(epsilon)`` (16.12 nats for the
+        default).
 
-    Returns:
-        Scalar mean loss in nats, in ``[0, -log(epsilon)]``. ``s = 0`` gives ``log 2``
-        whatever the label; ``s = 1`` gives ~0 for label 1 and ``-log(epsilon)`` for label 0.
+    Returns
+    -------
+    tensor, scalar
+        Mean loss in nats, in ``[0, -log(epsilon)]``. ``s = 0`` gives ``log 2`` whatever the
+        label; ``s = 1`` gives ~0 for label 1 and ``-log(epsilon)`` for label 0.
     """
     return ops.mean(_siamese_bce_terms(y_true, s, epsilon))
 
@@ -177,6 +223,16 @@ class SiameseBCE(keras.losses.Loss):
     similarities in ``[-1, 1]`` (e.g. the output of a siamese head computing
     :func:`cosine_similarity` of the two towers). ``call`` returns per-pair losses ``(B,)``,
     so ``sample_weight`` and ``reduction`` work as for any Keras loss.
+
+    Parameters
+    ----------
+    epsilon : float, default 1e-7
+        Probability clip (:func:`siamese_bce`).
+    name : str, default "siamese_bce"
+    reduction : str, default "sum_over_batch_size"
+        Keras loss reduction.
+    **kwargs
+        Passed to ``keras.losses.Loss``.
     """
 
     def __init__(self, epsilon=1e-7, name="siamese_bce", reduction="sum_over_batch_size", **kwargs):
@@ -184,6 +240,20 @@ class SiameseBCE(keras.losses.Loss):
         self.epsilon = float(epsilon)
 
     def call(self, y_true, y_pred):
+        """Per-pair binary cross-entropy.
+
+        Parameters
+        ----------
+        y_true : tensor, shape (B,) or (B, 1)
+            Labels in {0, 1}.
+        y_pred : tensor, shape (B,) or (B, 1)
+            Cosine similarities in [-1, 1].
+
+        Returns
+        -------
+        tensor, shape (B,)
+            Losses in nats, in ``[0, -log(epsilon)]``.
+        """
         return _siamese_bce_terms(y_true, y_pred, self.epsilon)
 
     def get_config(self):
@@ -209,12 +279,17 @@ def triplet_cosine(anchor, positive, negative, margin=0.2):
     standard FaceNet form (Schroff et al. 2015), which is zero once the negative is at least
     ``margin`` further from the anchor than the positive.
 
-    Args:
-        anchor, positive, negative: embeddings ``(B, D)`` (normalised or not).
-        margin: in cosine-distance units (distances lie in ``[0, 2]``).
+    Parameters
+    ----------
+    anchor, positive, negative : tensor, shape (B, D)
+        Embeddings (normalised or not).
+    margin : float, default 0.2
+        In cosine-distance units (distances lie in [0, 2]).
 
-    Returns:
-        Scalar mean loss in ``[0, 2 + margin]``.
+    Returns
+    -------
+    tensor, scalar
+        Mean loss in ``[0, 2 + margin]``.
     """
     return ops.mean(_triplet_cosine_terms(anchor, positive, negative, margin))
 
@@ -227,6 +302,16 @@ class TripletCosineLoss(keras.losses.Loss):
     ``y_pred[:, 0] = anchor``, ``y_pred[:, 1] = positive``, ``y_pred[:, 2] = negative``
     (e.g. ``ops.stack([emb(a), emb(p), emb(n)], axis=1)``). ``y_true`` is ignored (pass
     zeros of shape ``(B,)``). ``call`` returns per-triplet losses ``(B,)``.
+
+    Parameters
+    ----------
+    margin : float, default 0.2
+        In cosine-distance units.
+    name : str, default "triplet_cosine"
+    reduction : str, default "sum_over_batch_size"
+        Keras loss reduction.
+    **kwargs
+        Passed to ``keras.losses.Loss``.
     """
 
     def __init__(self, margin=0.2, name="triplet_cosine", reduction="sum_over_batch_size", **kwargs):
@@ -234,6 +319,20 @@ class TripletCosineLoss(keras.losses.Loss):
         self.margin = float(margin)
 
     def call(self, y_true, y_pred):
+        """Per-triplet hinge losses.
+
+        Parameters
+        ----------
+        y_true : tensor
+            Ignored.
+        y_pred : tensor, shape (B, 3, D)
+            Stacked anchor, positive and negative embeddings.
+
+        Returns
+        -------
+        tensor, shape (B,)
+            ``max(d(a, p) - d(a, n) + margin, 0)``, in ``[0, 2 + margin]``.
+        """
         return _triplet_cosine_terms(y_pred[:, 0], y_pred[:, 1], y_pred[:, 2], self.margin)
 
     def get_config(self):
@@ -265,16 +364,21 @@ def batch_hard_triplet_loss(labels, embeddings, margin=0.2):
     For each anchor ``a``: hardest positive ``max_{p: y_p = y_a, p != a} d(a, p)``, hardest
     negative ``min_{n: y_n != y_a} d(a, n)``, term ``max(d_ap - d_an + margin, 0)``.
 
-    Args:
-        labels: ``(B,)`` integer group ids.
-        embeddings: ``(B, D)`` (normalised or not).
-        margin: in cosine-distance units (``d = 1 - cos`` in ``[0, 2]``).
+    Parameters
+    ----------
+    labels : tensor of int, shape (B,)
+        Group ids (equal = same photo).
+    embeddings : tensor, shape (B, D)
+        Embeddings (normalised or not).
+    margin : float, default 0.2
+        In cosine-distance units (``d = 1 - cos`` in [0, 2]).
 
-    Returns:
-        Scalar: mean of the terms over anchors that have at least one positive and one
-        negative in the batch (other anchors are excluded from the mean, not counted as 0);
-        0 (with zero, finite gradients) if no anchor is valid, e.g. all labels equal or all
-        distinct.
+    Returns
+    -------
+    tensor, scalar
+        Mean of the terms over anchors that have at least one positive and one negative in
+        the batch (other anchors are excluded from the mean, not counted as 0); 0 (with zero,
+        finite gradients) if no anchor is valid, e.g. all labels equal or all distinct.
     """
     dist = pairwise_cosine_distance(embeddings)
     pos, neg = _masks(labels, dist)
@@ -296,15 +400,21 @@ def batch_semi_hard_triplet_loss(labels, embeddings, margin=0.2):
     Differences from tfa: cosine distance ``1 - cos`` instead of squared Euclidean; pairs
     whose anchor has no negative in the batch are excluded (tfa would compare them with a
     distance-0 "negative"); a batch without any valid pair returns 0 instead of NaN.
+    Memory is ``O(B**3)`` booleans/floats (B=256: 16.8M elements).
 
-    Args:
-        labels: ``(B,)`` integer group ids.
-        embeddings: ``(B, D)`` (normalised or not).
-        margin: in cosine-distance units (``d`` in ``[0, 2]``).
+    Parameters
+    ----------
+    labels : tensor of int, shape (B,)
+        Group ids (equal = same photo).
+    embeddings : tensor, shape (B, D)
+        Embeddings (normalised or not).
+    margin : float, default 0.2
+        In cosine-distance units (``d = 1 - cos`` in [0, 2]).
 
-    Returns:
-        Scalar mean of the terms over valid ``(a, p)`` pairs (0 if there is none).
-        Memory is ``O(B**3)`` booleans/floats (B=256: 16.8M elements).
+    Returns
+    -------
+    tensor, scalar
+        Mean of the terms over valid ``(a, p)`` pairs (0 if there is none).
     """
     dist = pairwise_cosine_distance(embeddings)
     pos, neg = _masks(labels, dist)
@@ -324,9 +434,23 @@ def batch_semi_hard_triplet_loss(labels, embeddings, margin=0.2):
 def triplet_fraction_positive(labels, embeddings, margin=0.2):
     """Share of all valid batch triplets that still violate the margin (a training metric).
 
-    Valid triplet: ``(a, p, n)`` with ``y_p = y_a``, ``p != a``, ``y_n != y_a``. Returns the
-    fraction (scalar in ``[0, 1]``) with ``d(a, p) - d(a, n) + margin > 0``; 0 if the batch
-    has no valid triplet. Falling towards 0 means mining finds fewer informative triplets.
+    Valid triplet: ``(a, p, n)`` with ``y_p = y_a``, ``p != a``, ``y_n != y_a``. Falling
+    towards 0 means mining finds fewer informative triplets.
+
+    Parameters
+    ----------
+    labels : tensor of int, shape (B,)
+        Group ids (equal = same photo).
+    embeddings : tensor, shape (B, D)
+        Embeddings (normalised or not).
+    margin : float, default 0.2
+        In cosine-distance units (``d = 1 - cos`` in [0, 2]).
+
+    Returns
+    -------
+    tensor, scalar
+        The fraction in [0, 1] with ``d(a, p) - d(a, n) + margin > 0``; 0 if the batch has no
+        valid triplet.
     """
     dist = pairwise_cosine_distance(embeddings)
     pos, neg = _masks(labels, dist)
@@ -356,8 +480,21 @@ class _MiningLoss(keras.losses.Loss):
 
 @keras.saving.register_keras_serializable(package="nnutils")
 class BatchHardTripletLoss(_MiningLoss):
-    """:func:`batch_hard_triplet_loss` as a Keras loss (y_true: labels ``(B,)``,
-    y_pred: embeddings ``(B, D)``; scalar per batch)."""
+    """:func:`batch_hard_triplet_loss` as a Keras loss.
+
+    ``y_true``: labels ``(B,)``; ``y_pred``: embeddings ``(B, D)``; the loss is one scalar
+    per batch, so ``sample_weight`` is not meaningful.
+
+    Parameters
+    ----------
+    margin : float, default 0.2
+        In cosine-distance units.
+    name : str, default "batch_hard_triplet"
+    reduction : str, default "sum_over_batch_size"
+        Keras loss reduction.
+    **kwargs
+        Passed to ``keras.losses.Loss``.
+    """
 
     _fn = staticmethod(batch_hard_triplet_loss)
 
@@ -367,9 +504,22 @@ class BatchHardTripletLoss(_MiningLoss):
 
 @keras.saving.register_keras_serializable(package="nnutils")
 class SemiHardTripletLoss(_MiningLoss):
-    """:func:`batch_semi_hard_triplet_loss` as a Keras loss (y_true: labels ``(B,)``,
-    y_pred: embeddings ``(B, D)``; scalar per batch). Drop-in for
-    ``tfa.losses.TripletSemiHardLoss`` with cosine instead of squared Euclidean distance."""
+    """:func:`batch_semi_hard_triplet_loss` as a Keras loss.
+
+    ``y_true``: labels ``(B,)``; ``y_pred``: embeddings ``(B, D)``; scalar per batch.
+    Drop-in for ``tfa.losses.TripletSemiHardLoss`` with cosine instead of squared Euclidean
+    distance.
+
+    Parameters
+    ----------
+    margin : float, default 0.2
+        In cosine-distance units.
+    name : str, default "semi_hard_triplet"
+    reduction : str, default "sum_over_batch_size"
+        Keras loss reduction.
+    **kwargs
+        Passed to ``keras.losses.Loss``.
+    """
 
     _fn = staticmethod(batch_semi_hard_triplet_loss)
 

@@ -257,7 +257,13 @@ class TFLiteRunner:
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        """The input shape the interpreter is allocated for now (changes with each resize)."""
+        """The input shape the interpreter is allocated for now (changes with each resize).
+
+        Returns
+        -------
+        tuple of int
+            E.g. ``(32, 64, 64, 3)``.
+        """
         return self._shape
 
     def _check(self, x: np.ndarray) -> None:
