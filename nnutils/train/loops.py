@@ -35,7 +35,41 @@ def _readable(bank: FeatureBank, df: pd.DataFrame, cols: Sequence[str]) -> pd.Da
 
 def train_pairs(top, bank: FeatureBank, train: pd.DataFrame, val: pd.DataFrame, *, learning_rate: float,
                 epochs: int, batch_size: int, run_dir, name: str, seed: int = 0, repeats: int = 1, verbose=2):
-    """Siamese BCE: ``top`` embeds both images' features; loss on (cos + 1) / 2 against ``is_same``."""
+    """Siamese BCE: ``top`` embeds both images' features; loss on (cos + 1) / 2 against ``is_same``.
+
+    Pairs with an unreadable image are left out. ``top`` is trained in place.
+
+    Parameters
+    ----------
+    top : keras.Model
+        Features → unit-norm embeddings.
+    bank : FeatureBank
+        The features of every image of ``train`` and ``val``.
+    train, val : DataFrame
+        Pairs with ``image_url1``, ``image_url2`` and ``is_same``.
+    learning_rate : float
+        Adam learning rate (gradient norm clipped at 1).
+    epochs : int
+        Training epochs.
+    batch_size : int
+        Examples per step.
+    run_dir : str or Path
+        The run folder: checkpoints, logs and TensorBoard go under it
+        (:func:`~nnutils.train.session.callbacks`).
+    name : str
+        The training run's name (folders and log file).
+    seed : int, default 0
+        Seed of the view choice.
+    repeats : int, default 1
+        Copies of ``train`` per epoch, each with its own random views.
+    verbose : int, default 2
+        Keras ``fit`` verbosity.
+
+    Returns
+    -------
+    keras.callbacks.History
+        The ``fit`` history (``history.history["loss"]`` per epoch, and ``val_loss``).
+    """
     from nnutils.models.heads import build_pair_model
     from nnutils.models.losses import SiameseBCE
     rng = np.random.default_rng(seed)
@@ -52,7 +86,43 @@ def train_pairs(top, bank: FeatureBank, train: pd.DataFrame, val: pd.DataFrame, 
 
 def train_triplets(top, bank: FeatureBank, triplets: pd.DataFrame, *, learning_rate: float, epochs: int,
                    batch_size: int, margin: float, run_dir, name: str, seed: int = 0, repeats: int = 1, verbose=2):
-    """Cosine triplet loss ``max(d(a,p) - d(a,n) + margin, 0)`` on fixed triplets."""
+    """Cosine triplet loss ``max(d(a,p) - d(a,n) + margin, 0)`` on fixed triplets.
+
+    Triplets with an unreadable image are left out. ``top`` is trained in place.
+
+    Parameters
+    ----------
+    top : keras.Model
+        Features → unit-norm embeddings.
+    bank : FeatureBank
+        The features of every image of ``triplets``.
+    triplets : DataFrame
+        With ``anchor``, ``positive`` and ``negative`` URLs.
+    learning_rate : float
+        Adam learning rate (gradient norm clipped at 1).
+    epochs : int
+        Training epochs.
+    batch_size : int
+        Examples per step.
+    margin : float
+        In cosine-distance units (``d = 1 - cos`` in [0, 2]).
+    run_dir : str or Path
+        The run folder: checkpoints, logs and TensorBoard go under it
+        (:func:`~nnutils.train.session.callbacks`).
+    name : str
+        The training run's name (folders and log file).
+    seed : int, default 0
+        Seed of the view choice.
+    repeats : int, default 1
+        Copies of the triplets per epoch, each with its own random views.
+    verbose : int, default 2
+        Keras ``fit`` verbosity.
+
+    Returns
+    -------
+    keras.callbacks.History
+        The ``fit`` history (``history.history["loss"]`` per epoch).
+    """
     from nnutils.models.heads import build_triplet_model
     from nnutils.models.losses import TripletCosineLoss
     rng = np.random.default_rng(seed)
@@ -96,10 +166,56 @@ def _pk_dataset(bank: FeatureBank, urls, labels, p, k, batches, seed, confusers=
 def train_online(top, bank: FeatureBank, urls: Sequence[str], groups: pd.Series, *, loss: str = "semihard",
                  learning_rate: float, epochs: int, p: int, k: int, batches_per_epoch: int, margin: float,
                  run_dir, name: str, seed: int = 0, verbose=2, confusers: dict | None = None):
-    """Online triplet mining over batches of ``p`` groups × ``k`` images (``loss``: semihard | batchhard).
+    """Online triplet mining over batches of ``p`` groups × ``k`` images.
 
-    ``confusers`` (group → confusable groups, see :func:`confusable_groups`) fills half of
-    each batch with the groups the model mixes up, so the miner sees those negatives.
+    Unreadable images are left out. ``top`` is compiled and trained in place.
+
+    Parameters
+    ----------
+    top : keras.Model
+        Features → unit-norm embeddings.
+    bank : FeatureBank
+        The features of every image of ``urls``.
+    urls : sequence of str
+        The training images.
+    groups : Series of int
+        URL → group id (the labels of the mining loss).
+    loss : {"semihard", "batchhard"}, default "semihard"
+        :class:`~nnutils.models.losses.SemiHardTripletLoss` or
+        :class:`~nnutils.models.losses.BatchHardTripletLoss`.
+    learning_rate : float
+        Adam learning rate (gradient norm clipped at 1).
+    epochs : int
+        Training epochs.
+    p, k : int
+        Groups per batch and images per group (:func:`~nnutils.train.mining.pk_indices`).
+    batches_per_epoch : int
+        Steps per epoch (new batches are drawn every epoch).
+    margin : float
+        In cosine-distance units.
+    run_dir : str or Path
+        The run folder: checkpoints, logs and TensorBoard go under it
+        (:func:`~nnutils.train.session.callbacks`).
+    name : str
+        The training run's name (folders and log file).
+    seed : int, default 0
+        Seed of the view choice.
+    verbose : int, default 2
+        Keras ``fit`` verbosity.
+    confusers : dict, optional
+        Group → confusable groups (:func:`~nnutils.train.mining.confusable_groups`); fills
+        half of each batch with the groups the model mixes up, so the miner sees those
+        negatives.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``loss``, or fewer than two groups with two or more readable images.
+
+    Returns
+    -------
+    keras.callbacks.History
+        The ``fit`` history (``history.history["loss"]`` per epoch).
     """
     from nnutils.models.losses import BatchHardTripletLoss, SemiHardTripletLoss
     urls = [u for u in urls if bank.ok[bank.index[u]]]

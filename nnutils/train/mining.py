@@ -18,8 +18,29 @@ def mine_hard_negatives(emb: np.ndarray, bank: FeatureBank, urls: Sequence[str],
                         per_anchor: int = 2, seed: int = 0) -> pd.DataFrame:
     """For each image with a group mate, its ``per_anchor`` nearest images from other groups.
 
-    Returns triplets ``anchor, positive, negative, negative_kind="mined", similarity`` with
-    the positive drawn from the anchor's group: the hardest mistakes the model can make.
+    The positive is drawn from the anchor's group: the triplets are the hardest mistakes
+    the model can make. Unreadable images are left out.
+
+    Parameters
+    ----------
+    emb : ndarray of float32, shape (N, D)
+        L2-normalised embeddings of the bank's rows.
+    bank : FeatureBank
+        Maps URLs to rows of ``emb``.
+    urls : sequence of str, length M
+        The images mined among (memory: an (M, M) float matrix).
+    groups : Series of int
+        URL → group id.
+    per_anchor : int, default 2
+        Negatives per anchor.
+    seed : int, default 0
+        Seed of the positive draws.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``anchor, positive, negative`` (URLs), ``negative_kind`` (``"mined"``) and
+        ``similarity`` (float cosine in [-1, 1] of anchor and negative).
     """
     rng = np.random.default_rng(seed)
     urls = [u for u in urls if bank.ok[bank.index[u]]]
@@ -39,7 +60,20 @@ def mine_hard_negatives(emb: np.ndarray, bank: FeatureBank, urls: Sequence[str],
 
 
 def confusable_groups(mined: pd.DataFrame, groups: pd.Series) -> dict[int, list[int]]:
-    """Group → the groups of its mined hard negatives (both directions), for :func:`train_online`."""
+    """Group → the groups of its mined hard negatives (both directions), for :func:`train_online`.
+
+    Parameters
+    ----------
+    mined : DataFrame
+        With ``anchor`` and ``negative`` URLs (:func:`mine_hard_negatives`).
+    groups : Series of int
+        URL → group id.
+
+    Returns
+    -------
+    dict of int to list of int
+        Sorted confusable groups per group.
+    """
     out: dict[int, set] = {}
     for a, n in zip(mined.anchor.map(groups), mined.negative.map(groups)):
         out.setdefault(int(a), set()).add(int(n))
@@ -49,15 +83,40 @@ def confusable_groups(mined: pd.DataFrame, groups: pd.Series) -> dict[int, list[
 
 def pk_indices(groups: Sequence[int], p: int, k: int, n_batches: int, seed: int = 0,
                confusers: dict | None = None) -> np.ndarray:
-    """Row indices for ``n_batches`` batches of ``p`` groups × ``k`` rows each, flattened (n_batches·p·k,).
+    """Row indices for ``n_batches`` batches of ``p`` groups × ``k`` rows each, flattened.
 
     Only groups with at least two rows are drawn (an anchor needs a positive); a group
     smaller than ``k`` is sampled with replacement. Feed the result to ``fit`` with
     ``batch_size = p * k`` and ``shuffle=False`` so each batch keeps its P×K structure.
 
     ``confusers`` maps a group to groups the model confuses it with (from mined hard
-    negatives): then half of each batch's groups are seeds and the other half one of
-    their confusers, so online mining meets those hard negatives inside the batch.
+    negatives): then after each drawn group one of its confusers (when available) is added,
+    so online mining meets those hard negatives inside the batch.
+
+    Parameters
+    ----------
+    groups : sequence of int, length N
+        Group id of each row.
+    p : int
+        Groups per batch (at most the number of eligible groups).
+    k : int
+        Rows per group.
+    n_batches : int
+        Batches to draw.
+    seed : int, default 0
+        Seed of the draws.
+    confusers : dict, optional
+        Group → confusable groups.
+
+    Returns
+    -------
+    ndarray of int, shape (n_batches * p * k,)
+        Row indices into ``groups``, batch after batch.
+
+    Raises
+    ------
+    ValueError
+        When fewer than two groups have two or more rows.
     """
     groups = np.asarray(groups)
     rng = np.random.default_rng(seed)

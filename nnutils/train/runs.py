@@ -26,7 +26,25 @@ from nnutils.train.session import set_seed
 
 @dataclass
 class RunData:
-    """What notebook 02 left in the run folder, ready to train on."""
+    """What notebook 02 left in the run folder, ready to train on.
+
+    Parameters
+    ----------
+    run_dir : Path
+        The run folder.
+    train, val : DataFrame
+        Pairs (``image_url1, image_url2, is_same``) with their negative kinds.
+    balanced : DataFrame
+        The class-balanced training pairs.
+    triplets : DataFrame
+        Training triplets (``anchor, positive, negative, negative_kind``).
+    groups : Series of int
+        URL → group id.
+    path_of : dict of str to str or None
+        URL → local file.
+    urls : list of str
+        Every train and validation image, in first-seen order.
+    """
 
     run_dir: Path
     train: pd.DataFrame
@@ -39,13 +57,36 @@ class RunData:
 
     @property
     def train_urls(self) -> list:
+        """The distinct images of the training pairs, in first-seen order.
+
+        Returns
+        -------
+        list of str
+        """
         return list(dict.fromkeys(pd.concat([self.train.image_url1, self.train.image_url2])))
 
 
 def load_run_data(cfg) -> RunData:
     """Read notebook 02's outputs (``pairs_*.csv``, ``triplets_train.csv``, ``groups.csv``) and image paths.
 
-    Raises ``FileNotFoundError`` naming the notebook to run first.
+    Image paths come from ``image_status.csv`` when notebook 01 wrote it, else they are
+    resolved again.
+
+    Parameters
+    ----------
+    cfg : mapping
+        The notebook's profile settings (attribute access: ``run_dir``, ``data_dir``,
+        ``images_dir``, …; see :mod:`nnutils.profiles`).
+
+    Returns
+    -------
+    RunData
+
+    Raises
+    ------
+    FileNotFoundError
+        Naming the notebook to run first when an output is missing, or when fewer than half
+        of the listed images exist (the run folder belongs to another build of the data).
     """
     run_dir = Path(cfg.run_dir)
     need = ["pairs_train.csv", "pairs_val.csv", "pairs_train_balanced.csv", "triplets_train.csv", "groups.csv"]
@@ -76,7 +117,22 @@ def load_run_data(cfg) -> RunData:
 
 
 def best_previous(run_dir, names: Sequence[str], key: str = "val.roc_auc") -> str | None:
-    """The notebook among ``names`` whose metrics file has the highest ``key`` (e.g. val ROC AUC)."""
+    """The notebook among ``names`` whose metrics file has the highest ``key`` (e.g. val ROC AUC).
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        The run folder (reads ``metrics/<name>.json``).
+    names : sequence of str
+        Notebook names, e.g. ``["03_siamese_bce", "04_triplet"]``.
+    key : str, default "val.roc_auc"
+        Dotted path into the metrics JSON.
+
+    Returns
+    -------
+    str or None
+        The best name; None when no metrics file has a numeric ``key``.
+    """
     best, best_v = None, -np.inf
     for n in names:
         p = Path(run_dir) / "metrics" / f"{n}.json"
@@ -91,11 +147,35 @@ def best_previous(run_dir, names: Sequence[str], key: str = "val.roc_auc") -> st
 
 
 def setup(cfg, trunk_layer: str | None = None):
-    """Everything a training notebook needs: ``(data, trunk, rest, bank)``.
+    """Everything a training notebook needs.
 
     Seeds everything, reads notebook 02's outputs, builds the backbone cut at
     ``trunk_layer`` and computes (or loads from ``<run_dir>/features``) the trunk's
     outputs for every train/validation image, with ``cfg.views`` augmented views.
+
+    Parameters
+    ----------
+    cfg : mapping
+        The notebook's profile settings (attribute access: ``run_dir``, ``data_dir``,
+        ``images_dir``, …; see :mod:`nnutils.profiles`).
+    trunk_layer : str, optional
+        Where to cut the backbone (:func:`~nnutils.models.heads.build_parts`); None freezes
+        all of it.
+
+    Returns
+    -------
+    data : RunData
+    trunk : keras.Model
+        The frozen part.
+    rest : keras.Model or None
+        The trainable part of the backbone.
+    bank : FeatureBank
+        The trunk's features of ``data.urls``.
+
+    Raises
+    ------
+    FileNotFoundError
+        As :func:`load_run_data`, or when pretrained weights are missing.
     """
     set_seed(cfg.seed)
     data = load_run_data(cfg)
@@ -107,13 +187,32 @@ def setup(cfg, trunk_layer: str | None = None):
 
 
 def settings_of(cfg, **extra) -> dict:
-    """The model-defining settings of a notebook (saved next to its model and in its metrics)."""
+    """The model-defining settings of a notebook (saved next to its model and in its metrics).
+
+    Parameters
+    ----------
+    cfg : mapping
+        The profile settings; ``backbone``, ``weights``, ``image_size``, ``pooling``,
+        ``embedding_dim``, ``hidden_dim``, ``margin`` and ``views`` are taken when present.
+    **extra
+        Further settings (override ``cfg``'s).
+
+    Returns
+    -------
+    dict
+    """
     keys = ("backbone", "weights", "image_size", "pooling", "embedding_dim", "hidden_dim", "margin", "views")
     return {**{k: cfg[k] for k in keys if k in cfg}, **extra}
 
 
 class Timer:
-    """``with Timer() as t: ...``; ``t.seconds`` afterwards."""
+    """``with Timer() as t: ...``; ``t.seconds`` afterwards.
+
+    Attributes
+    ----------
+    seconds : float
+        Wall-clock duration of the ``with`` block, in seconds (set on exit).
+    """
 
     def __enter__(self):
         self.start = time.perf_counter()
@@ -124,7 +223,21 @@ class Timer:
 
 
 def save_metrics(run_dir: str | Path, notebook: str, **fields) -> Path:
-    """Write ``<run_dir>/metrics/<notebook>.json`` (floats rounded to 5 digits) and return its path."""
+    """Write ``<run_dir>/metrics/<notebook>.json`` (floats rounded to 5 digits) and return its path.
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        The run folder (``metrics/`` is created).
+    notebook : str
+        The notebook's name (file stem; also stored as ``notebook``).
+    **fields
+        JSON-serialisable values; NumPy scalars are converted, nested dicts and lists too.
+
+    Returns
+    -------
+    Path
+    """
     def clean(v):
         if isinstance(v, (float, np.floating)):
             return round(float(v), 5)
@@ -142,7 +255,19 @@ def save_metrics(run_dir: str | Path, notebook: str, **fields) -> Path:
 
 
 def read_metrics(run_dir: str | Path):
-    """All ``metrics/*.json`` of a run as a DataFrame, one row per notebook."""
+    """All ``metrics/*.json`` of a run as a DataFrame, one row per notebook.
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        The run folder.
+
+    Returns
+    -------
+    DataFrame
+        Flattened with ``pandas.json_normalize`` (nested keys become ``val.roc_auc``, …),
+        sorted by file name; empty when there is no metrics file.
+    """
     import pandas as pd
     rows = [json.loads(p.read_text()) for p in sorted((Path(run_dir) / "metrics").glob("*.json"))]
     return pd.json_normalize(rows)

@@ -13,13 +13,25 @@ from pathlib import Path
 
 
 def set_seed(seed: int) -> None:
-    """Seed Python, NumPy and the backend (``keras.utils.set_random_seed``)."""
+    """Seed Python, NumPy and the backend (``keras.utils.set_random_seed``).
+
+    Parameters
+    ----------
+    seed : int
+    """
     import keras
     keras.utils.set_random_seed(int(seed))
 
 
 def get_strategy():
-    """The ``tf.distribute`` strategy for the hardware present: TPU → GPUs (mirrored) → one GPU → CPU."""
+    """The ``tf.distribute`` strategy for the hardware present: TPU → GPUs (mirrored) → one GPU → CPU.
+
+    Returns
+    -------
+    tf.distribute.Strategy
+        ``TPUStrategy``, ``MirroredStrategy``, ``OneDeviceStrategy("/gpu:0")`` or the default
+        (CPU) strategy.
+    """
     import tensorflow as tf
     try:
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
@@ -37,7 +49,18 @@ def get_strategy():
 
 
 def adam(learning_rate: float, clipnorm: float | None = 1.0):
-    """Adam with gradient-norm clipping (the guard against the NaNs that cost other teams runs)."""
+    """Adam with gradient-norm clipping (the guard against the NaNs that cost other teams runs).
+
+    Parameters
+    ----------
+    learning_rate : float
+    clipnorm : float or None, default 1.0
+        Per-variable gradient norm clip; None disables it.
+
+    Returns
+    -------
+    keras.optimizers.Adam
+    """
     import keras
     return keras.optimizers.Adam(learning_rate=learning_rate, clipnorm=clipnorm)
 
@@ -47,6 +70,17 @@ def fingerprint(model, **settings) -> str:
 
     The architecture is read from the shapes and trainability of its weights, not from
     layer names (Keras numbers unnamed layers per session, so names are not stable).
+
+    Parameters
+    ----------
+    model : keras.Model
+    **settings
+        Training settings (JSON-serialised, ``str`` for other values).
+
+    Returns
+    -------
+    str
+        The first 8 hex digits of a SHA-1.
     """
     import hashlib
     arch = [(tuple(int(d) for d in w.shape), bool(w.trainable)) for w in model.weights]
@@ -65,6 +99,23 @@ def callbacks(run_dir: str | Path, name: str, *, resume: bool = True, tensorboar
       incompatible backup;
     - ``TerminateOnNaN``; ``CSVLogger`` to ``logs/<name>.csv``;
     - ``TensorBoard`` scalars to ``tensorboard/<name>/``.
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        The run folder.
+    name : str
+        The training run's name.
+    resume : bool, default True
+        Add ``BackupAndRestore`` (and append to the CSV log).
+    tensorboard : bool, default True
+        Add the ``TensorBoard`` callback.
+    fingerprint : str, optional
+        Suffix of the checkpoint folder.
+
+    Returns
+    -------
+    list of keras.callbacks.Callback
     """
     import keras
     run_dir = Path(run_dir)
