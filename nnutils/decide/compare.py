@@ -20,7 +20,29 @@ from nnutils.train.features import embed_images
 
 def model_scores(model_path, pairs: pd.DataFrame, path_of: dict, *, cache_dir=None, batch_size: int = 32,
                  progress: bool = True) -> np.ndarray:
-    """Cosine similarity per pair (N,) with a saved embedder; NaN where an image is unreadable."""
+    """Cosine similarity per pair with a saved embedder; NaN where an image is unreadable.
+
+    Parameters
+    ----------
+    model_path : str or Path
+        A saved ``.keras`` image → embedding model.
+    pairs : DataFrame, N rows
+        With ``image_url1`` and ``image_url2``.
+    path_of : dict of str to str or None
+        URL → local file.
+    cache_dir : str or Path, optional
+        Embedding cache root (keyed by the model's stem and modification time); None caches
+        nothing.
+    batch_size : int, default 32
+        Images per batch.
+    progress : bool, default True
+        Show a progress bar.
+
+    Returns
+    -------
+    ndarray of float32, shape (N,)
+        Cosine in [-1, 1]; NaN where either image is unreadable.
+    """
     model_path = Path(model_path)
     model = load_model(model_path)
     size = int(model.input.shape[1])
@@ -33,14 +55,48 @@ def model_scores(model_path, pairs: pd.DataFrame, path_of: dict, *, cache_dir=No
 
 
 def phash_scores(pairs: pd.DataFrame, path_of: dict, progress: bool = True) -> np.ndarray:
-    """``1 - Hamming / 64`` of 64-bit pHashes per pair; NaN where an image is unreadable."""
+    """``1 - Hamming / 64`` of 64-bit pHashes per pair; NaN where an image is unreadable.
+
+    Parameters
+    ----------
+    pairs : DataFrame, N rows
+        With ``image_url1`` and ``image_url2``.
+    path_of : dict of str to str or None
+        URL → local file.
+    progress : bool, default True
+        Show a progress bar.
+
+    Returns
+    -------
+    ndarray of float, shape (N,)
+        Similarity in [0, 1]; NaN where either image is unreadable.
+    """
     paths = [p for p in (path_of.get(u) for u in pd.concat([pairs.image_url1, pairs.image_url2])) if p]
     hashes = baselines.hash_images(paths, progress=progress)
     return baselines.hash_similarity(hashes, pairs.image_url1.map(path_of), pairs.image_url2.map(path_of))
 
 
 def collect_scores(run_dir, pairs: pd.DataFrame, path_of: dict, progress: bool = True) -> pd.DataFrame:
-    """One column of scores per saved model plus ``phash``; rows align with ``pairs``."""
+    """One column of scores per saved model plus ``phash``; rows align with ``pairs``.
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        The run folder; its ``models/*.keras`` are scored, embeddings cached under
+        ``features/``.
+    pairs : DataFrame, N rows
+        With ``image_url1`` and ``image_url2``.
+    path_of : dict of str to str or None
+        URL → local file.
+    progress : bool, default True
+        Show progress bars.
+
+    Returns
+    -------
+    DataFrame, N rows
+        Indexed like ``pairs``: ``phash`` (in [0, 1]) and one cosine column per model (in
+        [-1, 1]); NaN where an image is unreadable.
+    """
     cols = {"phash": phash_scores(pairs, path_of, progress)}
     for name, path in list_models(run_dir).items():
         cols[name] = model_scores(path, pairs, path_of, cache_dir=Path(run_dir) / "features", progress=progress)
@@ -51,6 +107,24 @@ def decide(scores: pd.DataFrame, y, k: int = 5, seed: int = 0) -> pd.DataFrame:
     """Per model: ROC AUC, the k-fold CV threshold and its spread, held-out F1 — sorted best first.
 
     Pairs with an unreadable image are left out here (the policy decides them anyway).
+
+    Parameters
+    ----------
+    scores : DataFrame, N rows
+        One column of scores per model (:func:`collect_scores`).
+    y : array-like of 0/1, shape (N,)
+        Labels.
+    k : int, default 5
+        Cross-validation folds (:func:`nnutils.decide.thresholds.cv_threshold`).
+    seed : int, default 0
+        Seed of the folds.
+
+    Returns
+    -------
+    DataFrame
+        One row per model: ``model``, ``roc_auc``, ``cv_f1``, ``cv_f1_std``, ``threshold``,
+        ``threshold_std`` and ``fold_thresholds``; sorted by ``cv_f1`` then ``roc_auc``,
+        descending.
     """
     from sklearn.metrics import roc_auc_score
     rows = []
@@ -66,7 +140,26 @@ def decide(scores: pd.DataFrame, y, k: int = 5, seed: int = 0) -> pd.DataFrame:
 
 
 def hardest_errors(pairs: pd.DataFrame, scores, threshold: float, n: int = 6) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The ``n`` most confident false positives (highest scores) and false negatives (lowest)."""
+    """The ``n`` most confident false positives (highest scores) and false negatives (lowest).
+
+    Parameters
+    ----------
+    pairs : DataFrame, N rows
+        With ``is_same``.
+    scores : array-like of float, shape (N,)
+        Scores of the pairs; NaN rows are left out.
+    threshold : float
+        Decide ``score >= threshold``.
+    n : int, default 6
+        Rows per table.
+
+    Returns
+    -------
+    fp : DataFrame
+        Negatives decided 1, highest score first, with a ``score`` column.
+    fn : DataFrame
+        Positives decided 0, lowest score first, with a ``score`` column.
+    """
     s = np.asarray(scores, float)
     df = pairs.assign(score=s)
     df = df[~np.isnan(s)]

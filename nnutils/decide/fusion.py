@@ -64,9 +64,21 @@ HASH_KINDS = ("phash", "dhash", "whash")
 def local_columns(local: pd.DataFrame, prefix: str = "lf") -> pd.DataFrame:
     """Numeric features from ``nnutils.local.verify.verify_pairs`` rows (NaN where not verifiable).
 
-    ``<prefix>_verifiable``, ``_passed`` (0/1), ``_inliers``, ``_inlier_ratio``,
-    ``_coverage_max``/``_coverage_min`` (order-free), ``_spread``, ``_log_scale`` (|log|:
-    order-free), ``_rotation`` (|degrees|).
+    Parameters
+    ----------
+    local : DataFrame, P rows
+        ``verify_pairs`` output: ``verifiable``, ``passed``, ``inliers``, ``inlier_ratio``,
+        ``coverage1``, ``coverage2``, ``spread``, ``scale`` and ``rotation_deg``.
+    prefix : str, default "lf"
+        Prefix of the column names.
+
+    Returns
+    -------
+    DataFrame, P rows
+        Indexed like ``local``, float columns ``<prefix>_verifiable``, ``_passed`` (0/1),
+        ``_inliers``, ``_inlier_ratio``, ``_coverage_max``/``_coverage_min`` (order-free,
+        shares in [0, 1]), ``_spread``, ``_log_scale`` (|log|: order-free), ``_rotation``
+        (|degrees|).
     """
     v = local["verifiable"].astype(bool).to_numpy()
     nan = lambda c: np.where(v, local[c].astype(float).to_numpy(), np.nan)  # noqa: E731
@@ -168,6 +180,24 @@ def choose_band(scores, y, threshold: float, *, keep_errors: float = 1.0, margin
     (false negatives below the threshold set ``lo``, false positives above it set ``hi``),
     widened by ``margin`` on both sides; it always contains the threshold. NaN scores are
     ignored here (unreadable pairs follow the unreadable policy).
+
+    Parameters
+    ----------
+    scores : array-like of float, shape (P,)
+        Global scores (e.g. cosine in [-1, 1]) of the validation pairs.
+    y : array-like of 0/1, shape (P,)
+        Labels.
+    threshold : float
+        The global decision threshold.
+    keep_errors : float, default 1.0
+        Share in [0, 1] of the errors on each side the band must hold.
+    margin : float, default 0.02
+        Widening on both sides, in score units.
+
+    Returns
+    -------
+    lo, hi : float
+        ``lo <= threshold - margin`` and ``hi >= threshold + margin``.
     """
     s, y = np.asarray(scores, float), np.asarray(y, int)
     ok = np.isfinite(s)
@@ -181,7 +211,18 @@ def choose_band(scores, y, threshold: float, *, keep_errors: float = 1.0, margin
 
 
 def in_band(scores, band: tuple[float, float]) -> np.ndarray:
-    """(P,) bool: finite scores within ``band`` (inclusive)."""
+    """Finite scores within ``band`` (inclusive).
+
+    Parameters
+    ----------
+    scores : array-like of float, shape (P,)
+    band : tuple of float
+        ``(lo, hi)``.
+
+    Returns
+    -------
+    ndarray of bool, shape (P,)
+    """
     s = np.asarray(scores, float)
     return np.isfinite(s) & (s >= band[0]) & (s <= band[1])
 
@@ -207,6 +248,17 @@ class Fusion:
     :meth:`to_dict` / :meth:`from_dict` give its settings and results as plain data; the
     fitted scikit-learn estimator ``model`` is stored apart by
     :meth:`nnutils.decide.decision.Decision.save`.
+
+    Parameters
+    ----------
+    kind : {"hgb", "logistic"}, default "hgb"
+    folds : int, default 5
+        Outer cross-validation folds (at most the smaller class's count, at least 2).
+    calibration : {"none", "sigmoid", "isotonic"}, default "none"
+    seed : int, default 0
+        Seed of the folds and of the gradient boosting.
+    features, threshold, model, cv, importances, oof, oof_pred
+        Set by :meth:`fit` (or :meth:`from_dict`); see above.
     """
 
     kind: str = "hgb"
@@ -240,7 +292,31 @@ class Fusion:
         raise ValueError(f"kind must be 'hgb' or 'logistic', got {self.kind!r}")
 
     def fit(self, X: pd.DataFrame, y, *, importance_repeats: int = 5) -> "Fusion":
-        """Cross-validate (out-of-fold probabilities → threshold, F1, AUC, importances), then refit on all rows."""
+        """Cross-validate (out-of-fold probabilities → threshold, F1, AUC, importances), then refit on all rows.
+
+        Sets ``features``, ``threshold``, ``cv``, ``oof``, ``oof_pred``, ``importances`` (when
+        ``importance_repeats``) and ``model``.
+
+        Parameters
+        ----------
+        X : DataFrame, N rows
+            Feature columns (NaN allowed).
+        y : array-like of 0/1, shape (N,)
+            Labels.
+        importance_repeats : int, default 5
+            Permutation repeats per held-out fold; 0 skips the importances.
+
+        Returns
+        -------
+        Fusion
+            ``self``, fitted.
+
+        Raises
+        ------
+        ValueError
+            When ``X`` and ``y`` differ in length, ``y`` has one class only, or ``kind`` /
+            ``calibration`` is unknown.
+        """
 
         y = np.asarray(y, int)
         if len(X) != len(y):
@@ -293,17 +369,56 @@ class Fusion:
         return X[self.features].to_numpy(float)
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
-        """(P,) probability that each pair is the same photo."""
+        """Probability that each pair is the same photo.
+
+        Parameters
+        ----------
+        X : DataFrame, P rows
+            The feature columns used in :meth:`fit` (same names; NaN allowed).
+
+        Returns
+        -------
+        ndarray of float, shape (P,)
+            In [0, 1].
+
+        Raises
+        ------
+        RuntimeError
+            When the fusion is not fitted.
+        """
         if self.model is None:
             raise RuntimeError("Fusion is not fitted: call fit()")
         return self.model.predict_proba(self._matrix(X))[:, 1]
 
     def decide(self, X: pd.DataFrame) -> np.ndarray:
-        """(P,) int 0/1 at the cross-validated probability threshold."""
+        """0/1 decisions at the cross-validated probability threshold.
+
+        Parameters
+        ----------
+        X : DataFrame, P rows
+            The feature columns used in :meth:`fit` (same names; NaN allowed).
+
+        Returns
+        -------
+        ndarray of int, shape (P,)
+            ``predict_proba(X) >= threshold``.
+
+        Raises
+        ------
+        RuntimeError
+            When the fusion is not fitted.
+        """
         return (self.predict_proba(X) >= self.threshold).astype(int)
 
     def to_dict(self) -> dict:
-        """Settings and cross-validated results as JSON-ready data (the estimator is not included)."""
+        """Settings and cross-validated results as JSON-ready data (the estimator is not included).
+
+        Returns
+        -------
+        dict
+            ``kind``, ``folds``, ``calibration``, ``seed``, ``features``, ``threshold``, ``cv``,
+            ``importances`` (column lists or None), ``oof`` and ``oof_pred`` (lists or None).
+        """
         return {"kind": self.kind, "folds": self.folds, "calibration": self.calibration, "seed": self.seed,
                 "features": list(self.features), "threshold": float(self.threshold),
                 "cv": {k: (float(v) if isinstance(v, (float, np.floating)) else int(v) if isinstance(v, (int, np.integer))
@@ -314,7 +429,19 @@ class Fusion:
 
     @classmethod
     def from_dict(cls, d: dict, model) -> "Fusion":
-        """The inverse of :meth:`to_dict`, with the fitted estimator ``model``."""
+        """The inverse of :meth:`to_dict`, with the fitted estimator ``model``.
+
+        Parameters
+        ----------
+        d : dict
+            :meth:`to_dict`'s output.
+        model : object
+            The fitted scikit-learn estimator.
+
+        Returns
+        -------
+        Fusion
+        """
         fz = cls(kind=d["kind"], folds=int(d["folds"]), calibration=d["calibration"], seed=int(d["seed"]),
                  features=list(d["features"]), threshold=float(d["threshold"]), model=model, cv=dict(d["cv"]))
         if d.get("importances") is not None:
@@ -351,8 +478,23 @@ def compare_feature_sets(sets: dict, y, *, kind: str = "hgb", folds: int = 5, se
 def choose_local_method(f1: dict, cost_ms: dict) -> str:
     """The local check whose fused decision has the best out-of-fold F1; ties go to the cheaper one.
 
-    ``f1`` and ``cost_ms`` map a method name (``"sift"``, ``"orb"``, ``"delf"``) to its fused
-    decision's out-of-fold F1 and its mean cost per pair in milliseconds.
+    Parameters
+    ----------
+    f1 : dict of str to float
+        Method name (``"sift"``, ``"orb"``, ``"delf"``) → its fused decision's out-of-fold F1.
+    cost_ms : dict of str to float
+        Method name → mean cost per pair in milliseconds (a missing method counts as
+        infinitely slow).
+
+    Returns
+    -------
+    str
+        The chosen method name.
+
+    Raises
+    ------
+    ValueError
+        When ``f1`` is empty.
     """
     if not f1:
         raise ValueError("no local methods to choose from")
@@ -360,10 +502,25 @@ def choose_local_method(f1: dict, cost_ms: dict) -> str:
 
 
 def apply_fusion(global_scores, global_threshold: float, band: tuple[float, float], fused: np.ndarray) -> np.ndarray:
-    """Final (P,) 0/1 decisions: the global decision outside ``band``; ``fused`` (P,) 0/1 inside it.
+    """Final 0/1 decisions: the global decision outside ``band``; ``fused`` inside it.
 
-    NaN global scores (unreadable images) are 0, the unreadable-image policy. ``fused`` is
-    only read where the band applies (other entries may be anything, e.g. -1).
+    NaN global scores (unreadable images) are 0, the unreadable-image policy.
+
+    Parameters
+    ----------
+    global_scores : array-like of float, shape (P,)
+        Global model scores; NaN for unreadable pairs.
+    global_threshold : float
+        Decide ``score >= global_threshold`` outside the band.
+    band : tuple of float
+        ``(lo, hi)``, inclusive (:func:`choose_band`).
+    fused : ndarray of int, shape (P,)
+        The fused 0/1 decisions; only read where the band applies (other entries may be
+        anything, e.g. -1).
+
+    Returns
+    -------
+    ndarray of int, shape (P,)
     """
     s = np.asarray(global_scores, float)
     out = np.where(np.isfinite(s) & (s >= global_threshold), 1, 0)

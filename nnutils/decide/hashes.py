@@ -21,7 +21,29 @@ HASHES = {"phash": imagehash.phash, "dhash": imagehash.dhash, "whash": imagehash
 
 def hash_images(paths: Iterable[str], kind: str = "phash", hash_size: int = 8,
                 progress: bool = True) -> dict[str, np.ndarray | None]:
-    """Hash every distinct path once: ``{path: bool array (hash_size**2,)}``, None if unreadable."""
+    """Hash every distinct path once.
+
+    Parameters
+    ----------
+    paths : iterable of str
+        Image files (duplicates are hashed once).
+    kind : str, default "phash"
+        One of :data:`HASHES` (``imagehash`` functions).
+    hash_size : int, default 8
+        Side of the hash grid: ``hash_size ** 2`` bits.
+    progress : bool, default True
+        Show a progress bar.
+
+    Returns
+    -------
+    dict of str to ndarray or None
+        Path → bool array of shape (hash_size**2,); None if unreadable.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``kind``.
+    """
     if kind not in HASHES:
         raise ValueError(f"kind must be one of {sorted(HASHES)}, got {kind!r}")
     fn = HASHES[kind]
@@ -36,7 +58,19 @@ def hash_images(paths: Iterable[str], kind: str = "phash", hash_size: int = 8,
 
 
 def hash_similarity(hashes: dict, paths1: Iterable[str], paths2: Iterable[str]) -> np.ndarray:
-    """``1 - Hamming / bits`` per pair (N,), in [0, 1]; NaN where an image is unreadable."""
+    """``1 - Hamming / bits`` per pair, in [0, 1]; NaN where an image is unreadable.
+
+    Parameters
+    ----------
+    hashes : dict of str to ndarray or None
+        :func:`hash_images`' output.
+    paths1, paths2 : iterable of str, length N
+        The pairs' two images.
+
+    Returns
+    -------
+    ndarray of float, shape (N,)
+    """
     out = []
     for a, b in zip(paths1, paths2):
         ha, hb = hashes.get(a), hashes.get(b)
@@ -48,8 +82,20 @@ def hash_vectors(hashes: dict, paths: Iterable[str]) -> tuple[np.ndarray, np.nda
     """Hashes as unit vectors, so a kNN index over embeddings can group by hash too.
 
     Bit b becomes ``(2b - 1) / sqrt(bits)``: the dot product of two such vectors is
-    ``1 - 2 * Hamming / bits``, i.e. ``2 * hash_similarity - 1``. Returns ``(vectors (N, bits)
-    float32, ok (N,) bool)``; unreadable rows are zero vectors with ``ok`` False.
+    ``1 - 2 * Hamming / bits``, i.e. ``2 * hash_similarity - 1``.
+
+    Parameters
+    ----------
+    hashes : dict of str to ndarray or None
+        :func:`hash_images`' output.
+    paths : iterable of str, length N
+        The images, in row order.
+
+    Returns
+    -------
+    vectors : ndarray of float32, shape (N, bits)
+        Unit rows; zero rows where unreadable.
+    ok : ndarray of bool, shape (N,)
     """
     paths = list(paths)
     bits = next((h.size for h in hashes.values() if h is not None), 64)

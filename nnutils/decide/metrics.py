@@ -24,6 +24,24 @@ def best_threshold(y, scores) -> tuple[float, float]:
     Predictions are ``scores >= threshold``. The threshold returned is the midpoint
     between the chosen score and the next lower one, so it generalises a little better
     than the exact score.
+
+    Parameters
+    ----------
+    y : array-like of 0/1, shape (N,)
+        Labels.
+    scores : array-like of float, shape (N,)
+        Scores (no NaN).
+
+    Returns
+    -------
+    threshold : float
+    f1 : float
+        Class-1 F1 in [0, 1] at that threshold.
+
+    Raises
+    ------
+    ValueError
+        When ``y`` has one class only.
     """
     y, s = np.asarray(y).astype(int), np.asarray(scores, float)
     if y.min() == y.max():
@@ -39,9 +57,20 @@ def best_threshold(y, scores) -> tuple[float, float]:
 def pair_metrics(y, scores, threshold: float) -> dict:
     """Metrics of the decision ``scores >= threshold``.
 
-    Returns ``f1`` (class 1), ``macro_f1``, ``precision``, ``recall``, ``accuracy``,
-    ``roc_auc`` (threshold-free; NaN if one class is absent), ``threshold``, ``n``,
-    ``positives`` and the confusion counts ``tp, fp, fn, tn``.
+    Parameters
+    ----------
+    y : array-like of 0/1, shape (N,)
+        Labels.
+    scores : array-like of float, shape (N,)
+        Scores (or 0/1 decisions with ``threshold=0.5``).
+    threshold : float
+
+    Returns
+    -------
+    dict
+        ``f1`` (class 1), ``macro_f1``, ``precision``, ``recall``, ``accuracy`` (floats in
+        [0, 1]), ``roc_auc`` (threshold-free; NaN if one class is absent), ``threshold``,
+        ``n``, ``positives`` and the confusion counts ``tp, fp, fn, tn`` (int).
     """
     y, s = np.asarray(y).astype(int), np.asarray(scores, float)
     pred = (s >= threshold).astype(int)
@@ -67,7 +96,22 @@ def breakdown(pairs: pd.DataFrame, scores, threshold: float, by: str) -> pd.Data
 
     For each non-empty value of ``pairs[by]``: number of pairs, mean score, and the share
     decided correctly at ``threshold`` (recall for positive kinds, 1 - false-positive
-    rate for negative kinds). Sorted with the worst kinds first.
+    rate for negative kinds).
+
+    Parameters
+    ----------
+    pairs : DataFrame, N rows
+        With ``is_same`` and the column ``by``.
+    scores : array-like of float, shape (N,)
+    threshold : float
+    by : str
+        The column to group by.
+
+    Returns
+    -------
+    DataFrame
+        Indexed by kind: ``pairs``, ``mean_score``, ``correct`` (share) and ``errors``
+        (count); the worst kinds first, rounded to 4 decimals.
     """
     s = np.asarray(scores, float)
     df = pairs.assign(score=s, correct=((s >= threshold).astype(int) == pairs.is_same.to_numpy()))

@@ -24,6 +24,19 @@ from nnutils.models.embedders import embed_cached, score_pairs
 
 @dataclass
 class Prediction:
+    """What :func:`predict_pairs` returns for N pairs.
+
+    Parameters
+    ----------
+    submission : DataFrame
+        ``ID, is_same`` (int 0/1), N rows.
+    scores : ndarray of float, shape (N,)
+        Cosine similarity (or hash similarity); NaN if unreadable.
+    unreadable : ndarray of bool, shape (N,)
+        Pairs decided by the unreadable-image policy.
+    report : dict
+        Counts and timings (seconds).
+    """
     submission: pd.DataFrame   # ID, is_same
     scores: np.ndarray         # (N,) cosine similarity (or hash similarity), NaN if unreadable
     unreadable: np.ndarray     # (N,) bool: pairs decided by the unreadable-image policy

@@ -16,8 +16,22 @@ class SubmissionError(ValueError):
 def make_submission(test: pd.DataFrame, scores, threshold: float, unreadable=None) -> pd.DataFrame:
     """``ID, is_same`` for a test table: ``is_same = score >= threshold``.
 
-    Pairs flagged in ``unreadable`` (bool array) or with a NaN score get 0, the documented
+    Pairs flagged in ``unreadable`` or with a NaN score get 0, the documented
     unreadable-image policy (:data:`nnutils.data.pairs.UNREADABLE_POLICY`).
+
+    Parameters
+    ----------
+    test : DataFrame, N rows
+        With ``ID``.
+    scores : array-like of float, shape (N,)
+    threshold : float
+    unreadable : array-like of bool, shape (N,), optional
+        Pairs with an unreadable image.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``ID`` and ``is_same`` (int 0/1), in the order of ``test``.
     """
     s = np.asarray(scores, float)
     bad = np.isnan(s) if unreadable is None else (np.asarray(unreadable, bool) | np.isnan(s))
@@ -26,8 +40,21 @@ def make_submission(test: pd.DataFrame, scores, threshold: float, unreadable=Non
 
 
 def validate_submission(sub: pd.DataFrame, test_ids) -> None:
-    """Raise :class:`SubmissionError` unless ``sub`` has exactly the columns ``ID, is_same``,
-    every test ID exactly once and nothing else, and ``is_same`` values in {0, 1} without NaN."""
+    """Check a submission the way Kaggle would score it.
+
+    Parameters
+    ----------
+    sub : DataFrame
+        The submission.
+    test_ids : array-like of int
+        The test set's IDs.
+
+    Raises
+    ------
+    SubmissionError
+        Unless ``sub`` has exactly the columns ``ID, is_same``, every test ID exactly once
+        and nothing else, and ``is_same`` values in {0, 1} without NaN.
+    """
     if list(sub.columns) != ["ID", "is_same"]:
         raise SubmissionError(f"columns must be exactly ['ID', 'is_same'], got {list(sub.columns)}")
     if sub.is_same.isna().any():
@@ -47,7 +74,28 @@ def validate_submission(sub: pd.DataFrame, test_ids) -> None:
 
 
 def write_submission(sub: pd.DataFrame, path: str | Path, test_ids, scores=None) -> Path:
-    """Validate, then write ``path`` (``ID,is_same``); with ``scores``, also ``<stem>_scores.csv``."""
+    """Validate, then write ``path`` (``ID,is_same``); with ``scores``, also ``<stem>_scores.csv``.
+
+    Parameters
+    ----------
+    sub : DataFrame
+        ``ID, is_same``.
+    path : str or Path
+        The CSV to write (its folder is created).
+    test_ids : array-like of int
+        The test set's IDs (:func:`validate_submission`).
+    scores : array-like of float, shape (len(sub),), optional
+        Written next to the submission with a ``score`` column.
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    SubmissionError
+        When the submission is invalid (nothing is written).
+    """
     validate_submission(sub, test_ids)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

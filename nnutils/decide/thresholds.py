@@ -21,7 +21,20 @@ __all__ = ["sweep", "cv_threshold", "log_hparams"]
 
 
 def sweep(y, scores, thresholds=None) -> pd.DataFrame:
-    """F1 (class 1), macro F1, precision and recall at each threshold (default: 101 points over the score range)."""
+    """F1 (class 1), macro F1, precision and recall at each threshold.
+
+    Parameters
+    ----------
+    y : array-like of 0/1, shape (N,)
+    scores : array-like of float, shape (N,)
+    thresholds : array-like of float, optional
+        Default: 101 points over the score range.
+
+    Returns
+    -------
+    DataFrame
+        One row per threshold: ``threshold``, ``f1``, ``macro_f1``, ``precision``, ``recall``.
+    """
     y, s = np.asarray(y).astype(int), np.asarray(scores, float)
     if thresholds is None:
         thresholds = np.linspace(np.nanmin(s), np.nanmax(s), 101)
@@ -35,9 +48,26 @@ def sweep(y, scores, thresholds=None) -> pd.DataFrame:
 def cv_threshold(y, scores, k: int = 5, seed: int = 0) -> dict:
     """Threshold by stratified k-fold cross-validation.
 
-    Returns ``threshold`` (the median of the per-fold F1-optimal thresholds),
-    ``fold_thresholds``, ``threshold_std``, and the held-out ``cv_f1`` / ``cv_f1_std``
-    (each fold scored with the threshold chosen on the other folds).
+    Parameters
+    ----------
+    y : array-like of 0/1, shape (N,)
+    scores : array-like of float, shape (N,)
+    k : int, default 5
+        Folds (at most the smaller class's count).
+    seed : int, default 0
+        Seed of the fold split.
+
+    Returns
+    -------
+    dict
+        ``threshold`` (the median of the per-fold F1-optimal thresholds),
+        ``fold_thresholds``, ``threshold_std``, the held-out ``cv_f1`` / ``cv_f1_std`` (each
+        fold scored with the threshold chosen on the other folds) and ``k`` (folds used).
+
+    Raises
+    ------
+    ValueError
+        With fewer than 2 examples of either class.
     """
     y, s = np.asarray(y).astype(int), np.asarray(scores, float)
     k = int(min(k, np.bincount(y, minlength=2).min()))
@@ -56,9 +86,20 @@ def cv_threshold(y, scores, k: int = 5, seed: int = 0) -> dict:
 def log_hparams(logdir: str | Path, results: pd.DataFrame) -> Path:
     """Log one TensorBoard HParams run per row of ``results``.
 
-    ``results`` has columns ``model``, ``threshold`` and metric columns (``f1``,
-    ``macro_f1``, ``precision``, ``recall``, ``roc_auc``). Open with
-    ``tensorboard --logdir <logdir>`` → HPARAMS tab.
+    Open with ``tensorboard --logdir <logdir>`` → HPARAMS tab.
+
+    Parameters
+    ----------
+    logdir : str or Path
+        The log folder (``run-NNNN`` sub-folders are written).
+    results : DataFrame
+        Columns ``model``, ``threshold`` and metric columns (``f1``, ``macro_f1``,
+        ``precision``, ``recall``, ``roc_auc``).
+
+    Returns
+    -------
+    Path
+        ``logdir``.
     """
     import tensorflow as tf
     from tensorboard.plugins.hparams import api as hp
