@@ -29,7 +29,25 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".
 
 
 def list_images(folder, extensions: Sequence[str] = IMAGE_EXTENSIONS, recursive: bool = True) -> list[str]:
-    """Image files under ``folder`` (by extension, case-insensitive), sorted, as strings."""
+    """Image files under ``folder`` (by extension, case-insensitive), sorted, as strings.
+
+    Parameters
+    ----------
+    folder : str or Path
+    extensions : sequence of str, default IMAGE_EXTENSIONS
+        Suffixes with the dot, e.g. ``".jpg"``.
+    recursive : bool, default True
+        Also look in sub-folders.
+
+    Returns
+    -------
+    list of str
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``folder`` is not a folder.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: not a folder")
@@ -41,8 +59,24 @@ def list_images(folder, extensions: Sequence[str] = IMAGE_EXTENSIONS, recursive:
 def read_image_list(csv_path, column: str | None = None, images_dir=None) -> list[str]:
     """Paths/URLs from a CSV: ``column``, else the first of ``path``, ``image_url``, ``url``, ``file``.
 
-    Relative paths are resolved against ``images_dir`` (default: the CSV's folder). Empty
-    cells raise ``ValueError`` naming the rows; duplicates keep their first occurrence.
+    Parameters
+    ----------
+    csv_path : str or Path
+        The CSV.
+    column : str, optional
+        The column to read.
+    images_dir : str or Path, optional
+        Base of relative paths (default: the CSV's folder); URLs and absolute paths are kept.
+
+    Returns
+    -------
+    list of str
+        Duplicates keep their first occurrence.
+
+    Raises
+    ------
+    ValueError
+        When the column is missing, or a cell is empty (naming the line numbers).
     """
     csv_path = Path(csv_path)
     df = pd.read_csv(csv_path, dtype=str, keep_default_na=False, skip_blank_lines=False)
@@ -130,7 +164,20 @@ def group_table(paths: Sequence[str], labels: np.ndarray, emb: np.ndarray, *, ke
 
 
 def files_to_remove(groups: pd.DataFrame) -> pd.DataFrame:
-    """The non-representative members of each group: ``path``, ``keep`` (its representative), ``group``, ``similarity``."""
+    """The non-representative members of each group.
+
+    Parameters
+    ----------
+    groups : DataFrame
+        :func:`~nnutils.scale.grouping.group_table`'s output (``group``, ``path``,
+        ``representative``, ``similarity``).
+
+    Returns
+    -------
+    DataFrame
+        Columns ``path``, ``keep`` (its group's representative), ``group`` and
+        ``similarity`` (cosine to the representative, in [-1, 1]).
+    """
     is_rep = groups.representative.astype(bool).to_numpy()
     rep = groups[is_rep].set_index("group").path
     out = groups[~is_rep]
@@ -140,7 +187,30 @@ def files_to_remove(groups: pd.DataFrame) -> pd.DataFrame:
 
 @dataclass
 class DuplicateGroups:
-    """What :func:`find_duplicates` found."""
+    """What :func:`find_duplicates` found.
+
+    Parameters
+    ----------
+    groups : DataFrame
+        :func:`~nnutils.scale.grouping.group_table`: ``group``, ``size``, ``path``,
+        ``representative``, ``similarity``, …
+    to_remove : DataFrame
+        :func:`files_to_remove`.
+    edges : DataFrame
+        ``i``, ``j``, ``similarity``, ``via_min2``: rows of ``paths``.
+    labels : ndarray of int64, shape (N,)
+        Group label per path; -1 for unreadable images.
+    paths : list of str
+        The N inputs, in order.
+    unreadable : DataFrame
+        ``path``, ``reason``.
+    report : dict
+        Counts, settings and timings (seconds).
+    embeddings : ndarray of float32, shape (N, D), optional
+        NaN rows where unreadable.
+    ok : ndarray of bool, shape (N,), optional
+        Which images were readable.
+    """
 
     groups: pd.DataFrame            # group_table(): group, size, path, representative, similarity, ...
     to_remove: pd.DataFrame         # files_to_remove()
@@ -153,7 +223,18 @@ class DuplicateGroups:
     ok: np.ndarray | None = field(default=None, repr=False)           # (N,) bool readable
 
     def save(self, out_dir) -> dict:
-        """Write ``groups.csv``, ``to_remove.csv``, ``unreadable.csv`` and ``report.json``; returns their paths."""
+        """Write ``groups.csv``, ``to_remove.csv``, ``unreadable.csv`` and ``report.json``.
+
+        Parameters
+        ----------
+        out_dir : str or Path
+            Created if missing.
+
+        Returns
+        -------
+        dict of str to Path
+            ``groups``, ``to_remove``, ``unreadable`` and ``report`` → the files written.
+        """
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         files = {"groups": out_dir / "groups.csv", "to_remove": out_dir / "to_remove.csv",
@@ -168,11 +249,34 @@ class DuplicateGroups:
 def group_embeddings(emb: np.ndarray, threshold: float, *, k: int = 10, index: str = "auto", min2: bool = False,
                      min2_threshold: float | None = None, mutual: bool = False,
                      progress: bool = False) -> tuple[np.ndarray, pd.DataFrame, dict]:
-    """kNN + edges + components on (N, D) L2-normalised embeddings → (labels (N,), edges, timings).
+    """kNN + edges + components on L2-normalised embeddings.
 
     ``k`` neighbours per item (itself included) bound the group an item can join directly;
-    groups larger than ``k`` still form through transitivity. ``index``: ``"auto"``,
-    ``"flat"``, ``"ivf"`` or ``"hnsw"`` (see :func:`nnutils.scale.index.build_index`).
+    groups larger than ``k`` still form through transitivity.
+
+    Parameters
+    ----------
+    emb : ndarray, shape (N, D)
+        L2-normalised embeddings (cast to float32).
+    threshold : float
+        Cosine at or above which two neighbours are linked.
+    k : int, default 10
+        Neighbours per item, itself included.
+    index : str, default "auto"
+        ``"auto"``, ``"flat"``, ``"ivf"`` or ``"hnsw"`` (see :func:`nnutils.scale.index.build_index`).
+    min2, min2_threshold, mutual
+        Edge variants (:func:`~nnutils.scale.grouping.neighbour_edges`).
+    progress : bool, default False
+        Show progress bars.
+
+    Returns
+    -------
+    labels : ndarray of int64, shape (N,)
+        Group per item (0 = the largest group).
+    edges : DataFrame
+        ``i``, ``j``, ``similarity``, ``via_min2``.
+    timings : dict
+        ``index`` (kind built) and ``index_s``, ``search_s``, ``group_s`` in seconds.
     """
     t0 = time.perf_counter()
     emb = np.ascontiguousarray(emb, np.float32)
@@ -193,13 +297,53 @@ def find_duplicates(images, model, *, threshold: float | None = None, k: int | N
                     progress: bool = True) -> DuplicateGroups:
     """Group the duplicates among ``images``: a folder, a CSV of paths/URLs, or a list of paths.
 
-    ``model`` is a run folder or a ``.keras`` / ``.tflite`` embedder (then ``threshold`` is
-    required), as for ``nnutils.predict``. From a run folder, settings left as None come
-    from its ``grouping.json`` (written by notebook 09: threshold, variant, k chosen on
-    labelled data), else the pair threshold of ``decision.json``, ``k=10``, no min2/mutual.
-    Grouping usually needs a *higher* threshold than pairs: components are transitive, so
-    every false edge merges two whole groups. Each image is decoded and embedded once;
-    embeddings are cached by content under ``cache_dir``. See the module docstring.
+    From a run folder, settings left as None come from its ``grouping.json`` (written by
+    notebook 09: threshold, variant, k chosen on labelled data), else the pair threshold of
+    ``decision.json``, ``k=10``, no min2/mutual. Grouping usually needs a *higher* threshold
+    than pairs: components are transitive, so every false edge merges two whole groups. Each
+    image is decoded and embedded once; embeddings are cached by content under
+    ``cache_dir``. See the module docstring.
+
+    Parameters
+    ----------
+    images : str or Path or sequence of str
+        A folder (:func:`list_images`), a CSV (:func:`read_image_list`) or paths/URLs.
+    model : str or Path
+        A run folder or a ``.keras`` / ``.tflite`` embedder (then ``threshold`` is
+        required), as for ``nnutils.predict``.
+    threshold : float, optional
+        Cosine in [-1, 1] at or above which neighbours are linked.
+    k : int, optional
+        Neighbours per image, itself included.
+    index : str, default "auto"
+        Index kind (:func:`nnutils.scale.index.build_index`).
+    min2 : bool, optional
+        Keep each image's nearest neighbour down to ``min2_threshold``.
+    min2_threshold : float, optional
+        Default ``threshold - min2_margin`` from ``grouping.json``.
+    mutual : bool, optional
+        Keep only mutual neighbours.
+    keep : str, default "largest"
+        How each group's representative is chosen (:func:`~nnutils.scale.grouping.group_table`).
+    runtime : {"tflite", "keras"}, default "tflite"
+    cache_dir : str or Path, optional
+        Embedding and download cache.
+    batch_size : int, default 32
+        Images per inference batch.
+    progress : bool, default True
+        Show progress bars.
+
+    Returns
+    -------
+    DuplicateGroups
+
+    Raises
+    ------
+    ValueError
+        When no image is found, ``model`` is ``"phash"``, or a model file is given without a
+        threshold.
+    FileNotFoundError
+        When ``model`` is neither a run folder nor an existing file.
     """
     t0 = time.perf_counter()
     if isinstance(images, (str, Path)) and Path(images).is_dir():

@@ -83,10 +83,26 @@ def neighbour_edges(sims, ids, threshold: float, *, min2: bool = False, min2_thr
 
 
 def connected_groups(n: int, edges: pd.DataFrame) -> np.ndarray:
-    """Group label per item: (n,) int64, the connected components of ``edges`` (columns ``i``, ``j``).
+    """Group label per item: the connected components of ``edges``.
 
     Labels are 0..G-1, numbered by decreasing group size then by first member, so label 0 is
     the largest group. Items without an edge are groups of one.
+
+    Parameters
+    ----------
+    n : int
+        Number of items.
+    edges : DataFrame
+        Columns ``i``, ``j`` (item indices in 0..n-1).
+
+    Returns
+    -------
+    ndarray of int64, shape (n,)
+
+    Raises
+    ------
+    ValueError
+        When an edge refers to an item outside 0..n-1.
     """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
@@ -112,7 +128,21 @@ def rowwise_f1(pred_labels, true_labels) -> float:
 
     For item i with predicted set P_i and true set T_i (both include i),
     F1_i = 2·|P_i ∩ T_i| / (|P_i| + |T_i|). Singletons predicted as singletons score 1.
-    ``pred_labels``, ``true_labels``: (N,) group labels of any hashable dtype.
+
+    Parameters
+    ----------
+    pred_labels, true_labels : array-like, shape (N,)
+        Group labels of any hashable dtype.
+
+    Returns
+    -------
+    float
+        In [0, 1]; NaN when N is 0.
+
+    Raises
+    ------
+    ValueError
+        When the two differ in length.
     """
     p = pd.Series(pd.factorize(pd.Series(pred_labels))[0])
     t = pd.Series(pd.factorize(pd.Series(true_labels))[0])
@@ -130,10 +160,29 @@ def sweep_grouping(sims, ids, truth, thresholds: Sequence[float], *, min2_margin
                    variants: Sequence[str] = ("plain", "min2", "mutual", "mutual+min2")) -> pd.DataFrame:
     """Row-wise F1 of the groups for every threshold × variant, from one self-kNN.
 
-    ``sims``, ``ids``: (N, k) self-kNN; ``truth``: (N,) true group labels. Variants:
-    ``plain``, ``min2`` (nearest neighbour kept down to ``threshold - min2_margin``),
-    ``mutual`` and ``mutual+min2``. Returns a DataFrame ``threshold``, ``variant``,
-    ``rowwise_f1``, ``groups`` (of two or more), ``largest`` (size of the largest group), ``edges``.
+    Parameters
+    ----------
+    sims, ids : ndarray, shape (N, k)
+        Self-kNN similarities (float32 cosine) and neighbour rows (int64).
+    truth : array-like, shape (N,)
+        True group labels.
+    thresholds : sequence of float
+        Cosine thresholds.
+    min2_margin : float, default 0.05
+        ``min2`` keeps the nearest neighbour down to ``threshold - min2_margin``.
+    variants : sequence of str
+        Any of ``plain``, ``min2``, ``mutual`` and ``mutual+min2``.
+
+    Returns
+    -------
+    DataFrame
+        One row per threshold × variant: ``threshold``, ``variant``, ``rowwise_f1``,
+        ``groups`` (of two or more), ``largest`` (size of the largest group), ``edges``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown variant.
     """
     rows = []
     for t in thresholds:
@@ -153,8 +202,30 @@ def sweep_grouping(sims, ids, truth, thresholds: Sequence[float], *, min2_margin
 def save_grouping(run_dir, *, threshold: float, variant: str, k: int, min2_margin: float = 0.05, **extra) -> Path:
     """Record the grouping settings chosen on labelled data in ``<run_dir>/grouping.json``.
 
-    ``variant`` is one of :func:`sweep_grouping`'s; :func:`find_duplicates` given this run
-    folder uses these settings unless told otherwise.
+    :func:`find_duplicates` given this run folder uses these settings unless told otherwise.
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        The run folder.
+    threshold : float
+        Cosine threshold.
+    variant : str
+        One of :func:`sweep_grouping`'s.
+    k : int
+        Neighbours per item.
+    min2_margin : float, default 0.05
+    **extra
+        Further JSON-serialisable fields (e.g. row-wise F1).
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    ValueError
+        For an unknown variant.
     """
     if variant not in ("plain", "min2", "mutual", "mutual+min2"):
         raise ValueError(f"unknown variant {variant!r}")
@@ -165,14 +236,35 @@ def save_grouping(run_dir, *, threshold: float, variant: str, k: int, min2_margi
 
 
 def read_grouping(run_dir) -> dict | None:
-    """The settings :func:`save_grouping` wrote, or None."""
+    """The settings :func:`save_grouping` wrote, or None.
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        The run folder.
+
+    Returns
+    -------
+    dict or None
+    """
     path = Path(run_dir) / "grouping.json"
     return json.loads(path.read_text()) if path.is_file() else None
 
 
 def grouping_options(run_dir) -> dict:
-    """:func:`find_duplicates` keyword arguments from ``<run_dir>/grouping.json`` (``{}`` if absent):
-    ``threshold``, ``k``, ``min2``, ``mutual``, ``min2_margin``."""
+    """:func:`find_duplicates` keyword arguments from ``<run_dir>/grouping.json``.
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        The run folder.
+
+    Returns
+    -------
+    dict
+        ``threshold``, ``k``, ``min2``, ``mutual``, ``min2_margin``; ``{}`` when the file
+        is absent.
+    """
     g = read_grouping(run_dir)
     if not g:
         return {}
@@ -244,13 +336,31 @@ class GroupingChoice:
     n_test: int
 
     def save(self, run_dir, **extra) -> Path:
-        """:func:`save_grouping` with these settings and their train / test row-wise F1; returns the path."""
+        """:func:`save_grouping` with these settings and their train / test row-wise F1.
+
+        Parameters
+        ----------
+        run_dir : str or Path
+            The run folder.
+        **extra
+            Further fields for ``grouping.json``.
+
+        Returns
+        -------
+        Path
+        """
         return save_grouping(run_dir, threshold=self.threshold, variant=self.variant, k=self.k,
                              min2_margin=self.min2_margin, train_rowwise_f1=float(self.train_rowwise_f1),
                              test_rowwise_f1=float(self.test_rowwise_f1), **extra)
 
     def curves(self) -> pd.DataFrame:
-        """The train sweep as a table threshold × variant of row-wise F1 (rows: thresholds)."""
+        """The train sweep as a table threshold × variant of row-wise F1.
+
+        Returns
+        -------
+        DataFrame
+            Index: thresholds; columns: variants.
+        """
         return self.sweep.pivot(index="threshold", columns="variant", values="rowwise_f1")
 
 
@@ -327,6 +437,14 @@ def hash_thresholds(n: int) -> np.ndarray:
 
     The dot product of two :func:`~nnutils.decide.hashes.hash_vectors` is
     ``1 - 2 · Hamming / bits``, so 0.5 … 0.95 is a Hamming distance of 16 … 1.6 bits of 64.
+
+    Parameters
+    ----------
+    n : int
+
+    Returns
+    -------
+    ndarray of float, shape (n,)
     """
     return np.round(np.linspace(0.5, 0.95, int(n)), 4)
 

@@ -147,7 +147,25 @@ def check_embeddings(x, name: str = "emb", *, dim: int | None = None, unit_norm:
 
 
 def resolve_kind(kind: str, n: int) -> str:
-    """The concrete index kind for ``kind`` and ``n`` vectors: ``auto`` → ``flat`` if n ≤ AUTO_FLAT_MAX else ``hnsw``."""
+    """The concrete index kind for ``kind`` and ``n`` vectors.
+
+    Parameters
+    ----------
+    kind : str
+        One of :data:`KINDS`.
+    n : int
+        Number of vectors.
+
+    Returns
+    -------
+    str
+        ``kind`` itself, or for ``auto``: ``flat`` if n ≤ AUTO_FLAT_MAX else ``hnsw``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown kind.
+    """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     if kind == "auto":
@@ -290,11 +308,32 @@ def knn(emb, k: int, kind: str = "auto", *, batch_size: int = 65_536, threads: i
         progress: bool = False, **build_kw) -> tuple[np.ndarray, np.ndarray]:
     """Self-kNN: the ``k`` nearest rows of ``emb`` to each row of ``emb`` (itself included).
 
-    Builds an index with :func:`build_index` (``kind`` and ``build_kw``, e.g. ``nprobe``,
-    ``ef_search``, ``normalize``) and searches it with every row. Each row's own id is
-    normally in column 0 (similarity 1); with exact duplicates a twin may come first, and an
-    approximate index may miss it. Returns ``(sims, ids)``, (N, min(k, N)) float32 / int64
-    as :func:`search`.
+    Builds an index with :func:`build_index` and searches it with every row. Each row's own
+    id is normally in column 0 (similarity 1); with exact duplicates a twin may come first,
+    and an approximate index may miss it.
+
+    Parameters
+    ----------
+    emb : array-like, shape (N, D)
+        Embeddings (L2-normalised unless ``normalize=True`` is passed).
+    k : int
+        Neighbours per row.
+    kind : str, default "auto"
+        Index kind (:func:`build_index`).
+    batch_size : int, default 65536
+        Queries per search call.
+    threads : int, optional
+        faiss threads.
+    progress : bool, default False
+    **build_kw
+        Passed to :func:`build_index` (e.g. ``nprobe``, ``ef_search``, ``normalize``).
+
+    Returns
+    -------
+    sims : ndarray of float32, shape (N, min(k, N))
+        Cosine, descending per row.
+    ids : ndarray of int64, shape (N, min(k, N))
+        Neighbour rows (-1 where fewer were found), as :func:`search`.
     """
     index = build_index(emb, kind, threads=threads, progress=progress, **build_kw)
     x = check_embeddings(emb, "emb", normalize=bool(build_kw.get("normalize", False)))
@@ -302,7 +341,18 @@ def knn(emb, k: int, kind: str = "auto", *, batch_size: int = 65_536, threads: i
 
 
 def index_kind(index) -> str:
-    """``"flat"``, ``"ivf"``, ``"hnsw"`` or ``"ivfpq"`` for indexes built here; else the faiss class name."""
+    """The kind of a faiss index.
+
+    Parameters
+    ----------
+    index : faiss.Index
+
+    Returns
+    -------
+    str
+        ``"flat"``, ``"ivf"``, ``"hnsw"`` or ``"ivfpq"`` for indexes built here; else the faiss
+        class name.
+    """
     faiss = _faiss()
     index = faiss.downcast_index(index)
     for cls, name in ((faiss.IndexFlat, "flat"), (faiss.IndexIVFFlat, "ivf"), (faiss.IndexHNSWFlat, "hnsw"),
@@ -318,6 +368,14 @@ def memory_bytes(index) -> int:
     This is what the index occupies in RAM to within a few percent (containers' slack is
     not counted). The serialised bytes are counted as they stream out (1 MiB at a time),
     never held: no copy of a large index is made.
+
+    Parameters
+    ----------
+    index : faiss.Index
+
+    Returns
+    -------
+    int
     """
     faiss = _faiss()
     total = 0

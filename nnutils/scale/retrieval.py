@@ -161,9 +161,22 @@ def mean_average_precision(ids, relevant: Sequence[set] | None = None, *, query_
 
     Each query's AP divides by its number of relevant references in the whole database, so
     with top-k lists a relevant reference beyond rank k counts as missed (0). Queries
-    without any relevant reference are left out of the mean (their AP is undefined); NaN if
-    no query has one. ``ids``, ``relevant`` / ``query_labels`` + ``ref_labels``: see
-    :func:`relevance_matrix`.
+    without any relevant reference are left out of the mean (their AP is undefined).
+
+    Parameters
+    ----------
+    ids : ndarray of int, shape (Q, k)
+        Ranked reference rows per query.
+    relevant : sequence of set, length Q, optional
+        The relevant reference rows of each query; or give ``query_labels`` and ``ref_labels``
+        (see :func:`relevance_matrix`).
+    query_labels, ref_labels : array-like, optional
+        Labels of the queries (Q,) and references (R,): equal labels are relevant.
+
+    Returns
+    -------
+    float
+        In [0, 1]; NaN if no query has a relevant reference.
     """
     rel, n_rel = relevance_matrix(ids, relevant, query_labels=query_labels, ref_labels=ref_labels)
     ap = _ap_rows(rel, n_rel)
@@ -175,8 +188,29 @@ def recall_at_k(ids, relevant: Sequence[set] | None = None, ks: Sequence[int] = 
     """Recall@k: the fraction of queries with at least one relevant reference in their top k.
 
     The image-retrieval "Recall@K" (hit rate), not the fraction of all relevant items found.
-    Queries without any relevant reference are left out. Returns ``{k: value}``; each k
-    must be ≤ ids.shape[1].
+    Queries without any relevant reference are left out.
+
+    Parameters
+    ----------
+    ids : ndarray of int, shape (Q, k)
+        Ranked reference rows per query.
+    relevant : sequence of set, length Q, optional
+        The relevant reference rows of each query; or give ``query_labels`` and ``ref_labels``
+        (see :func:`relevance_matrix`).
+    query_labels, ref_labels : array-like, optional
+        Labels of the queries (Q,) and references (R,): equal labels are relevant.
+    ks : sequence of int, default (1, 5, 10)
+        Each in 1..k.
+
+    Returns
+    -------
+    dict of int to float
+        ``{k: value}``, values in [0, 1] (NaN when no query has a relevant reference).
+
+    Raises
+    ------
+    ValueError
+        When a k exceeds ``ids.shape[1]``.
     """
     rel, n_rel = relevance_matrix(ids, relevant, query_labels=query_labels, ref_labels=ref_labels)
     has = n_rel > 0
@@ -238,11 +272,26 @@ def dba(refs, n: int = 2, alpha: float = 3.0, *, kind: str = "auto", progress: b
     """Database-side augmentation: ref_i' = unit(ref_i + Σ_{j ∈ top-n(i), j ≠ i} sim_ij^alpha · ref_j).
 
     The top ``n`` neighbours of each reference among the references (itself excluded) come
-    from :func:`nnutils.scale.index.knn` (``kind``, ``index_kw``); weights as in :func:`alpha_qe`.
+    from :func:`nnutils.scale.index.knn`; weights as in :func:`alpha_qe`.
+
+    Parameters
+    ----------
+    refs : array-like, shape (R, D)
+        Unit-norm reference embeddings.
+    n : int, default 2
+        Neighbours added per reference.
+    alpha : float, default 3.0
+        Exponent of the (cosine) weights.
+    kind : str, default "auto"
+        Index kind.
+    progress : bool, default False
+    **index_kw
+        Passed to :func:`~nnutils.scale.index.knn`.
 
     Returns
     -------
-    (R, D) float32, unit L2 norm, row i replacing ``refs[i]`` (row order kept).
+    ndarray of float32, shape (R, D)
+        Unit L2 norm, row i replacing ``refs[i]`` (row order kept).
     """
     r = check_embeddings(refs, "refs")
     if n < 0 or alpha < 0:
