@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-__all__ = ["PhotoSource", "SOURCES", "INSTALL_HINT", "scan_photos", "list_photos", "pool_summary",
+__all__ = ["PhotoSource", "SOURCES", "BENCHMARK_SOURCES", "HELD_OUT", "INSTALL_HINT", "scan_photos",
+           "list_photos", "held_out_mask", "training_photos", "benchmark_photos", "pool_summary",
            "pool_lines", "load_photo", "logo_paths", "font_paths"]
 
 #: How to install the optional data-only photo packages.
@@ -100,6 +101,8 @@ SOURCES: tuple[PhotoSource, ...] = (
             "astronaut.png", "camera.png", "chelsea.png", "coffee.png", "coins.png",
             "rocket.jpg", "motorcycle_left.png")),
         "CC0 / public domain",
+        # motorcycle_right (BENCHMARK_SOURCES) is the other half of a Middlebury stereo pair
+        shoots={"motorcycle": ("motorcycle_left", "motorcycle_right")},
         required=True,
         short="skimage",
         expected=7,
@@ -122,6 +125,126 @@ SOURCES: tuple[PhotoSource, ...] = (
         "MIT", pin="2.3.1", short="kivy", expected=4,
     ),
 )
+
+
+_MOTORCYCLE = {"motorcycle": ("motorcycle_left", "motorcycle_right")}
+
+#: Photos only the shifted benchmarks (:mod:`nnutils.data.shift`) use: never in :data:`SOURCES`,
+#: so the training builder cannot see them. ``motorcycle_right`` joins ``motorcycle_left``'s
+#: shoot (a real stereo pair: another view of one scene); the rest are the verified Tier-B
+#: packages of ``photo-sources.md`` (``requirements-photos.txt``, ``--no-deps``) for the
+#: sealed copy.
+BENCHMARK_SOURCES: tuple[PhotoSource, ...] = (
+    PhotoSource("scikit-image", ("skimage/data/motorcycle_right.png",), "CC0 / public domain",
+                shoots=_MOTORCYCLE, short="skimage", expected=1),
+    PhotoSource("gradio", ("media_assets/images/cheetah.jpg", "media_assets/images/cheetah1.jpg",
+                           "media_assets/images/lion.jpg", "media_assets/images/tower.jpg",
+                           "test_data/cheetah2.jpg"),
+                "Apache-2.0 (unstated per image)", pin="6.31.0", short="gradio", expected=5),
+    PhotoSource("yolov5", ("yolov5/data/images/*.jpg",), "GPL-3.0 (zidane: press photo)", pin="7.0.14",
+                short="yolov5", expected=2),
+    PhotoSource("fastbook", ("fastbook/images/cat.jpg", "fastbook/images/grizzly.jpg"),
+                "Apache-2.0 (unstated per image)", pin="0.0.29", short="fastbook", expected=2),
+    PhotoSource("imgaug", ("imgaug/quokka.jpg",), "MIT", pin="0.4.0", short="imgaug", expected=1),
+    PhotoSource("mahotas", ("demos/data/luispedro.jpg",), "MIT", pin="1.4.19", short="mahotas", expected=1),
+    PhotoSource("vpython", ("vpython_data/flower_texture.jpg",), "MIT-style", pin="7.6.5",
+                short="vpython", expected=1),
+    PhotoSource("pygame", ("_images/camera_rgb.jpg",), "LGPL", pin="2.6.1", short="pygame", expected=1),
+)
+
+#: The one list of held-out photos, by benchmark pool: ``fnmatch`` patterns matched against a
+#: photo's ``shoot`` or ``photo_id`` (so a pattern naming a shoot holds out all its siblings).
+#: The training builder (:mod:`nnutils.data.synth`) drops every photo matched by any pool;
+#: ``"shift"`` feeds ``data/lun-shift`` and ``"sealed"`` feeds ``data/lun-shift-sealed``.
+#: Changing a list changes the training data: bump ``synth.GENERATOR_VERSION``.
+HELD_OUT: dict[str, tuple[str, ...]] = {
+    "shift": (
+        "perception/*", "kivy/*", "skimage/motorcycle",
+        "tiktok/pexels-1317558", "tiktok/pexels-2416933", "tiktok/pexels-2560067",
+        "tiktok/pexels-3062948", "tiktok/pexels-36030587", "tiktok/pexels-36179987",
+        "tiktok/pexels-3965508", "tiktok/pexels-4389955", "tiktok/pexels-5386834",
+        "tiktok/pexels-6373478",
+    ),
+    "sealed": (
+        "gradio/*", "yolov5/*", "fastbook/*", "imgaug/*", "mahotas/*", "vpython/*", "pygame/*",
+        "tiktok/pexels-4400637", "tiktok/pexels-4543103", "tiktok/pexels-5604956",
+        "tiktok/pexels-5853819", "tiktok/pexels-6615808",
+    ),
+}
+
+
+def held_out_mask(photos: pd.DataFrame, pool: str | None = None) -> np.ndarray:
+    """Which photos a benchmark pool holds out (:data:`HELD_OUT`).
+
+    Parameters
+    ----------
+    photos : pandas.DataFrame
+        Rows as :func:`scan_photos` gives them (``photo_id``, ``shoot``).
+    pool : {"shift", "sealed"}, optional
+        One pool; None: any pool.
+
+    Returns
+    -------
+    ndarray of bool, shape (len(photos),)
+        True where the photo's ``shoot`` or ``photo_id`` matches a pattern of the pool(s).
+
+    Raises
+    ------
+    ValueError
+        If ``pool`` is not a key of :data:`HELD_OUT`.
+    """
+    if pool is not None and pool not in HELD_OUT:
+        raise ValueError(f"pool must be one of {sorted(HELD_OUT)}, got {pool!r}")
+    pats = [p for k, v in HELD_OUT.items() if pool in (None, k) for p in v]
+    return np.array([any(fnmatch.fnmatch(sh, p) or fnmatch.fnmatch(pid, p) for p in pats)
+                     for pid, sh in zip(photos.photo_id, photos.shoot)], bool)
+
+
+def training_photos(photos: pd.DataFrame) -> pd.DataFrame:
+    """``photos`` without every held-out photo (the training builder's pool).
+
+    Parameters
+    ----------
+    photos : pandas.DataFrame
+        Rows as :func:`scan_photos` gives them.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The rows no :data:`HELD_OUT` pool matches, index reset.
+    """
+    return photos[~held_out_mask(photos)].reset_index(drop=True)
+
+
+def benchmark_photos(pool: str) -> tuple[pd.DataFrame, list[dict]]:
+    """The installed photos of one held-out pool, from :data:`SOURCES` and :data:`BENCHMARK_SOURCES`.
+
+    Parameters
+    ----------
+    pool : {"shift", "sealed"}
+        The benchmark pool.
+
+    Returns
+    -------
+    photos : pandas.DataFrame
+        The pool's photos, columns as :func:`scan_photos`, sorted by ``photo_id``.
+    status : list of dict
+        :func:`scan_photos`' status of every catalogued source (both catalogues).
+
+    Raises
+    ------
+    ValueError
+        If ``pool`` is unknown.
+    ModuleNotFoundError
+        If a required package is missing.
+    """
+    if pool not in HELD_OUT:
+        raise ValueError(f"pool must be one of {sorted(HELD_OUT)}, got {pool!r}")
+    a, sa = scan_photos(SOURCES)
+    b, sb = scan_photos(BENCHMARK_SOURCES)
+    photos = pd.concat([a, b], ignore_index=True).drop_duplicates("photo_id")
+    photos = photos[held_out_mask(photos, pool)].sort_values("photo_id", ignore_index=True)
+    return photos, sa + sb
 
 
 def _distribution_files(package: str) -> list[tuple[str, Path]] | None:

@@ -13,7 +13,9 @@ The result has exactly the LUN.UA Kaggle layout, so every notebook runs on it un
 
 How it is made (all randomness from one seed, so the same seed gives the same files):
 
-1. Photos (:mod:`nnutils.data.photos`) are split into train and test **by shoot**, stratified by
+1. Photos (:mod:`nnutils.data.photos`), less those held out for the shifted benchmarks
+   (:data:`nnutils.data.photos.HELD_OUT`, recorded in ``build_info.json["held_out"]``),
+   are split into train and test **by shoot**, stratified by
    source package, so no photo (or photo of the same session) is on both sides.
 2. Each photo yields up to ``bases_per_photo`` *base images*: crops of different regions
    and scales that overlap by less than a third of the smaller crop. A base is one
@@ -41,7 +43,7 @@ from __future__ import annotations
 from nnutils import __version__
 from nnutils.data.distortions import DISTORTIONS, apply_distortion, resize_to
 from nnutils.data.images import inspect_image
-from nnutils.data.photos import load_photo, pool_lines, pool_summary, scan_photos
+from nnutils.data.photos import HELD_OUT, held_out_mask, load_photo, pool_lines, pool_summary, scan_photos
 from PIL import Image
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -66,7 +68,8 @@ POSITIVE_MIX = {
 HARD_MIX = {"other_crop": 0.5, "similar_colour": 0.3, "same_scene": 0.2}
 
 
-GENERATOR_VERSION = 2
+#: 3: the photos of nnutils.data.photos.HELD_OUT (the shifted benchmarks' pools) are left out.
+GENERATOR_VERSION = 3
 
 
 BASE_ASPECTS = (4 / 3, 3 / 2, 16 / 10, 1.0, 3 / 4, 2 / 3)
@@ -483,6 +486,9 @@ def build_dataset(out: str | Path, pairs: int = 4000, seed: int = 0, *, config: 
     pool = pool_summary(photos, status)
     for line in pool_lines(pool)[1:]:
         warnings.warn(line.removeprefix("WARNING: "), stacklevel=2)
+    held = held_out_mask(photos)
+    held_out = _held_out_record(photos.photo_id[held])
+    photos = photos[~held].reset_index(drop=True)
     if cfg.max_photos:
         photos = photos.iloc[np.sort(rng_split.permutation(len(photos))[: cfg.max_photos])].reset_index(drop=True)
 
@@ -606,6 +612,7 @@ def build_dataset(out: str | Path, pairs: int = 4000, seed: int = 0, *, config: 
                     broken=images.broken[images.broken != ""].value_counts().to_dict()),
         sources=used.groupby(["package", "licence"]).size().rename("photos").reset_index().to_dict("records"),
         photo_pool=pool,
+        held_out=held_out,
     )
     (out / "build_info.json").write_text(json.dumps(build_info, indent=2, default=str))
     return out
@@ -614,6 +621,11 @@ def build_dataset(out: str | Path, pairs: int = 4000, seed: int = 0, *, config: 
 def _jsonable(x):
     """``x`` as it reads back from ``build_info.json`` (tuples become lists, ...)."""
     return json.loads(json.dumps(x, default=str))
+
+
+def _held_out_record(photo_ids) -> dict:
+    """What ``build_info.json["held_out"]`` records: the patterns and the installed photos they hold out."""
+    return dict(patterns={k: list(v) for k, v in HELD_OUT.items()}, photo_ids=sorted(map(str, photo_ids)))
 
 
 def build_settings(config: BuildConfig, pool: dict | None = None) -> dict:
@@ -632,16 +644,21 @@ def build_settings(config: BuildConfig, pool: dict | None = None) -> dict:
     dict
         ``generator_version`` (int), ``config`` (the :class:`BuildConfig` fields) and
         ``photo_pool`` (found/missing photo packages, their versions, photos from each,
-        photo ids), JSON-normalised so that it compares equal to what is read back.
+        photo ids) and ``held_out`` (:data:`nnutils.data.photos.HELD_OUT`'s patterns and
+        the installed photos they leave out), JSON-normalised so that it compares equal to
+        what is read back.
 
     Raises
     ------
     ModuleNotFoundError
         If a required photo package is missing (when ``pool`` is not given).
     """
+    photos, status = scan_photos()
     if pool is None:
-        pool = pool_summary(*scan_photos())
-    return _jsonable(dict(generator_version=GENERATOR_VERSION, config=asdict(config), photo_pool=pool))
+        pool = pool_summary(photos, status)
+    held_out = _held_out_record(photos.photo_id[held_out_mask(photos)])
+    return _jsonable(dict(generator_version=GENERATOR_VERSION, config=asdict(config), photo_pool=pool,
+                          held_out=held_out))
 
 
 def _pool_differences(old: dict, new: dict) -> list[str]:
@@ -707,6 +724,8 @@ def stale_settings(out: str | Path, config: BuildConfig, pool: dict | None = Non
         diffs.append("photo pool: not recorded (built before it was)")
     else:
         diffs += _pool_differences(info["photo_pool"], want["photo_pool"])
+    if info.get("held_out") != want["held_out"]:
+        diffs.append("held-out photos (nnutils.data.photos.HELD_OUT) differ")
     return diffs
 
 

@@ -15,7 +15,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-__all__ = ["best_threshold", "pair_metrics", "breakdown"]
+__all__ = ["best_threshold", "pair_metrics", "breakdown", "wilson_interval"]
 
 
 def best_threshold(y, scores) -> tuple[float, float]:
@@ -119,3 +119,38 @@ def breakdown(pairs: pd.DataFrame, scores, threshold: float, by: str) -> pd.Data
     out = df.groupby(by).agg(pairs=("score", "size"), mean_score=("score", "mean"),
                              correct=("correct", "mean"), errors=("correct", lambda c: int((~c).sum())))
     return out.sort_values("correct").round(4)
+
+
+def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``k / n`` (95 % with the default ``z``).
+
+    Parameters
+    ----------
+    k : int
+        Successes (e.g. false positives, or positives found), ``0 <= k <= n``.
+    n : int
+        Trials (pairs of the kind).
+    z : float, default 1.959964
+        The normal quantile of the interval's level.
+
+    Returns
+    -------
+    tuple of float
+        ``(low, high)`` in [0, 1]; ``(nan, nan)`` when ``n == 0``.
+
+    Raises
+    ------
+    ValueError
+        If ``k`` or ``n`` is negative or ``k > n``.
+    """
+    if n < 0 or k < 0 or k > n:
+        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
+    if n == 0:
+        return float("nan"), float("nan")
+    p = k / n
+    den = 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / den
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    low = 0.0 if k == 0 else max(0.0, mid - half)      # exact ends: no rounding past 0 or 1
+    high = 1.0 if k == n else min(1.0, mid + half)
+    return float(low), float(high)
