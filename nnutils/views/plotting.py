@@ -20,7 +20,22 @@ __all__ = ["thumbnail", "image_grid", "pair_grid", "save", "plot_histories", "pl
 
 
 def thumbnail(path: str | None, side: int = 256) -> tuple[np.ndarray, str | None]:
-    """An RGB uint8 thumbnail (longer side ≤ ``side``) or a grey tile and the unreadable reason."""
+    """An RGB uint8 thumbnail (longer side ≤ ``side``) or a grey tile and the unreadable reason.
+
+    Parameters
+    ----------
+    path : str or None
+        The image file; None means the download failed.
+    side : int, default 256
+        Longest side in pixels (the image is subsampled by an integer step).
+
+    Returns
+    -------
+    image : ndarray of uint8, shape (h, w, 3)
+        The thumbnail, or a (side, side, 3) grey tile.
+    reason : str or None
+        None when readable, else why not (e.g. ``"truncated"``, ``"download failed"``).
+    """
     if path is None:
         return np.full((side, side, 3), 200, np.uint8), "download failed"
     arr, reason = try_read_rgb(path)
@@ -33,7 +48,25 @@ def thumbnail(path: str | None, side: int = 256) -> tuple[np.ndarray, str | None
 
 def image_grid(rows: Sequence[Sequence[str | None]], titles: Sequence[Sequence[str]] | None = None,
                row_labels: Sequence[str] | None = None, tile: float = 2.6, suptitle: str | None = None):
-    """A grid of images: ``rows[i][j]`` is a file path (None = missing), with optional titles."""
+    """A grid of images with optional titles; unreadable images show a grey tile and the reason.
+
+    Parameters
+    ----------
+    rows : sequence of sequence of str or None
+        ``rows[i][j]`` is a file path (None = missing); rows may differ in length.
+    titles : sequence of sequence of str, optional
+        Shaped like ``rows`` (wrapped at 32 characters).
+    row_labels : sequence of str, optional
+        One label per row, written left of it.
+    tile : float, default 2.6
+        Size of one tile in inches.
+    suptitle : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Marked to be saved at 72 dpi by :func:`save`.
+    """
     nr, nc = len(rows), max(len(r) for r in rows) if rows else 1
     fig, axes = plt.subplots(nr, nc, figsize=(tile * nc, tile * nr), squeeze=False)
     for i, row in enumerate(rows):
@@ -59,10 +92,23 @@ def image_grid(rows: Sequence[Sequence[str | None]], titles: Sequence[Sequence[s
 
 
 def pair_grid(pairs, path_of, n: int = 6, title_cols: Sequence[str] = (), suptitle: str | None = None):
-    """Show the first ``n`` rows of a pairs table side by side (two columns per pair).
+    """Show the first ``n`` rows of a pairs table side by side (two columns per pair, two pairs per row).
 
-    ``path_of`` maps an ``image_url`` to a local path; ``title_cols`` are pair columns
-    printed above the left image (e.g. ``("distortion",)``).
+    Parameters
+    ----------
+    pairs : DataFrame
+        With ``image_url1``, ``image_url2`` (and ``is_same``, shown above the right image).
+    path_of : dict of str to str or None
+        Maps an ``image_url`` to a local path.
+    n : int, default 6
+        Pairs shown.
+    title_cols : sequence of str, default ()
+        Pair columns printed above the left image (e.g. ``("distortion",)``).
+    suptitle : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
     """
     sub = pairs.head(n)
     rows, titles = [], []
@@ -80,7 +126,16 @@ def pair_grid(pairs, path_of, n: int = 6, title_cols: Sequence[str] = (), suptit
 def save(fig, path: str | Path, dpi: int | None = None) -> Path:
     """Save ``fig`` as PNG (creating folders) and return the path.
 
-    ``dpi`` defaults to 110 for charts and 72 for photo grids made by :func:`image_grid`.
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+    path : str or Path
+    dpi : int, optional
+        Defaults to 110 for charts and 72 for photo grids made by :func:`image_grid`.
+
+    Returns
+    -------
+    Path
     """
     dpi = dpi or getattr(fig, "nnutils_dpi", 110)
     path = Path(path)
@@ -90,7 +145,21 @@ def save(fig, path: str | Path, dpi: int | None = None) -> Path:
 
 
 def plot_histories(histories: dict, metric: str = "loss", title: str | None = None):
-    """Training curves: ``histories`` maps a run label to a Keras ``History`` (or its ``.history`` dict)."""
+    """Training curves of one metric per run (validation dashed when present).
+
+    Parameters
+    ----------
+    histories : dict
+        Run label → a Keras ``History`` (or its ``.history`` dict).
+    metric : str, default "loss"
+        The history key plotted per epoch.
+    title : str, optional
+        Default: ``metric``.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for label, h in histories.items():
         hist = getattr(h, "history", h)
@@ -104,7 +173,19 @@ def plot_histories(histories: dict, metric: str = "loss", title: str | None = No
 
 
 def plot_roc(curves: dict, title: str = "ROC on validation pairs"):
-    """ROC curves: ``curves`` maps a label to ``(y, scores)``; NaN scores are ignored. AUC in the legend."""
+    """ROC curves with the AUC in the legend (axes zoomed to FPR ≤ 0.3, TPR ≥ 0.7).
+
+    Parameters
+    ----------
+    curves : dict of str to tuple
+        Label → ``(y, scores)``: 0/1 labels and float scores of shape (N,); NaN scores are
+        ignored.
+    title : str
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
     from sklearn.metrics import roc_auc_score, roc_curve
     fig, ax = plt.subplots(figsize=(4.6, 4.2))
     for label, (y, s) in curves.items():
@@ -121,14 +202,38 @@ def plot_roc(curves: dict, title: str = "ROC on validation pairs"):
 
 def metrics_table(results: dict, keys=("f1", "macro_f1", "roc_auc", "precision", "recall", "threshold",
                                        "hard_negative_fp_rate")):
-    """A DataFrame of metric dicts (rows: labels) restricted to ``keys``, rounded for display."""
+    """A DataFrame of metric dicts, restricted to ``keys``, rounded for display.
+
+    Parameters
+    ----------
+    results : dict of str to dict
+        Label → metrics (e.g. :func:`nnutils.decide.scoring.evaluate`'s output).
+    keys : sequence of str
+        The metric columns (missing ones are NaN).
+
+    Returns
+    -------
+    DataFrame
+        Rows: labels; columns: ``keys``; floats rounded to 4 decimals.
+    """
     import pandas as pd
     return pd.DataFrame({k: {m: v.get(m) for m in keys} for k, v in results.items()}).T.astype(float).round(4)
 
 
 def plot_f1_curves(sweeps: dict, chosen: dict | None = None):
-    """F1 (class 1) against threshold per model; ``sweeps`` maps a model to a :func:`nnutils.decide.thresholds.sweep`
-    table; ``chosen`` maps a model to its chosen threshold (drawn as a dot)."""
+    """F1 (class 1) against threshold per model.
+
+    Parameters
+    ----------
+    sweeps : dict of str to DataFrame
+        Model → a :func:`nnutils.decide.thresholds.sweep` table.
+    chosen : dict of str to float, optional
+        Model → its chosen threshold (drawn as a dot).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, df in sweeps.items():
         line, = ax.plot(df.threshold, df.f1, label=name, lw=1.2)
@@ -142,7 +247,19 @@ def plot_f1_curves(sweeps: dict, chosen: dict | None = None):
 
 
 def plot_pr(curves: dict, title: str = "Precision–recall"):
-    """Precision–recall curves: ``curves`` maps a label to ``(y, scores)`` (NaN ignored); AP in the legend."""
+    """Precision–recall curves with the average precision in the legend.
+
+    Parameters
+    ----------
+    curves : dict of str to tuple
+        Label → ``(y, scores)``: 0/1 labels and float scores of shape (N,); NaN scores are
+        ignored.
+    title : str
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
     from sklearn.metrics import average_precision_score, precision_recall_curve
     fig, ax = plt.subplots(figsize=(4.6, 4.2))
     for label, (y, s) in curves.items():
@@ -157,7 +274,19 @@ def plot_pr(curves: dict, title: str = "Precision–recall"):
 
 
 def plot_confusion(y, scores, threshold: float, title: str = "Confusion matrix"):
-    """Confusion matrix heatmap of ``scores >= threshold`` (NaN scores count as predicted 0)."""
+    """Confusion matrix heatmap of ``scores >= threshold`` (NaN scores count as predicted 0).
+
+    Parameters
+    ----------
+    y : array-like of 0/1, shape (N,)
+    scores : array-like of float, shape (N,)
+    threshold : float
+    title : str, default "Confusion matrix"
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
     import seaborn as sns
     y = np.asarray(y).astype(int)
     pred = (np.nan_to_num(np.asarray(scores, float), nan=-np.inf) >= threshold).astype(int)
@@ -171,7 +300,21 @@ def plot_confusion(y, scores, threshold: float, title: str = "Confusion matrix")
 
 
 def plot_score_hist(y, scores, threshold: float | None = None, title: str = "Scores by class"):
-    """Histograms of the scores of duplicates and non-duplicates, with the threshold as a line."""
+    """Histograms of the scores of duplicates and non-duplicates, with the threshold as a line.
+
+    Parameters
+    ----------
+    y : array-like of 0/1, shape (N,)
+    scores : array-like of float, shape (N,)
+        NaN scores are left out.
+    threshold : float, optional
+        Drawn as a dashed vertical line.
+    title : str, default "Scores by class"
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
     import seaborn as sns
     s = np.asarray(scores, float)
     ok = ~np.isnan(s)
@@ -268,8 +411,23 @@ def plot_matches(path_or_img1, path_or_img2, kp1, kp2, verification, max_lines: 
 def plot_groups(groups: pd.DataFrame, n_groups: int = 6, per_group: int = 6, suptitle: str | None = None):
     """Gallery of the largest duplicate groups: one row per group, its representative first.
 
-    ``groups`` is :func:`nnutils.scale.dedup.group_table`'s output; each tile's title is the file
-    name and the similarity to the representative ("keep" on the representative).
+    Each tile's title is the file name and the similarity to the representative ("keep" on
+    the representative).
+
+    Parameters
+    ----------
+    groups : DataFrame
+        :func:`nnutils.scale.grouping.group_table`'s output.
+    n_groups : int, default 6
+        Groups shown (largest first).
+    per_group : int, default 6
+        Images shown per group.
+    suptitle : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        A one-line note when there are no groups.
     """
     sizes = groups.drop_duplicates("group").set_index("group")["size"].sort_values(ascending=False, kind="stable")
     rows, titles, labels = [], [], []

@@ -29,10 +29,27 @@ MAX_SPRITE_SIDE = 8192
 
 
 def make_sprite(paths: Sequence[str | None], thumb: int = 64, progress: bool = False) -> np.ndarray:
-    """Tile thumbnails of ``paths`` into one (S·thumb, S·thumb, 3) uint8 image, S = ceil(sqrt(N)).
+    """Tile thumbnails of ``paths`` into one sprite image for the TensorBoard projector.
 
     Each image is squashed to ``thumb``×``thumb`` pixels (the projector shows squares);
     unreadable images and ``None`` are mid-grey tiles. Order: row by row.
+
+    Parameters
+    ----------
+    paths : sequence of str or None, length N
+    thumb : int, default 64
+        Tile side in pixels.
+    progress : bool, default False
+
+    Returns
+    -------
+    ndarray of uint8, shape (S·thumb, S·thumb, 3)
+        S = ceil(sqrt(N)).
+
+    Raises
+    ------
+    ValueError
+        When the sprite would exceed ``MAX_SPRITE_SIDE`` pixels.
     """
     from PIL import Image
     from tqdm.auto import tqdm
@@ -61,12 +78,37 @@ def _clean(v) -> str:
 
 def export_projector(log_dir, emb: np.ndarray, paths: Sequence[str | None], labels: pd.DataFrame | None = None,
                      *, thumb: int = 64, name: str = "embeddings", progress: bool = False) -> Path:
-    """Write the projector files for (N, D) embeddings ``emb`` of images ``paths``; returns ``log_dir``.
+    """Write the TensorBoard projector files for embeddings ``emb`` of images ``paths``.
 
-    ``labels``: N rows of columns to colour and search by in the projector (e.g. ``group``,
-    ``photo``, ``kind``); a ``file`` column (the image's file name) is always added first.
-    Rows with non-finite embeddings (unreadable images) are dropped, and the count is
-    written to the metadata as missing images are not shown.
+    Rows with non-finite embeddings (unreadable images) are dropped. Writes
+    ``embeddings.tsv``, ``metadata.tsv``, ``sprite.png`` and the projector config.
+
+    Parameters
+    ----------
+    log_dir : str or Path
+        Created if missing.
+    emb : ndarray, shape (N, D)
+        Embeddings (cast to float32).
+    paths : sequence of str or None, length N
+    labels : DataFrame, N rows, optional
+        Columns to colour and search by in the projector (e.g. ``group``, ``photo``,
+        ``kind``); a ``file`` column (the image's file name) is always added first.
+    thumb : int, default 64
+        Sprite tile side in pixels.
+    name : str, default "embeddings"
+        The tensor's name in the projector.
+    progress : bool, default False
+
+    Returns
+    -------
+    Path
+        ``log_dir``.
+
+    Raises
+    ------
+    ValueError
+        When ``emb`` is not (N, D) with N = len(paths), ``labels`` has another length, no
+        embedding is finite, or the sprite would be too large.
     """
     from tensorboard.plugins import projector
     emb = np.asarray(emb, np.float32)

@@ -29,10 +29,19 @@ class Comparer:
 
     Parameters
     ----------
-    embedder : an ``nnutils.inference`` embedder (``embed_paths``)
-    paths : N collection image paths; emb : (N, D) L2-normalised embeddings; ok : (N,) bool readable
-    threshold : cosine similarity at or above which two images are "the same photo"
-    k : neighbours to show per image
+    embedder : TFLiteEmbedder or KerasEmbedder
+        An :mod:`nnutils.models.embedders` embedder (``embed_paths``), for images outside the
+        collection.
+    paths : sequence of str, length N
+        The collection's image paths.
+    emb : ndarray, shape (N, D)
+        Their L2-normalised embeddings.
+    ok : ndarray of bool, shape (N,)
+        Which are readable.
+    threshold : float
+        Cosine similarity at or above which two images are "the same photo".
+    k : int, default 4
+        Neighbours to show per image.
     """
 
     def __init__(self, embedder, paths: Sequence[str], emb: np.ndarray, ok: np.ndarray, threshold: float,
@@ -47,7 +56,17 @@ class Comparer:
         self._index = build_index(self._emb[self._rows], kind="auto") if len(self._rows) else None
 
     def embedding(self, path) -> np.ndarray | None:
-        """(D,) float32 embedding of ``path``, or None when it cannot be read."""
+        """The embedding of ``path``: from the collection, else computed now.
+
+        Parameters
+        ----------
+        path : str or Path
+
+        Returns
+        -------
+        ndarray of float32, shape (D,), or None
+            None when the image cannot be read.
+        """
         i = self._pos.get(str(path))
         if i is not None and i in self._ok:
             return self._emb[i]
@@ -55,7 +74,20 @@ class Comparer:
         return e[0] if ok[0] else None
 
     def neighbours(self, vec: np.ndarray, exclude: str | None = None) -> pd.DataFrame:
-        """The ``k`` nearest collection images to ``vec``: ``path``, ``similarity`` (``exclude`` left out)."""
+        """The ``k`` nearest collection images to ``vec``.
+
+        Parameters
+        ----------
+        vec : ndarray of float32, shape (D,), or None
+            A unit-norm embedding; None gives an empty table.
+        exclude : str, optional
+            A path left out of the result (the query itself).
+
+        Returns
+        -------
+        DataFrame
+            At most ``k`` rows: ``path`` and ``similarity`` (cosine, descending).
+        """
         if self._index is None or vec is None:
             return pd.DataFrame({"path": [], "similarity": []})
         s, ids = search(self._index, vec[None].astype(np.float32), min(self.k + 1, len(self._rows)))
@@ -64,15 +96,37 @@ class Comparer:
         return out[out.path != str(exclude)].head(self.k).reset_index(drop=True)
 
     def compare(self, path1, path2) -> dict:
-        """``similarity`` (float, NaN if unreadable), ``same`` (0/1, 0 when unreadable: the pairs policy),
-        ``neighbours1``/``neighbours2`` (DataFrames)."""
+        """Compare two images.
+
+        Parameters
+        ----------
+        path1, path2 : str or Path
+
+        Returns
+        -------
+        dict
+            ``similarity`` (float cosine in [-1, 1], NaN if either is unreadable), ``same`` (0/1,
+            0 when unreadable: the pairs policy), ``neighbours1``/``neighbours2`` (DataFrames of
+            :meth:`neighbours`).
+        """
         e1, e2 = self.embedding(path1), self.embedding(path2)
         sim = float(e1 @ e2) if e1 is not None and e2 is not None else float("nan")
         return dict(similarity=sim, same=int(np.isfinite(sim) and sim >= self.threshold),
                     neighbours1=self.neighbours(e1, path1), neighbours2=self.neighbours(e2, path2))
 
     def figure(self, path1, path2, names: tuple[str, str] | None = None):
-        """A matplotlib figure: the two images on top, each one's neighbours below, the verdict in the title."""
+        """A matplotlib figure: the two images on top, each one's neighbours below, the verdict in the title.
+
+        Parameters
+        ----------
+        path1, path2 : str or Path
+        names : tuple of str, optional
+            Titles of the two images (default: their file names).
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+        """
         import matplotlib.pyplot as plt
 
         r = self.compare(path1, path2)
@@ -105,7 +159,25 @@ def compare_widget(comparer: Comparer, choices: Sequence[str] | None = None, val
     """An ipywidgets panel: two dropdowns over the collection (or ``choices``) and two upload buttons.
 
     Changing either side redraws :meth:`Comparer.figure`. Uploaded files are written to a
-    temporary folder and embedded on the spot. Returns the ``ipywidgets.VBox`` (display it).
+    temporary folder and embedded on the spot.
+
+    Parameters
+    ----------
+    comparer : Comparer
+    choices : sequence of str, optional
+        Paths offered in the dropdowns (default: the collection).
+    value : tuple of str, optional
+        The two initial paths (default: the first two choices).
+
+    Returns
+    -------
+    ipywidgets.VBox
+        Display it.
+
+    Raises
+    ------
+    ValueError
+        When there is nothing to choose from.
     """
     import ipywidgets as W
     import matplotlib.pyplot as plt
