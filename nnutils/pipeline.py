@@ -29,8 +29,20 @@ __all__ = ["run_pipeline", "main"]
 
 
 class NotebookFailed(RuntimeError):
-    """A notebook failed. ``cell`` is the failing cell's position in the source notebook
-    (1-based, markdown cells included), or None if the kernel never ran it."""
+    """A notebook failed.
+
+    Parameters
+    ----------
+    notebook : str
+        The notebook's file name.
+    cell : int or None
+        The failing cell's position in the source notebook (1-based, markdown cells
+        included), or None if the kernel never ran it.
+    error : str
+        The error, ``"<name>: <value>"``.
+    output : Path
+        The executed copy of the notebook.
+    """
 
     def __init__(self, notebook: str, cell: int | None, error: str, output: Path):
         self.notebook, self.cell, self.error, self.output = notebook, cell, error, output
@@ -79,9 +91,32 @@ def run_pipeline(profile: str = "cpu", overrides: dict | None = None, only: list
     The data step prints how many photos the build drew on and, when optional photo
     packages are missing, a ``WARNING:`` line naming them and the photos they would add.
 
-    ``overrides`` are setting=value pairs; each notebook gets the ones it knows (an override
-    no notebook knows raises ``KeyError``). Returns the run record also written to
-    ``<run_dir>/pipeline.json``; raises :class:`NotebookFailed` on the first failing cell.
+    Parameters
+    ----------
+    profile : str, default "cpu"
+        A profile of ``profiles.yaml`` (``smoke``, ``cpu``, ``kaggle``).
+    overrides : dict, optional
+        Setting → value; each notebook gets the ones it knows.
+    only : list of str, optional
+        Notebooks to run, by number or name; default all.
+    root : str or Path, optional
+        The repository root (default: found from the cwd).
+    build_data : bool, default True
+        Build the embedded data when the profile asks for it.
+
+    Returns
+    -------
+    dict
+        The run record also written to ``<run_dir>/pipeline.json``: ``profile``,
+        ``overrides``, ``run_dir``, ``started``, ``finished``, ``python`` and ``steps`` (one
+        dict per step, with ``seconds``).
+
+    Raises
+    ------
+    KeyError
+        For an override no notebook knows.
+    NotebookFailed
+        On the first failing cell.
     """
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
@@ -157,6 +192,18 @@ def _parse_override(s: str) -> tuple[str, object]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``python -m nnutils.pipeline`` command.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        Command-line arguments (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        Exit status: 0 ok, 1 a notebook failed, 2 an unknown setting.
+    """
     ap = argparse.ArgumentParser(prog="python -m nnutils.pipeline", description=__doc__.split("\n\n")[0],
                                  epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="cpu", help="smoke | cpu | kaggle (nnutils/profiles.yaml); default %(default)s")

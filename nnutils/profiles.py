@@ -38,17 +38,45 @@ class Params(dict):
 
 
 def profiles_path() -> Path:
+    """The profiles file: ``$NNUTILS_PROFILES``, else ``nnutils/profiles.yaml``.
+
+    Returns
+    -------
+    Path
+    """
     return Path(os.environ.get("NNUTILS_PROFILES", Path(__file__).with_name("profiles.yaml")))
 
 
 def load_profiles(path: str | Path | None = None) -> dict:
-    """The parsed profiles file: ``{profile: {"data": ..., "common": ..., "<notebook>": ...}}``."""
+    """The parsed profiles file.
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        Default :func:`profiles_path`.
+
+    Returns
+    -------
+    dict
+        ``{profile: {"data": ..., "common": ..., "<notebook>": ...}}``.
+    """
     with open(path or profiles_path(), encoding="utf-8") as f:
         return yaml.safe_load(f)
 
 
 def repo_root(start: str | Path | None = None) -> Path:
-    """The checkout's root (the folder with ``pyproject.toml`` and ``notebooks/``), else the cwd."""
+    """The checkout's root (the folder with ``pyproject.toml`` and ``notebooks/``), else the cwd.
+
+    Parameters
+    ----------
+    start : str or Path, optional
+        Where to start looking upwards (default: the cwd).
+
+    Returns
+    -------
+    Path
+        Absolute; ``start`` itself when no parent qualifies.
+    """
     here = Path(start or Path.cwd()).resolve()
     for p in (here, *here.parents):
         if (p / "pyproject.toml").exists() and (p / "notebooks").is_dir():
@@ -63,7 +91,20 @@ def _profile(profiles: dict, profile: str) -> dict:
 
 
 def known_keys(notebook: str, profile: str = "cpu", profiles: dict | None = None) -> set[str]:
-    """Setting names a notebook accepts under a profile (common + its own section)."""
+    """Setting names a notebook accepts under a profile (common + its own section).
+
+    Parameters
+    ----------
+    notebook : str
+        E.g. ``"02_balancing"``.
+    profile : str, default "cpu"
+    profiles : dict, optional
+        :func:`load_profiles`' output (default: read the file).
+
+    Returns
+    -------
+    set of str
+    """
     prof = _profile(profiles or load_profiles(), profile)
     return set(prof.get("common", {})) | set(prof.get(notebook, {}) or {})
 
@@ -73,8 +114,29 @@ def resolve(notebook: str, profile: str = "cpu", params: dict | None = None, *,
     """Settings for ``notebook`` (e.g. ``"02_balancing"``) under ``profile``, with ``params`` on top.
 
     Keys ending in ``_dir`` become absolute paths (relative ones are taken from the repo
-    root); ``images_dir: null`` means ``<data_dir>/images``. An override that the notebook
-    does not know raises ``KeyError`` listing the valid names (typos fail loudly).
+    root); ``images_dir: null`` means ``<data_dir>/images``.
+
+    Parameters
+    ----------
+    notebook : str
+    profile : str, default "cpu"
+    params : dict, optional
+        Overrides.
+    root : str or Path, optional
+        The repository root (default :func:`repo_root`).
+    profiles : dict, optional
+        :func:`load_profiles`' output (default: read the file).
+
+    Returns
+    -------
+    Params
+        With ``profile`` and ``notebook`` besides the settings.
+
+    Raises
+    ------
+    KeyError
+        For an override that the notebook does not know, listing the valid names (typos fail
+        loudly), or an unknown profile.
     """
     profiles = profiles or load_profiles()
     prof = _profile(profiles, profile)
@@ -95,10 +157,32 @@ def resolve(notebook: str, profile: str = "cpu", params: dict | None = None, *,
 
 
 def data_spec(profile: str, profiles: dict | None = None) -> dict:
-    """The ``data`` section of a profile: ``{"build": bool, "pairs": int, "seed": int}``."""
+    """The ``data`` section of a profile.
+
+    Parameters
+    ----------
+    profile : str
+    profiles : dict, optional
+        :func:`load_profiles`' output (default: read the file).
+
+    Returns
+    -------
+    dict
+        ``{"build": bool, "pairs": int, "seed": int}`` (and ``shift`` when given);
+        ``{"build": False}`` when the profile has no ``data`` section.
+    """
     return dict(_profile(profiles or load_profiles(), profile).get("data", {"build": False}))
 
 
 def list_notebooks(notebooks_dir: str | Path) -> list[Path]:
-    """The numbered notebooks (``NN_name.ipynb``) of a folder, in order."""
+    """The numbered notebooks (``NN_name.ipynb``) of a folder, in order.
+
+    Parameters
+    ----------
+    notebooks_dir : str or Path
+
+    Returns
+    -------
+    list of Path
+    """
     return sorted(p for p in Path(notebooks_dir).iterdir() if NOTEBOOK_RE.match(p.name))
