@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from nnutils.decide.submission import SubmissionError, make_submission, validate_submission, write_submission
-from nnutils.decide.thresholds import cv_threshold, log_hparams, sweep
+from nnutils.decide.thresholds import candidate_bound, cv_threshold, log_hparams, sweep
 
 
 def separable(n=200, gap=0.1, seed=0):
@@ -85,3 +85,12 @@ def test_write_submission_exact_format(tmp_path):
     with pytest.raises(SubmissionError):
         write_submission(sub, tmp_path / "bad.csv", [0, 1, 2])
     assert not (tmp_path / "bad.csv").exists()
+
+
+def test_candidate_bound_sits_below_the_lowest_positive():
+    y = np.array([1, 1, 0, 0, 1, 0])
+    s = np.array([0.9, 0.42, 0.1, 0.5, np.nan, 0.3])
+    assert candidate_bound(y, s, margin=0.05) == pytest.approx(0.37)   # 0.42 - 0.05; NaN ignored
+    assert candidate_bound(y, s, margin=0.0) == pytest.approx(0.42)
+    with pytest.raises(ValueError, match="positive"):
+        candidate_bound([0, 0, 1], [0.2, 0.3, np.nan])

@@ -17,7 +17,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from nnutils.decide.metrics import best_threshold, pair_metrics
 
-__all__ = ["sweep", "cv_threshold", "log_hparams"]
+__all__ = ["sweep", "cv_threshold", "candidate_bound", "log_hparams"]
 
 
 def sweep(y, scores, thresholds=None) -> pd.DataFrame:
@@ -81,6 +81,39 @@ def cv_threshold(y, scores, k: int = 5, seed: int = 0) -> dict:
         f1s.append(pair_metrics(y[held_idx], s[held_idx], t)["f1"])
     return dict(threshold=float(np.median(ts)), fold_thresholds=[float(t) for t in ts],
                 threshold_std=float(np.std(ts)), cv_f1=float(np.mean(f1s)), cv_f1_std=float(np.std(f1s)), k=k)
+
+
+def candidate_bound(y, scores, *, margin: float = 0.05) -> float:
+    """The lower bound of global scores at or above which every pair is a candidate to verify.
+
+    Set on validation *below its lowest positive* with a margin, not at a quantile: with
+    ~170 validation positives any quantile rests on one or two pairs, and a positive
+    below the bound is lost for good (the fused decision never sees it).
+
+    Parameters
+    ----------
+    y : array-like of 0/1, shape (N,)
+        Validation labels.
+    scores : array-like of float, shape (N,)
+        Global scores (cosine similarity in [-1, 1]); NaN (unreadable image) is ignored.
+    margin : float
+        Subtracted from the lowest positive score (same units as ``scores``).
+
+    Returns
+    -------
+    float
+        ``min(scores of positives) - margin``.
+
+    Raises
+    ------
+    ValueError
+        When no positive has a finite score.
+    """
+    y, s = np.asarray(y).astype(int), np.asarray(scores, float)
+    pos = s[(y == 1) & np.isfinite(s)]
+    if not len(pos):
+        raise ValueError("candidate_bound needs at least one positive with a finite score")
+    return float(pos.min() - margin)
 
 
 def log_hparams(logdir: str | Path, results: pd.DataFrame) -> Path:
