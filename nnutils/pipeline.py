@@ -23,6 +23,7 @@ import yaml
 
 from nnutils import profiles as P
 from nnutils.data.photos import pool_lines
+from nnutils.data.shift import ShiftConfig, ensure_shift
 from nnutils.data.synth import ensure_dataset
 
 __all__ = ["run_pipeline", "main"]
@@ -88,6 +89,10 @@ def run_pipeline(profile: str = "cpu", overrides: dict | None = None, only: list
                  root: str | Path | None = None, build_data: bool = True) -> dict:
     """Build the embedded data if the profile asks for it, then execute the notebooks in order.
 
+    The profile's ``data.shift`` entry (``{build, pairs, seed, dir}``) also builds the shifted
+    benchmark (:mod:`nnutils.data.shift`; ``dir`` relative to the repository root), recorded
+    under the data step's ``shift`` key.
+
     The data step prints how many photos the build drew on and, when optional photo
     packages are missing, a ``WARNING:`` line naming them and the photos they would add.
 
@@ -147,6 +152,14 @@ def run_pipeline(profile: str = "cpu", overrides: dict | None = None, only: list
         ensure_dataset(common.data_dir, pairs=int(spec["pairs"]), seed=int(spec["seed"]), progress=progress)
         step = dict(step="data", path=common.data_dir, seconds=round(time.perf_counter() - t, 1), status="ok")
         step.update(_report_photo_pool(Path(common.data_dir)))
+        shift = spec.get("shift") or {}
+        if shift.get("build"):
+            # the shifted benchmark (issue 12): held-out photos, albumentations re-posts; for reporting only
+            t = time.perf_counter()
+            where = Path(shift["dir"]) if Path(shift["dir"]).is_absolute() else root / shift["dir"]
+            ensure_shift(where, ShiftConfig(pairs=int(shift["pairs"]), seed=int(shift["seed"])))
+            step["shift"] = dict(path=str(where), seconds=round(time.perf_counter() - t, 1))
+            print(f"[pipeline] data: shifted benchmark {where} ({int(shift['pairs'])} pairs)", flush=True)
         record["steps"].append(step)
 
     # the kernel must be this interpreter (a venv's kernel.json says just "python")
