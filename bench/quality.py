@@ -2,6 +2,7 @@
 
     python bench/quality.py                       # runs/cpu models on data/lun-embedded
     python bench/quality.py --run-dir runs/smoke --data-dir data/lun-embedded-smoke
+    python bench/quality.py --data-dir data/lun-shift     # the shifted benchmark (nnutils.shift)
 
 Every row goes through ``nnutils.decide.predict.predict_pairs`` — the code path of notebook 08 and
 the predict command — with an empty cache, so each distinct test image is decoded and
@@ -10,7 +11,14 @@ the k-fold cross-validated thresholds of notebook 07 (``metrics/07_threshold_swe
 Pairs with an unreadable image are predicted 0 (the documented policy) and count as
 errors when they are duplicates. When the run's decision verifies (notebook 10 ran), one more row runs its global model with local verification and the fused decision
 in the uncertain band (``predict --verify``); F1 and errors are of the final decisions, the
-ROC AUC of the global score. Prints one markdown table and the machine it ran on.
+ROC AUC of the global score. Prints one markdown table and the machine it ran on, then the
+false-positive rate of each hard-negative kind and the recall of each distortion for every
+row, each with its 95 % Wilson interval (``nnutils.decide.metrics.wilson_interval``).
+
+``--data-dir`` may be any folder with ``test.csv``, ``test_labels.csv`` and ``metadata.csv``
+(no ``train.csv`` needed): the shifted benchmark ``data/lun-shift`` (held-out photos,
+albumentations re-posts; ``python -m nnutils.shift``) is read the same way. It is for
+reporting only: the thresholds stay the run's own.
 """
 from __future__ import annotations
 
@@ -33,6 +41,7 @@ from nnutils.data import pairs as P  # noqa: E402
 from nnutils.models.saving import list_models  # noqa: E402
 from nnutils.decide.decision import Decision  # noqa: E402
 from nnutils.data.tables import is_hard_negative, test_kinds  # noqa: E402
+from nnutils.decide.scoring import score_against_labels  # noqa: E402
 from nnutils.models.embedders import load_embedder  # noqa: E402
 from nnutils.decide.predict import predict_pairs  # noqa: E402
 
@@ -60,13 +69,14 @@ def main(argv=None) -> int:
     sweep = pd.read_csv(run / "metrics" / "07_threshold_sweep.csv").set_index("model")
     decision = Decision.load(run)
     default = decision.model
-    lun = P.load_lun_folder(data)
-    test = lun["test"]
-    y = lun["test_labels"].set_index("ID").is_same.reindex(test.ID).to_numpy()
-    kinds = test_kinds(data, test.ID).negative_kind.to_numpy()
+    test = P.read_pairs(data / "test.csv", "test")     # train.csv is not needed (the shifted set has none)
+    labels = P.read_pairs(data / "test_labels.csv", "labels")
+    y = labels.set_index("ID").is_same.reindex(test.ID).to_numpy()
+    kind_table = test_kinds(data, test.ID)
+    kinds = kind_table.negative_kind.to_numpy()
     hard = np.asarray(is_hard_negative(kinds), bool)
     models = {"phash": "phash", **{k: str(v) for k, v in list_models(run).items()}}
-    rows = []
+    rows, per_kind = [], {}
     jobs = [(n, m, None) for n, m in models.items()]
     verified = Decision.load_verified(run)
     if verified is not None and not args.no_verify and verified.model in models:
@@ -87,6 +97,8 @@ def main(argv=None) -> int:
         m = metrics.pair_metrics(y, s, thr)
         md = metrics.pair_metrics(y, d, 0.5)
         label = LABELS.get(name, name) + (" ← default (07's choice)" if name == default and verify is None else "")
+        short = LABELS.get(name, name).split(" (")[0] + (" + verification" if verify else "")
+        per_kind[short] = score_against_labels(y, d, kinds=kind_table)["breakdown"]
         rows.append({
             "model": label + (f" + verification + fusion ({pred.report['share_verified']:.0%} of pairs verified)"
                               if verify else ""),
@@ -100,7 +112,47 @@ def main(argv=None) -> int:
           f"{pred.report['images']} distinct images; runtime {args.runtime}")
     print(f"machine: {os.cpu_count()} cores, {cpu_name()}; run {run}")
     print(pd.DataFrame(rows).to_markdown(index=False, floatfmt=".4f"))
+    for title, col, hard_only in (("false-positive rate per hard-negative kind", "negative_kind", True),
+                                  ("recall per distortion", "distortion", False)):
+        table = kind_table_of(per_kind, col, hard_only)
+        if len(table):
+            print(f"\n{title} (k/n, rate, 95 % Wilson interval)")
+            print(table.to_markdown())
     return 0
+
+
+def kind_table_of(per_kind: dict, column: str, hard_only: bool) -> pd.DataFrame:
+    """One row per kind, one column per benchmark row: ``"k/n rate [low, high]"``.
+
+    Parameters
+    ----------
+    per_kind : dict
+        Row name -> ``score_against_labels(...)["breakdown"]`` of its decisions.
+    column : {"negative_kind", "distortion"}
+        Which breakdown: negatives (the rate is the false-positive rate) or positives (recall).
+    hard_only : bool
+        Keep only hard-negative kinds (``is_hard_negative``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by kind (sorted); empty when no row has the breakdown.
+    """
+    out = {}
+    for name, breakdown in per_kind.items():
+        t = breakdown.get(column)
+        if t is None or not len(t):
+            continue
+        cells = {}
+        for kind, r in t.iterrows():
+            if hard_only and not bool(is_hard_negative([kind])[0]):
+                continue
+            n, err = int(r["pairs"]), int(r["errors"])
+            k = err if column == "negative_kind" else n - err   # FPs of a negative kind, hits of a distortion
+            lo, hi = metrics.wilson_interval(k, n)
+            cells[kind] = f"{k}/{n} {k / n:.3f} [{lo:.3f}, {hi:.3f}]"
+        out[name] = cells
+    return pd.DataFrame(out).sort_index()
 
 
 if __name__ == "__main__":
