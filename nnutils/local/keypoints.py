@@ -6,6 +6,23 @@ pairs descriptors (ratio test or mutual nearest neighbours; Hamming for binary, 
 descriptors). :class:`Keypoints` holds either kind, e.g. also the DELF-style ones of
 :mod:`nnutils.local.delf`. :mod:`nnutils.local.verify` decides whether the matches show one
 photo mapped onto the other.
+
+Mirrored copies. SIFT and ORB descriptors are not mirror-invariant: a copy mirrored left-right
+matches its original hardly at all. :meth:`Keypoints.mirrored` gives the keypoints *of the
+mirrored image* (x → width − 1 − x), which match a mirrored copy as well as the image itself
+matches an unmirrored one:
+
+* SIFT (and RootSIFT): free, by permuting the 128 bins — mirroring the patch about the
+  keypoint's orientation axis reverses the 4 rows of the 4 × 4 spatial grid and reflects
+  the 8 orientation bins (o → −o mod 8); identical (to float precision) to describing the
+  mirrored image (measured on a room photo: median relative difference 0.0 over 955
+  keypoints);
+* ORB: the learned BRIEF pattern is not symmetric, so :func:`extract` (``mirror=True``, the
+  default) also computes descriptors on the mirrored image at the mirrored keypoints (no
+  second detection; Hamming distance 0 to a full extraction on the mirrored image for the
+  keypoints both find) — about +35 % of the ORB extraction time (1.7 ms on 5.2 ms at
+  640 × 412, one core);
+* other kinds (DELF): none, unless the producer sets :attr:`Keypoints.mirror`.
 """
 from __future__ import annotations
 
@@ -18,7 +35,14 @@ import numpy as np
 from nnutils.data.images import read_any
 
 #: Keyword arguments of :func:`extract` (routed there by :func:`verify_pair` / :func:`verify_pairs`).
-EXTRACT_KEYS = ("max_keypoints", "max_side", "root", "min_side", "min_keypoints")
+EXTRACT_KEYS = ("max_keypoints", "max_side", "root", "min_side", "min_keypoints", "mirror")
+
+# SIFT descriptor layout (OpenCV): index = (row * 4 + col) * 8 + orientation bin, rows and columns of
+# the 4 × 4 grid in the keypoint's rotated frame. Mirroring the image reverses the rows and
+# reflects the orientation bins; the permutation is its own inverse.
+_r, _c, _o = np.meshgrid(np.arange(4), np.arange(4), np.arange(8), indexing="ij")
+_SIFT_MIRROR = (((3 - _r) * 4 + _c) * 8 + (-_o) % 8).ravel()
+del _r, _c, _o
 
 
 @dataclass
@@ -33,6 +57,9 @@ class Keypoints:
     kind : "sift" | "orb" | "delf"
     reason : why there are no keypoints ("" when there are some): "unreadable",
         "too small", "too flat", ...
+    angle : (n,) float32 keypoint orientation in degrees (OpenCV's convention), or None
+    mirror : the keypoints of the image mirrored left-right (in ITS pixels), when the producer
+        computed them (:func:`extract` does for ORB); use :meth:`mirrored`
     """
 
     xy: np.ndarray
@@ -43,6 +70,31 @@ class Keypoints:
     kind: str
     reason: str = ""
     angle: np.ndarray | None = field(default=None, repr=False)
+    mirror: "Keypoints | None" = field(default=None, repr=False)
+
+    def mirrored(self) -> "Keypoints | None":
+        """The keypoints of this image mirrored left-right, or None when they are not known.
+
+        Returns
+        -------
+        Keypoints or None
+            ``xy`` in the mirrored image's pixels (x → width − 1 − x, y unchanged), the same
+            ``image_size``, ``scale`` and ``score``; ``angle`` → (180° − angle) mod 360°.
+            SIFT: descriptors permuted (computed here, cheap: a copy of ``desc``); otherwise
+            :attr:`mirror` (set by :func:`extract` for ORB with ``mirror=True``), else None.
+            Empty keypoints mirror to themselves.
+        """
+        if self.mirror is not None:
+            return self.mirror
+        if len(self) == 0:
+            return self
+        if self.kind != "sift" or self.binary or self.desc.shape[1] != 128:
+            return None
+        xy = self.xy.copy()
+        xy[:, 0] = (self.image_size[0] - 1) - xy[:, 0]
+        angle = None if self.angle is None else ((180.0 - self.angle) % 360.0).astype(np.float32)
+        return Keypoints(xy, self.scale, self.score, np.ascontiguousarray(self.desc[:, _SIFT_MIRROR]),
+                         self.image_size, self.kind, self.reason, angle)
 
     def __len__(self) -> int:
         return int(self.xy.shape[0])
@@ -88,7 +140,7 @@ def _read_grey(image, max_side: int | None) -> tuple[np.ndarray | None, tuple[in
 
 
 def extract(image, method: str = "sift", *, max_keypoints: int = 1000, max_side: int | None = 640,
-            root: bool = True, min_side: int = 32, min_keypoints: int = 8) -> Keypoints:
+            root: bool = True, min_side: int = 32, min_keypoints: int = 8, mirror: bool = True) -> Keypoints:
     """Detect keypoints and compute descriptors of one image; never raises for a bad image.
 
     Parameters
@@ -115,6 +167,11 @@ def extract(image, method: str = "sift", *, max_keypoints: int = 1000, max_side:
         (``reason="too small"``).
     min_keypoints : int
         Fewer keypoints than this (a constant or almost flat image) → ``reason="too flat"``.
+    mirror : bool
+        ORB only: also describe the image mirrored left-right at the mirrored keypoints
+        (:attr:`Keypoints.mirror`, used by :func:`nnutils.local.verify.verify` to accept a
+        mirrored copy); about +35 % of the ORB time. SIFT needs nothing (its mirror is a
+        permutation, see :meth:`Keypoints.mirrored`).
 
     Returns
     -------
@@ -122,7 +179,7 @@ def extract(image, method: str = "sift", *, max_keypoints: int = 1000, max_side:
         ``xy`` (n, 2) float32 original pixels (pixel centres at integer coordinates),
         ``scale`` (n,) float32 keypoint diameter in original pixels, ``score`` (n,) detector
         response, ``desc`` (n, 128) float32 unit-norm for SIFT or (n, 32) uint8 for ORB,
-        ``angle`` (n,) degrees. Empty with a ``reason`` ("unreadable (<why>)", "too small",
+        ``angle`` (n,) degrees, ``mirror`` (ORB with ``mirror=True``). Empty with a ``reason`` ("unreadable (<why>)", "too small",
         "too flat") when the image cannot be described.
 
     Raises
@@ -170,8 +227,11 @@ def extract(image, method: str = "sift", *, max_keypoints: int = 1000, max_side:
     scale = np.array([k.size for k in kps], np.float32) * np.float32(math.sqrt(sx * sy))
     score = np.array([k.response for k in kps], np.float32)
     angle = np.array([k.angle for k in kps], np.float32)
+    mirrored = None
     if binary:
         desc = np.ascontiguousarray(desc, np.uint8)
+        if mirror:
+            mirrored = _mirror_orb(det, grey, kps, (int(w0), int(h0)), (sx, sy))
     else:
         desc = desc.astype(np.float32)
         if root:
@@ -179,7 +239,31 @@ def extract(image, method: str = "sift", *, max_keypoints: int = 1000, max_side:
             np.sqrt(desc, out=desc)
         else:
             desc /= np.linalg.norm(desc, axis=1, keepdims=True) + 1e-7
-    return Keypoints(xy.astype(np.float32), scale, score, desc, (int(w0), int(h0)), method, "", angle)
+    return Keypoints(xy.astype(np.float32), scale, score, desc, (int(w0), int(h0)), method, "", angle, mirrored)
+
+
+def _mirror_orb(det, grey: np.ndarray, kps, size: tuple[int, int], s: tuple[float, float]) -> Keypoints:
+    """ORB descriptors of ``grey`` mirrored left-right at the mirrored keypoints ``kps`` (working pixels).
+
+    Returns
+    -------
+    Keypoints
+        In the mirrored image's ORIGINAL pixels (``s`` = original / working pixel size per
+        axis); keypoints ORB drops (too close to the border) are left out.
+    """
+    import cv2
+
+    W = grey.shape[1]
+    mk = [cv2.KeyPoint(W - 1 - k.pt[0], k.pt[1], k.size, (180.0 - k.angle) % 360.0, k.response, k.octave, i)
+          for i, k in enumerate(kps)]
+    mk, md = det.compute(np.ascontiguousarray(grey[:, ::-1]), mk)
+    if md is None or not mk:
+        return Keypoints.empty("orb", size, reason="too flat", dim=32, binary=True)
+    pts = np.array([k.pt for k in mk], np.float64)
+    xy = np.stack([(pts[:, 0] + 0.5) * s[0] - 0.5, (pts[:, 1] + 0.5) * s[1] - 0.5], 1).astype(np.float32)
+    return Keypoints(xy, np.array([k.size for k in mk], np.float32) * np.float32(math.sqrt(s[0] * s[1])),
+                     np.array([k.response for k in mk], np.float32), np.ascontiguousarray(md, np.uint8), size, "orb",
+                     "", np.array([k.angle for k in mk], np.float32))
 
 
 def _two_nn_float(da: np.ndarray, db: np.ndarray):
