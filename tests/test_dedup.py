@@ -276,7 +276,7 @@ def test_choose_grouping_on_train_judged_on_test(tmp_path):
     c = choose_grouping(emb, truth, part, [0.8, 0.9, 0.95, 0.99], k=6, ok=ok, pair_threshold=0.8)
     # 0.8 joins A and B (every item: P=6, T=3 → F1 2·3/9); 0.9 and 0.95 are right; 0.99 leaves all alone (F1 2/4)
     curves = c.curves()
-    assert curves.shape == (4, 4) and curves.loc[0.8, "plain"] == pytest.approx(2 / 3)
+    assert curves.shape == (4, 6) and curves.loc[0.8, "plain"] == pytest.approx(2 / 3)   # 4 chaining, 2 star
     assert curves.loc[0.9, "plain"] == 1.0 and curves.loc[0.99, "plain"] == pytest.approx(0.5)
     assert (c.threshold, c.variant, c.train_rowwise_f1) == (0.9, "plain", 1.0)   # the first of the ties
     assert (c.n_train, c.n_test) == (6, 4)                                        # unreadable and "val" rows out
@@ -341,3 +341,80 @@ def test_hash_grouping_groups_resized_copies(hash_photos):
     assert hash_thresholds(3).tolist() == [0.5, 0.725, 0.95]
     again = hash_grouping(paths, truth, part, [0.5, 0.95], k=5, hashes=hash_images(paths, progress=False))
     assert again.sweep.threshold.unique().tolist() == [0.5, 0.95] and again.train_rowwise_f1 == 1.0
+
+
+# ----------------------------------------------------------------------------- groups that do not chain
+def chain_edges(n, sims):
+    """Edges of a path 0-1-…-(n-1) with the given similarities."""
+    return pd.DataFrame({"i": np.arange(n - 1), "j": np.arange(1, n), "similarity": np.asarray(sims, np.float32)})
+
+
+def test_star_groups_do_not_chain():
+    from nnutils.scale.grouping import group_edges, star_groups
+    e = chain_edges(5, [0.95, 0.9, 0.9, 0.95])
+    assert connected_groups(5, e).tolist() == [0, 0, 0, 0, 0]          # components: one chain of 5
+    lab = star_groups(5, e)
+    # the most connected item (1: degree 2, similarity sum 1.85) is the first centre: {0, 1, 2}; then {3, 4}
+    assert lab.tolist() == [0, 0, 0, 1, 1]
+    # every member of a star group is linked to its centre: no group holds two items without a path of one edge
+    linked = set(map(tuple, e[["i", "j"]].values.tolist()))
+    for g in np.unique(lab):
+        m = np.flatnonzero(lab == g)
+        assert any(all(a == c or (min(a, c), max(a, c)) in linked for a in m) for c in m)
+    # a clique is one star, items without an edge stay alone, and group_edges dispatches
+    clique = pd.DataFrame({"i": [0, 0, 1], "j": [1, 2, 2], "similarity": [0.9, 0.9, 0.9]})
+    assert star_groups(4, clique).tolist() == [0, 0, 0, 1]
+    assert group_edges(5, e, star=True).tolist() == lab.tolist()
+    assert group_edges(5, e).tolist() == [0] * 5
+    assert star_groups(0, e.iloc[:0]).shape == (0,)
+    with pytest.raises(ValueError, match="outside"):
+        star_groups(3, e)
+
+
+def test_cannot_link_splits_a_component_even_through_a_third_item():
+    from nnutils.scale.grouping import constrained_groups, group_edges, star_groups
+    # a ~ b (0.95), b ~ c (0.90), d ~ e (0.99); the user marked a and c "not the same"
+    e = pd.DataFrame({"i": [0, 1, 3], "j": [1, 2, 4], "similarity": [0.95, 0.90, 0.99]})
+    assert connected_groups(5, e).tolist() == [0, 0, 0, 1, 1]
+    lab = constrained_groups(5, e, [(0, 2)])
+    assert lab[0] == lab[1] != lab[2]                                  # split at the weaker link b-c
+    assert lab[3] == lab[4] and len(set(lab.tolist())) == 3           # an unmarked component is untouched
+    assert group_edges(5, e, cannot_link=pd.DataFrame({"i": [2], "j": [0]})).tolist() == lab.tolist()
+    # stars respect the marks too: b is the centre but may not take both a and c
+    s = star_groups(5, e, cannot_link=[(0, 2)])
+    assert s[0] != s[2] and s[3] == s[4]
+    # a marked pair in two groups already changes nothing; bad pairs are refused
+    assert constrained_groups(5, e, [(0, 3)]).tolist() == connected_groups(5, e).tolist()
+    with pytest.raises(ValueError, match="outside"):
+        constrained_groups(5, e, [(0, 9)])
+    with pytest.raises(ValueError, match="itself"):
+        constrained_groups(5, e, [(1, 1)])
+
+
+def test_choose_grouping_picks_star_when_a_wrong_link_chains_two_groups():
+    from nnutils.scale.grouping import VARIANTS, choose_grouping, sweep_grouping
+    # A at 0/8/16°, B at 32/40/48°: within a group cos ≥ 0.96, and one wrong link 16°-32° (cos 0.961)
+    emb = at_angles(0, 8, 16, 32, 40, 48)
+    truth = np.array(list("AAABBB"), dtype=object)
+    s, i = exact_knn(emb, 6)
+    sw = sweep_grouping(s, i, truth, [0.96], variants=VARIANTS).set_index("variant")
+    assert sw.loc["plain", "largest"] == 6 and sw.loc["plain", "rowwise_f1"] == pytest.approx(2 / 3)
+    # the bridge 16° (degree 3) is the first centre and takes 32° with it: {0, 8, 16, 32}, {40, 48};
+    # F1: A's three 2·3/7, 32°'s 2·1/7, 40° and 48° 2·2/5
+    assert sw.loc["star", "largest"] == 4
+    assert sw.loc["star", "rowwise_f1"] == pytest.approx((3 * 6 / 7 + 2 / 7 + 2 * 4 / 5) / 6)
+    c = choose_grouping(emb, truth, np.array(["train"] * 6), [0.96], k=6)
+    assert c.variant == "star" and c.train_rowwise_f1 > sw.loc["plain", "rowwise_f1"]
+    assert set(c.curves().columns) == set(VARIANTS)
+
+
+def test_star_setting_reaches_find_duplicates(tmp_path):
+    from nnutils.scale.grouping import grouping_options, save_grouping
+    save_grouping(tmp_path, threshold=0.8, variant="min2+star", k=5)
+    assert grouping_options(tmp_path) == dict(threshold=0.8, k=5, min2=True, mutual=False, min2_margin=0.05, star=True)
+    # group_embeddings (what find_duplicates runs) with star: the chain of 5 unit vectors splits
+    emb = at_angles(0, 10, 20, 30, 40)
+    lab, edges, _ = group_embeddings(emb, 0.97, k=3, index="flat")
+    assert lab.tolist() == [0] * 5
+    lab, _, _ = group_embeddings(emb, 0.97, k=3, index="flat", star=True)
+    assert len(set(lab.tolist())) == 2 and np.bincount(lab).tolist() == [3, 2]

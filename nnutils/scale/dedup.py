@@ -22,7 +22,7 @@ from nnutils.data.images import inspect_image
 from nnutils.data.pairs import resolve_images
 from nnutils.decide.decision import Decision
 from nnutils.models.embedders import embed_cached
-from nnutils.scale.grouping import connected_groups, grouping_options, neighbour_edges
+from nnutils.scale.grouping import group_edges, grouping_options, neighbour_edges
 from nnutils.scale.index import build_index, index_kind, search
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
@@ -247,7 +247,7 @@ class DuplicateGroups:
 
 
 def group_embeddings(emb: np.ndarray, threshold: float, *, k: int = 10, index: str = "auto", min2: bool = False,
-                     min2_threshold: float | None = None, mutual: bool = False,
+                     min2_threshold: float | None = None, mutual: bool = False, star: bool = False,
                      progress: bool = False) -> tuple[np.ndarray, pd.DataFrame, dict]:
     """kNN + edges + components on L2-normalised embeddings.
 
@@ -266,6 +266,9 @@ def group_embeddings(emb: np.ndarray, threshold: float, *, k: int = 10, index: s
         ``"auto"``, ``"flat"``, ``"ivf"`` or ``"hnsw"`` (see :func:`nnutils.scale.index.build_index`).
     min2, min2_threshold, mutual
         Edge variants (:func:`~nnutils.scale.grouping.neighbour_edges`).
+    star : bool, default False
+        Groups that do not chain (:func:`~nnutils.scale.grouping.star_groups`) instead of
+        connected components.
     progress : bool, default False
         Show progress bars.
 
@@ -285,7 +288,7 @@ def group_embeddings(emb: np.ndarray, threshold: float, *, k: int = 10, index: s
     sims, ids = search(idx, emb, min(k, len(emb)), progress=progress)
     t2 = time.perf_counter()
     edges = neighbour_edges(sims, ids, threshold, min2=min2, min2_threshold=min2_threshold, mutual=mutual)
-    labels = connected_groups(len(emb), edges)
+    labels = group_edges(len(emb), edges, star=star)
     t3 = time.perf_counter()
     return labels, edges, dict(index=index_kind(idx), index_s=round(t1 - t0, 3), search_s=round(t2 - t1, 3),
                                group_s=round(t3 - t2, 3))
@@ -293,8 +296,8 @@ def group_embeddings(emb: np.ndarray, threshold: float, *, k: int = 10, index: s
 
 def find_duplicates(images, model, *, threshold: float | None = None, k: int | None = None, index: str = "auto",
                     min2: bool | None = None, min2_threshold: float | None = None, mutual: bool | None = None,
-                    keep: str = "largest", runtime: str = "tflite", cache_dir=None, batch_size: int = 32,
-                    progress: bool = True) -> DuplicateGroups:
+                    star: bool | None = None, keep: str = "largest", runtime: str = "tflite", cache_dir=None,
+                    batch_size: int = 32, progress: bool = True) -> DuplicateGroups:
     """Group the duplicates among ``images``: a folder, a CSV of paths/URLs, or a list of paths.
 
     From a run folder, settings left as None come from its ``grouping.json`` (written by
@@ -323,6 +326,9 @@ def find_duplicates(images, model, *, threshold: float | None = None, k: int | N
         Default ``threshold - min2_margin`` from ``grouping.json``.
     mutual : bool, optional
         Keep only mutual neighbours.
+    star : bool, optional
+        Groups that do not chain (:func:`~nnutils.scale.grouping.star_groups`); default the
+        run's ``grouping.json`` variant, else False.
     keep : str, default "largest"
         How each group's representative is chosen (:func:`~nnutils.scale.grouping.group_table`).
     runtime : {"tflite", "keras"}, default "tflite"
@@ -359,6 +365,7 @@ def find_duplicates(images, model, *, threshold: float | None = None, k: int | N
     k = chosen.get("k", 10) if k is None else k
     min2 = chosen.get("min2", False) if min2 is None else min2
     mutual = chosen.get("mutual", False) if mutual is None else mutual
+    star = chosen.get("star", False) if star is None else star
     if min2_threshold is None and chosen and threshold is not None:
         min2_threshold = threshold - chosen["min2_margin"]
     if str(model) == "phash":
@@ -379,7 +386,8 @@ def find_duplicates(images, model, *, threshold: float | None = None, k: int | N
     good = np.flatnonzero(ok)
     labels = np.full(len(paths), -1, np.int64)
     sub_labels, sub_edges, timing = group_embeddings(emb[good], threshold, k=k, index=index, min2=min2,
-                                                     min2_threshold=min2_threshold, mutual=mutual, progress=progress)
+                                                     min2_threshold=min2_threshold, mutual=mutual, star=star,
+                                                     progress=progress)
     labels[good] = sub_labels
     edges = sub_edges.assign(i=good[sub_edges.i.to_numpy()], j=good[sub_edges.j.to_numpy()]) if len(good) else sub_edges
     groups = group_table([paths[g] for g in good], sub_labels, emb[good], keep=keep)
@@ -390,6 +398,6 @@ def find_duplicates(images, model, *, threshold: float | None = None, k: int | N
     report = dict(images=len(paths), embedded_now=int(embedded), unreadable=len(bad),
                   groups=int(groups.group.nunique()) if len(groups) else 0, images_in_groups=len(groups),
                   files_to_remove=len(to_remove), model=name, threshold=float(threshold), k=k, min2=min2,
-                  mutual=mutual, keep=keep, embed_s=round(embed_s, 2), **timing,
+                  mutual=mutual, star=bool(star), keep=keep, embed_s=round(embed_s, 2), **timing,
                   seconds=round(time.perf_counter() - t0, 2))
     return DuplicateGroups(groups, to_remove, edges, labels, paths, unreadable, report, emb, ok)

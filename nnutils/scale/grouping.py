@@ -1,7 +1,11 @@
 """Groups of duplicates from nearest-neighbour links: edges, components, and choosing the settings.
 
 :func:`neighbour_edges` keeps the kNN links at or above a threshold (with Shopee's ``min2``
-and a mutual-neighbour option), :func:`connected_groups` joins them into groups,
+and a mutual-neighbour option), :func:`connected_groups` joins them into groups (transitive:
+one wrong link merges two groups), :func:`star_groups` forms groups that do not chain (every
+member is linked to its group's centre), :func:`constrained_groups` splits components so that
+no "not the same" pair (a cannot-link mark) ends up in one group, and :func:`group_edges` is
+the one entry point for all three,
 :func:`rowwise_f1` scores a grouping (the Shopee metric) and :func:`sweep_grouping` scores a
 grid of settings from one kNN search. :func:`choose_grouping` picks the threshold and
 variant on one part of a labelled collection (the train images) and judges them on another
@@ -23,7 +27,17 @@ import pandas as pd
 from nnutils.decide.hashes import hash_images, hash_vectors
 from nnutils.scale.index import knn
 
-VARIANTS = ("plain", "min2", "mutual", "mutual+min2")
+#: The grouping variants :func:`choose_grouping` chooses between: the edge rule (``min2``,
+#: ``mutual``) and, with ``star``, groups that do not chain (:func:`star_groups`) instead of
+#: connected components.
+VARIANTS = ("plain", "min2", "mutual", "mutual+min2", "star", "min2+star")
+_CHAINING = ("plain", "min2", "mutual", "mutual+min2")
+
+
+def _check_variant(variant: str) -> str:
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r} (one of {VARIANTS})")
+    return variant
 
 
 def _check_knn(sims, ids):
@@ -114,6 +128,17 @@ def connected_groups(n: int, edges: pd.DataFrame) -> np.ndarray:
         raise ValueError(f"edges refer to items outside 0..{n - 1}")
     g = coo_matrix((np.ones(len(i), np.int8), (i, j)), shape=(n, n))
     _, lab = connected_components(g, directed=False)
+    return _relabel(lab)
+
+
+def _relabel(lab: np.ndarray) -> np.ndarray:
+    """Labels 0..G-1 by decreasing group size, then by first member (label 0: the largest group)."""
+    lab = np.asarray(lab, np.int64)
+    n = len(lab)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    _, lab = np.unique(lab, return_inverse=True)
+    lab = lab.reshape(-1)
     sizes = np.bincount(lab)
     first = np.full(len(sizes), n)
     np.minimum.at(first, lab, np.arange(n))
@@ -121,6 +146,204 @@ def connected_groups(n: int, edges: pd.DataFrame) -> np.ndarray:
     relabel = np.empty_like(order)
     relabel[order] = np.arange(len(order))
     return relabel[lab].astype(np.int64)
+
+
+def _edge_arrays(n: int, edges: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``i``, ``j`` (int64) and ``similarity`` (float64; 1.0 when absent) of ``edges``, checked against ``n``."""
+    if len(edges) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64)
+    i, j = edges["i"].to_numpy(np.int64), edges["j"].to_numpy(np.int64)
+    s = edges["similarity"].to_numpy(np.float64) if "similarity" in edges else np.ones(len(i))
+    if i.min() < 0 or j.min() < 0 or max(i.max(), j.max()) >= n:
+        raise ValueError(f"edges refer to items outside 0..{n - 1}")
+    return i, j, s
+
+
+def _cannot_link_pairs(n: int, cannot_link) -> np.ndarray:
+    """(M, 2) int64 item pairs from a DataFrame with ``i``, ``j`` or any (M, 2) array-like; checked."""
+    if cannot_link is None:
+        return np.zeros((0, 2), np.int64)
+    if isinstance(cannot_link, pd.DataFrame):
+        cl = cannot_link[["i", "j"]].to_numpy(np.int64)
+    else:
+        cl = np.asarray(list(cannot_link), np.int64).reshape(-1, 2)
+    if len(cl) and (cl.min() < 0 or cl.max() >= n):
+        raise ValueError(f"cannot-link pairs refer to items outside 0..{n - 1}")
+    if len(cl) and (cl[:, 0] == cl[:, 1]).any():
+        raise ValueError("a cannot-link pair joins an item with itself")
+    return cl
+
+
+def _partners(cl: np.ndarray) -> dict[int, set]:
+    out: dict[int, set] = {}
+    for a, b in cl.tolist():
+        out.setdefault(a, set()).add(b)
+        out.setdefault(b, set()).add(a)
+    return out
+
+
+def star_groups(n: int, edges: pd.DataFrame, cannot_link=None) -> np.ndarray:
+    """Groups that do not chain: every member is linked by an edge to its group's centre.
+
+    Greedy star clustering: items are taken in order of decreasing degree (then decreasing
+    sum of edge similarities, then index); an item not yet in a group becomes a centre and
+    takes every neighbour not yet in a group, the most similar first. A chain a–b–c–d–e,
+    which connected components make one group, becomes {a, b, c} and {d, e}: an image joins
+    a group only through a direct link to its centre, never through a third image.
+
+    Parameters
+    ----------
+    n : int
+        Number of items.
+    edges : DataFrame
+        Columns ``i``, ``j`` (items in 0..n-1) and optionally ``similarity`` (cosine; ties
+        in degree are broken by it, and a centre takes its closest neighbours first).
+    cannot_link : DataFrame or array-like of shape (M, 2), optional
+        Item pairs that must not share a group: a neighbour is skipped when it is marked
+        against the centre or against a member already taken.
+
+    Returns
+    -------
+    ndarray of int64, shape (n,)
+        Labels numbered as :func:`connected_groups` (0 = the largest group).
+
+    Raises
+    ------
+    ValueError
+        When an edge or cannot-link pair refers to an item outside 0..n-1.
+    """
+    i, j, s = _edge_arrays(n, edges)
+    partners = _partners(_cannot_link_pairs(n, cannot_link))
+    if n == 0:
+        return np.zeros(0, np.int64)
+    keep = i != j
+    i, j, s = i[keep], j[keep], s[keep]
+    src, dst, w = np.concatenate([i, j]), np.concatenate([j, i]), np.concatenate([s, s])
+    deg = np.bincount(src, minlength=n)
+    wsum = np.bincount(src, weights=w, minlength=n)
+    by = np.lexsort((dst, -w, src))                    # adjacency rows, the most similar neighbour first
+    dst = dst[by]
+    start = np.concatenate([[0], np.cumsum(deg)])
+    lab = np.full(n, -1, np.int64)
+    g = 0
+    for c in np.lexsort((np.arange(n), -wsum, -deg)).tolist():
+        if deg[c] == 0:
+            break                                     # the rest have no edge: groups of one
+        if lab[c] >= 0:
+            continue
+        lab[c] = g
+        banned = set(partners.get(c, ()))
+        for v in dst[start[c]:start[c + 1]].tolist():
+            if lab[v] < 0 and v not in banned:
+                lab[v] = g
+                banned |= partners.get(v, set())
+        g += 1
+    alone = np.flatnonzero(lab < 0)
+    lab[alone] = g + np.arange(len(alone))
+    return _relabel(lab)
+
+
+def constrained_groups(n: int, edges: pd.DataFrame, cannot_link=None, labels=None) -> np.ndarray:
+    """Connected components split so that no cannot-link pair shares a group, even through a third item.
+
+    Components without a marked pair are kept as they are. In a component that holds both
+    items of a marked pair, the edges are joined again one by one, the most similar first
+    (single linkage, Kruskal's order), and an edge is skipped when it would put a marked pair
+    in one group; so the component splits at its weakest links between the two marked items.
+
+    Parameters
+    ----------
+    n : int
+        Number of items.
+    edges : DataFrame
+        Columns ``i``, ``j`` (items in 0..n-1) and optionally ``similarity``.
+    cannot_link : DataFrame or array-like of shape (M, 2), optional
+        Item pairs marked "not the same" (e.g. by a user).
+    labels : ndarray of int, shape (n,), optional
+        A grouping of ``edges`` to split instead of its connected components (e.g. from
+        :func:`star_groups`); only edges inside a group are used to rejoin it.
+
+    Returns
+    -------
+    ndarray of int64, shape (n,)
+        Labels numbered as :func:`connected_groups`.
+
+    Raises
+    ------
+    ValueError
+        When an edge or pair refers to an item outside 0..n-1, or ``labels`` is not of length n.
+    """
+    i, j, s = _edge_arrays(n, edges)
+    cl = _cannot_link_pairs(n, cannot_link)
+    lab = connected_groups(n, edges) if labels is None else np.asarray(labels, np.int64).copy()
+    if len(lab) != n:
+        raise ValueError(f"labels has length {len(lab)}, expected {n}")
+    if not len(cl):
+        return _relabel(lab)
+    bad = np.unique(lab[cl[:, 0]][lab[cl[:, 0]] == lab[cl[:, 1]]])
+    if not len(bad):
+        return _relabel(lab)
+    partners = _partners(cl)
+    parent = np.arange(n)
+
+    def find(x):
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    inside = np.isin(lab[i], bad) & (lab[i] == lab[j])
+    order = np.lexsort((j[inside], i[inside], -s[inside]))
+    ei, ej = i[inside][order].tolist(), j[inside][order].tolist()
+    members = {x: {x} for x in np.flatnonzero(np.isin(lab, bad)).tolist()}
+    for a, b in zip(ei, ej):
+        ra, rb = find(a), find(b)
+        if ra == rb:
+            continue
+        ma, mb = members[ra], members[rb]
+        if len(ma) > len(mb):
+            ra, rb, ma, mb = rb, ra, mb, ma
+        if any(partners.get(x, set()) & mb for x in ma):
+            continue                                   # would join a marked pair
+        parent[ra] = rb
+        mb |= ma
+        del members[ra]
+    out = lab.copy()
+    top = int(lab.max()) + 1 if n else 0
+    for x in members:                                   # one new label per part of a split group
+        for y in members[x]:
+            out[y] = top
+        top += 1
+    return _relabel(out)
+
+
+def group_edges(n: int, edges: pd.DataFrame, *, star: bool = False, cannot_link=None) -> np.ndarray:
+    """Group labels from duplicate links: connected components or stars, split by cannot-link marks.
+
+    The one grouping step of :func:`~nnutils.scale.dedup.find_duplicates`,
+    :func:`sweep_grouping` and :class:`~nnutils.scale.collection.Collection`.
+
+    Parameters
+    ----------
+    n : int
+        Number of items.
+    edges : DataFrame
+        ``i``, ``j`` and ``similarity`` (:func:`neighbour_edges`).
+    star : bool, default False
+        :func:`star_groups` (no chaining) instead of :func:`connected_groups`.
+    cannot_link : DataFrame or array-like of shape (M, 2), optional
+        Pairs never put in one group (:func:`constrained_groups`).
+
+    Returns
+    -------
+    ndarray of int64, shape (n,)
+        Labels numbered as :func:`connected_groups` (0 = the largest group).
+    """
+    if star:
+        return star_groups(n, edges, cannot_link)
+    if cannot_link is None or len(cannot_link) == 0:
+        return connected_groups(n, edges)
+    return constrained_groups(n, edges, cannot_link)
 
 
 def rowwise_f1(pred_labels, true_labels) -> float:
@@ -157,7 +380,7 @@ def rowwise_f1(pred_labels, true_labels) -> float:
 
 
 def sweep_grouping(sims, ids, truth, thresholds: Sequence[float], *, min2_margin: float = 0.05,
-                   variants: Sequence[str] = ("plain", "min2", "mutual", "mutual+min2")) -> pd.DataFrame:
+                   variants: Sequence[str] = _CHAINING) -> pd.DataFrame:
     """Row-wise F1 of the groups for every threshold × variant, from one self-kNN.
 
     Parameters
@@ -171,7 +394,9 @@ def sweep_grouping(sims, ids, truth, thresholds: Sequence[float], *, min2_margin
     min2_margin : float, default 0.05
         ``min2`` keeps the nearest neighbour down to ``threshold - min2_margin``.
     variants : sequence of str
-        Any of ``plain``, ``min2``, ``mutual`` and ``mutual+min2``.
+        Any of :data:`VARIANTS`: ``plain``, ``min2``, ``mutual`` and ``mutual+min2`` join the
+        links into connected components (default: these four); ``star`` and ``min2+star``
+        form groups that do not chain (:func:`star_groups`).
 
     Returns
     -------
@@ -187,11 +412,10 @@ def sweep_grouping(sims, ids, truth, thresholds: Sequence[float], *, min2_margin
     rows = []
     for t in thresholds:
         for v in variants:
-            if v not in ("plain", "min2", "mutual", "mutual+min2"):
-                raise ValueError(f"unknown variant {v!r}")
+            _check_variant(v)
             e = neighbour_edges(sims, ids, t, min2="min2" in v, min2_threshold=t - min2_margin,
                                 mutual="mutual" in v)
-            lab = connected_groups(len(ids), e)
+            lab = group_edges(len(ids), e, star="star" in v)
             size = np.bincount(lab)
             rows.append(dict(threshold=float(t), variant=v, rowwise_f1=rowwise_f1(lab, truth),
                              groups=int((size >= 2).sum()), largest=int(size.max()) if len(size) else 0,
@@ -211,7 +435,7 @@ def save_grouping(run_dir, *, threshold: float, variant: str, k: int, min2_margi
     threshold : float
         Cosine threshold.
     variant : str
-        One of :func:`sweep_grouping`'s.
+        One of :data:`VARIANTS`.
     k : int
         Neighbours per item.
     min2_margin : float, default 0.05
@@ -227,8 +451,7 @@ def save_grouping(run_dir, *, threshold: float, variant: str, k: int, min2_margi
     ValueError
         For an unknown variant.
     """
-    if variant not in ("plain", "min2", "mutual", "mutual+min2"):
-        raise ValueError(f"unknown variant {variant!r}")
+    _check_variant(variant)
     path = Path(run_dir) / "grouping.json"
     path.write_text(json.dumps(dict(threshold=float(threshold), variant=variant, k=int(k),
                                     min2_margin=float(min2_margin), **extra), indent=2))
@@ -262,14 +485,17 @@ def grouping_options(run_dir) -> dict:
     Returns
     -------
     dict
-        ``threshold``, ``k``, ``min2``, ``mutual``, ``min2_margin``; ``{}`` when the file
-        is absent.
+        ``threshold``, ``k``, ``min2``, ``mutual``, ``min2_margin``, and ``star=True`` when
+        the variant does not chain (:func:`star_groups`); ``{}`` when the file is absent.
     """
     g = read_grouping(run_dir)
     if not g:
         return {}
-    return dict(threshold=g["threshold"], k=g["k"], min2="min2" in g["variant"], mutual="mutual" in g["variant"],
-                min2_margin=g.get("min2_margin", 0.05))
+    out = dict(threshold=g["threshold"], k=g["k"], min2="min2" in g["variant"], mutual="mutual" in g["variant"],
+               min2_margin=g.get("min2_margin", 0.05))
+    if "star" in g["variant"]:
+        out["star"] = True
+    return out
 
 
 # ----------------------------------------------------------------------------- choosing on labelled data
