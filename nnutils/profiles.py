@@ -113,8 +113,10 @@ def resolve(notebook: str, profile: str = "cpu", params: dict | None = None, *,
             root: str | Path | None = None, profiles: dict | None = None) -> Params:
     """Settings for ``notebook`` (e.g. ``"02_balancing"``) under ``profile``, with ``params`` on top.
 
-    Keys ending in ``_dir`` become absolute paths (relative ones are taken from the repo
-    root); ``images_dir: null`` means ``<data_dir>/images``.
+    Keys ending in ``_dir`` become absolute paths; relative ones are taken from the setting
+    ``root_dir`` when the profile has one (the ``kaggle`` profile: ``/kaggle``, so one override
+    moves every path into another tree), else from the repo root. ``images_dir: null`` means
+    ``<data_dir>/images``.
 
     Parameters
     ----------
@@ -147,8 +149,12 @@ def resolve(notebook: str, profile: str = "cpu", params: dict | None = None, *,
         raise KeyError(f"{notebook}: unknown setting(s) {sorted(unknown)}; valid: {sorted(merged)}")
     merged.update(params or {})
     base = repo_root(root)
+    if merged.get("root_dir") is not None:   # the profile's own root for its relative paths
+        rd = Path(merged["root_dir"]).expanduser()
+        base = rd if rd.is_absolute() else (base / rd).resolve()
+        merged["root_dir"] = str(base)
     for k, v in list(merged.items()):
-        if k.endswith("_dir") and v is not None:
+        if k.endswith("_dir") and k != "root_dir" and v is not None:
             p = Path(v).expanduser()
             merged[k] = str(p if p.is_absolute() else (base / p).resolve())
     if "images_dir" in merged and merged["images_dir"] is None and merged.get("data_dir"):
