@@ -2,6 +2,15 @@
 
     python -m nnutils.dedup --images photos/ --model runs/cpu --out runs/cpu/dedup
     python -m nnutils.dedup --csv listing.csv --model runs/cpu --threshold 0.6 --min2 --out dedup/
+    python -m nnutils.dedup --images photos/ --model runs/cpu --out dedup/ --runner DirectRunner --workers 2
+    python -m nnutils.dedup --images gs://bucket/photos --model gs://bucket/model.tflite --threshold 0.6 \
+        --out gs://bucket/dedup --runner DataflowRunner --project P --region europe-west1 \
+        --temp_location gs://bucket/tmp --requirements_file requirements.txt
+
+Without ``--runner`` everything runs in this process (the steps below). With ``--runner`` the
+same dedup runs as Apache Beam pipelines (:mod:`nnutils.scale.beam`): ``DirectRunner`` is this
+machine with ``--workers`` processes; ``FlinkRunner``, ``SparkRunner``, ``DataflowRunner``, … take
+their own Beam options, given after the others and passed to Beam unchanged.
 
 The steps, each a function here:
 
@@ -34,6 +43,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from nnutils.scale.beam import beam_find_duplicates
 from nnutils.scale.dedup import find_duplicates
 
 
@@ -58,16 +68,34 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--out", required=True, help="output folder: groups.csv, to_remove.csv, unreadable.csv, report.json")
     ap.add_argument("--quiet", action="store_true")
-    a = ap.parse_args(argv)
+    beam = ap.add_argument_group("Apache Beam (nnutils.scale.beam); other --options after these go to Beam unchanged")
+    beam.add_argument("--runner", default=None,
+                      help="run on Beam: DirectRunner (this machine, --workers processes), FlinkRunner, "
+                           "SparkRunner, DataflowRunner, ... (default: one process, no Beam)")
+    beam.add_argument("--workers", type=int, default=2, help="DirectRunner worker processes (default 2)")
+    beam.add_argument("--threads", type=int, default=1, help="TFLite/faiss threads per Beam worker (default 1)")
+    a, extra = ap.parse_known_args(argv)
+    if extra and a.runner is None:
+        ap.error(f"unrecognized arguments: {' '.join(extra)} (Beam options need --runner)")
+    if a.runner is not None and a.runtime != "tflite":
+        ap.error("--runner embeds with the TFLite runtime only (drop --runtime keras)")
     try:
-        res = find_duplicates(a.images or a.csv, a.model, threshold=a.threshold, k=a.k, index=a.index, min2=a.min2,
-                              min2_threshold=a.min2_threshold, mutual=a.mutual, keep=a.keep, runtime=a.runtime,
-                              cache_dir=a.cache or Path(a.out) / "cache", batch_size=a.batch_size,
-                              progress=not a.quiet)
+        if a.runner is None:
+            res = find_duplicates(a.images or a.csv, a.model, threshold=a.threshold, k=a.k, index=a.index,
+                                  min2=a.min2, min2_threshold=a.min2_threshold, mutual=a.mutual, keep=a.keep,
+                                  runtime=a.runtime, cache_dir=a.cache or Path(a.out) / "cache",
+                                  batch_size=a.batch_size, progress=not a.quiet)
+            files = res.save(a.out)
+        else:
+            res = beam_find_duplicates(a.images or a.csv, a.model, a.out, runner=a.runner, workers=a.workers,
+                                       pipeline_args=extra, threshold=a.threshold, k=a.k, index=a.index,
+                                       min2=a.min2, min2_threshold=a.min2_threshold, mutual=a.mutual, keep=a.keep,
+                                       cache_dir=a.cache, batch_size=a.batch_size, threads=a.threads)
+            files = {n: f"{a.out.rstrip('/')}/{n}.{'json' if n == 'report' else 'csv'}"
+                     for n in ("groups", "to_remove", "unreadable", "report")}
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    files = res.save(a.out)
     r = res.report
     print(f"{r['images']} images: {r['groups']} groups holding {r['images_in_groups']} images; "
           f"{r['files_to_remove']} files to remove; {r['unreadable']} unreadable ({r['seconds']} s)")
