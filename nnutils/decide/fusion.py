@@ -51,10 +51,10 @@ from nnutils.data.images import (
 from nnutils.decide.hashes import HASHES
 from nnutils.decide.metrics import best_threshold, pair_metrics
 from nnutils.local.delf import DelfExtractor
-from nnutils.local.keypoints import extract
+from nnutils.local.keypoints import EXTRACT_KEYS, extract
 from nnutils.local.verify import verify_pairs
 
-__all__ = ["HASH_KINDS", "local_columns", "pair_features", "choose_band", "in_band", "Fusion",
+__all__ = ["HASH_KINDS", "local_columns", "image_facts_of", "pair_features", "choose_band", "in_band", "Fusion",
            "compare_feature_sets", "choose_local_method",
            "apply_fusion", "verify_band"]
 
@@ -96,33 +96,73 @@ def local_columns(local: pd.DataFrame, prefix: str = "lf") -> pd.DataFrame:
     }, index=local.index)
 
 
+def image_facts_of(path, rgb: np.ndarray | None, hash_kinds: Sequence[str] = HASH_KINDS, *,
+                   size: tuple[int, int] | None = None, digest: str | None = None) -> dict:
+    """The per-image facts :func:`pair_features` compares, from one decoded image.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The file (its bytes give ``file_digest`` unless ``digest`` is given).
+    rgb : ndarray of uint8, shape (H, W, 3), or None
+        The decoded pixels; None: unreadable (every fact unknown).
+    hash_kinds : sequence of str
+        Perceptual hashes to compute (keys of :data:`nnutils.decide.hashes.HASHES`).
+    size : tuple of int, optional
+        The original (width, height) in pixels when ``rgb`` is a reduced decode; default
+        ``rgb``'s own size.
+    digest : str, optional
+        The file's SHA-1 when known already (e.g. from the content cache).
+
+    Returns
+    -------
+    dict
+        ``width``, ``height`` (pixels, NaN when unknown), ``file_digest``, ``pixel_digest``
+        (SHA-1 of the decoded pixels; str or None) and ``<kind>`` (bool (64,) hash bits) for
+        each hash kind.
+    """
+    r = {"width": np.nan, "height": np.nan, "file_digest": None, "pixel_digest": None}
+    if rgb is None:
+        return r
+    try:
+        if size is None:
+            r["height"], r["width"] = rgb.shape[:2]
+        else:
+            r["width"], r["height"] = size
+        r["file_digest"] = digest or file_digest(path)
+        r["pixel_digest"] = pixel_digest(rgb)
+        im = Image.fromarray(rgb)
+        im.thumbnail((128, 128))               # hashes look at 32×32 at most; shrinking first is 5× cheaper
+        for k in hash_kinds:
+            r[k] = HASHES[k](im, hash_size=8).hash.flatten()
+    except (UnreadableImageError, OSError, ValueError):
+        pass
+    return r
+
+
 def _image_facts(paths: Sequence[str | None], hash_kinds: Sequence[str], progress: bool,
-                 images: dict | None = None) -> pd.DataFrame:
-    """Per distinct image: width, height, file and pixel digests, hashes (NaN/None when unreadable)."""
+                 images: dict | None = None, facts: dict | None = None) -> pd.DataFrame:
+    """Per distinct image: width, height, file and pixel digests, hashes (NaN/None when unreadable).
+
+    ``facts``: ``{path: image_facts_of(...)}`` known already (the one pass); the other paths
+    are decoded (``images``, else :func:`read_rgb`).
+    """
     rows = {}
     for p in tqdm(list(dict.fromkeys(x for x in paths if x)), desc="image facts", disable=not progress):
-        r = {"width": np.nan, "height": np.nan, "file_digest": None, "pixel_digest": None}
+        if facts is not None and facts.get(p) is not None:
+            rows[p] = facts[p]
+            continue
         try:
             rgb = images[p] if images is not None and p in images else read_rgb(p)  # one decode serves all
-            if rgb is None:  # known unreadable
-                rows[p] = r
-                continue
-            r["height"], r["width"] = rgb.shape[:2]
-            r["file_digest"] = file_digest(p)
-            r["pixel_digest"] = pixel_digest(rgb)
-            im = Image.fromarray(rgb)
-            im.thumbnail((128, 128))               # hashes look at 32×32 at most; shrinking first is 5× cheaper
-            for k in hash_kinds:
-                r[k] = HASHES[k](im, hash_size=8).hash.flatten()
         except (UnreadableImageError, OSError, ValueError):
-            pass
-        rows[p] = r
+            rgb = None
+        rows[p] = image_facts_of(p, rgb, hash_kinds)
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def pair_features(paths1: Sequence[str | None], paths2: Sequence[str | None], *, global_scores: dict | None = None,
                   local: pd.DataFrame | dict | None = None, hash_kinds: Sequence[str] = HASH_KINDS,
-                  images: dict | None = None, progress: bool = False) -> pd.DataFrame:
+                  images: dict | None = None, facts: dict | None = None, progress: bool = False) -> pd.DataFrame:
     """Per-pair features for the fused decision: a (P, F) float DataFrame, NaN where unknown.
 
     Parameters
@@ -134,6 +174,8 @@ def pair_features(paths1: Sequence[str | None], paths2: Sequence[str | None], *,
     hash_kinds : perceptual hashes → ``<kind>_sim`` = 1 - Hamming/64
     images : ``{path: RGB uint8 array or None}`` decoded already (None = unreadable); other
         paths are read here
+    facts : ``{path: image_facts_of(...)}`` known already (e.g. cached by the one pass of
+        :mod:`nnutils.decide.onepass`); those images are not decoded at all
 
     Also ``log_area_ratio`` (|log(area1/area2)|), ``log_aspect_ratio`` (|log(aspect1/aspect2)|),
     ``same_bytes`` and ``same_pixels`` (0/1; NaN when a file is unreadable).
@@ -148,7 +190,7 @@ def pair_features(paths1: Sequence[str | None], paths2: Sequence[str | None], *,
         if s.shape != (n,):
             raise ValueError(f"global_scores[{name!r}] has shape {s.shape}, expected ({n},)")
         out[f"cos_{name}"] = s
-    facts = _image_facts(paths1 + paths2, hash_kinds, progress, images)
+    facts = _image_facts(paths1 + paths2, hash_kinds, progress, images, facts)
 
     def col(paths, c):
         return np.array([facts.at[p, c] if p in facts.index else None for p in paths], dtype=object)
@@ -545,7 +587,8 @@ def _or_path(images: dict, p):
 
 def verify_band(fusion: Fusion, paths1: Sequence[str | None], paths2: Sequence[str | None], global_scores, *,
                 global_threshold: float, band: tuple[float, float], local_method: str | None = None,
-                local_model=None, local_kw: dict | None = None, progress: bool = False) -> tuple[np.ndarray, dict]:
+                local_model=None, local_kw: dict | None = None, features: dict | None = None,
+                progress: bool = False) -> tuple[np.ndarray, dict]:
     """Final (P,) 0/1 decisions with local verification and the fused decision inside ``band``.
 
     Parameters
@@ -558,37 +601,54 @@ def verify_band(fusion: Fusion, paths1: Sequence[str | None], paths2: Sequence[s
     local_method : "sift" | "orb" | "delf" | None (the fusion reads no local features)
     local_model : for "delf", the saved extractor folder
     local_kw : options of :func:`nnutils.local.verify.verify` the fusion's features were made with
+    features : ``{path: ImageRecord}`` from the one pass
+        (:func:`nnutils.decide.onepass.embed_and_describe`: each image's local features and
+        facts from the decode that embedded it, cached by content). The pairs whose two
+        images are in it are verified without decoding anything: two cached feature sets
+        matched and the geometric model fitted. Images not in it are decoded here, as
+        without ``features``.
 
     Returns
     -------
     decisions : (P,) int 0/1; NaN scores are 0 (the unreadable-image policy)
-    report : dict with ``pairs_verified``, ``share_verified``, ``verify_s`` (seconds) and
-        ``ms_per_verified_pair``
+    report : dict with ``pairs_verified``, ``share_verified``, ``verify_s`` (seconds),
+        ``ms_per_verified_pair`` and ``images_decoded`` (images this call decoded: 0 when
+        ``features`` covers the band)
 
     Only the pairs in the band are verified (local features, hashes, sizes, identity), each
-    of their images decoded once.
+    of their images decoded once (or not at all, with ``features``).
     """
     s = np.asarray(global_scores, float)
     m = in_band(s, band)
     idx = np.flatnonzero(m)
     fused = np.full(len(s), -1)
     t0 = time.perf_counter()
+    n_decoded = 0
     if len(idx):
         p1 = [paths1[i] for i in idx]
         p2 = [paths2[i] for i in idx]
-        images = _decode_once(p1 + p2)          # each image decoded once for the local check and the facts
+        have = {p: r for p, r in (features or {}).items() if r is not None}
+        images = _decode_once([p for p in p1 + p2 if p not in have])  # each image not in the pass decoded once
+        n_decoded = len(images)
         local = None
         kw = dict(local_kw or {})
         if local_method == "delf":
-            ex = DelfExtractor.load(local_model)
-            local = verify_pairs(p1, p2, "delf", extractor=lambda p: ex.extract(_or_path(images, p)),
-                                 workers=1, progress=progress, **kw)
+            ex = None if len(images) == 0 and have else DelfExtractor.load(local_model)
+
+            def delf_kp(p):
+                return have[p].keypoints if p in have else ex.extract(_or_path(images, p))
+            local = verify_pairs(p1, p2, "delf", extractor=delf_kp, workers=1, progress=progress, **kw)
         elif local_method:
-            local = verify_pairs(p1, p2, local_method, progress=progress, **kw,
-                                 extractor=lambda p: extract(_or_path(images, p), local_method))
-        X = pair_features(p1, p2, global_scores={"global": s[idx]}, local=local, images=images, progress=progress)
+            ekw = {k: v for k, v in kw.items() if k in EXTRACT_KEYS}
+
+            def kp_of(p):
+                return have[p].keypoints if p in have else extract(_or_path(images, p), local_method, **ekw)
+            local = verify_pairs(p1, p2, local_method, progress=progress, **kw, extractor=kp_of)
+        X = pair_features(p1, p2, global_scores={"global": s[idx]}, local=local, images=images,
+                          facts={p: r.facts for p, r in have.items()}, progress=progress)
         fused[idx] = fusion.decide(X)
     secs = time.perf_counter() - t0
     report = dict(pairs_verified=int(len(idx)), share_verified=round(len(idx) / max(1, len(s)), 4),
-                  verify_s=round(secs, 3), ms_per_verified_pair=round(1000 * secs / len(idx), 2) if len(idx) else None)
+                  verify_s=round(secs, 3), ms_per_verified_pair=round(1000 * secs / len(idx), 2) if len(idx) else None,
+                  images_decoded=int(n_decoded))
     return apply_fusion(s, global_threshold, band, fused), report

@@ -5,6 +5,14 @@ default; embeddings are cached on disk by image content, so a rerun or another C
 same images costs almost nothing. Pairs with an unreadable image are predicted 0 and counted
 (the unreadable-image policy). Notebook 08 and ``python -m nnutils.predict`` call
 :func:`predict_pairs`.
+
+With a decision that verifies, prediction is one pass per image
+(:func:`nnutils.decide.onepass.embed_and_describe`): each distinct image is decoded once
+and gives its embedding, its local features (the decision's local check) and the facts of
+the fused decision, all cached by content; verifying a pair then matches two cached
+feature sets and fits the geometric model, decoding nothing. ``one_pass=False`` keeps the
+older path (embed with :func:`decode_square`, then decode and extract the verified pairs'
+images again), for comparisons.
 """
 from __future__ import annotations
 
@@ -17,8 +25,11 @@ import pandas as pd
 
 from nnutils.data.pairs import read_pairs, resolve_images, unique_urls
 from nnutils.decide.decision import Decision
+from nnutils.decide.fusion import verify_band
 from nnutils.decide.hashes import hash_images, hash_similarity
 from nnutils.decide.submission import make_submission
+from nnutils.decide.onepass import embed_and_describe
+from nnutils.local.features_cache import LocalSpec
 from nnutils.models.embedders import embed_cached, score_pairs
 
 
@@ -64,7 +75,8 @@ def _verification(decision: Decision, verify, model) -> Decision:
 
 
 def predict_pairs(pairs, images_dir, model, *, threshold: float | None = None, runtime: str = "tflite",
-                  cache_dir=None, batch_size: int = 32, progress: bool = True, verify=None) -> Prediction:
+                  cache_dir=None, batch_size: int = 32, progress: bool = True, verify=None,
+                  one_pass: bool = True) -> Prediction:
     """Decide every pair of a LUN ``test``-format table or CSV path.
 
     Parameters
@@ -80,6 +92,8 @@ def predict_pairs(pairs, images_dir, model, *, threshold: float | None = None, r
         decision's verify range: None/"off" (global threshold only), "auto" (the run
         folder's verification when it has one), "on" (required), or a path of a
         ``decision.json`` / run folder whose verification to use (same model and threshold)
+    one_pass : with a verifying decision, decode each image once for its embedding, local
+        features and facts (default); False: the two-decode path (see the module docstring)
 
     Returns
     -------
@@ -90,7 +104,9 @@ def predict_pairs(pairs, images_dir, model, *, threshold: float | None = None, r
         scoring, verifying; the one-off model load/conversion is ``model_load_s``),
         ``ms_per_pair``, ``images_per_s``, ``runtime``, ``model``, ``threshold``; with
         verification also ``pairs_verified``, ``share_verified``, ``verify_s``,
-        ``ms_per_verified_pair`` and ``fusion``.
+        ``ms_per_verified_pair`` and ``fusion``; with the one pass also ``one_pass`` (its
+        report: ``decoded``, ``extracted``, ``cached``, ``ms_local_per_image``, ...) and
+        ``images_decoded`` (decoded by the verification: 0 when the pass covered them).
     """
     t_load = time.perf_counter()
     decision = _verification(Decision.resolve(model, threshold), verify, model)
@@ -111,14 +127,21 @@ def predict_pairs(pairs, images_dir, model, *, threshold: float | None = None, r
                              progress=progress).to_dict()
     paths = [path_of[u] for u in urls]
     t_embed = time.perf_counter()
+    records = None
     if embedder is None:  # the perceptual hash
         hashes = hash_images([p for p in paths if p], progress=progress)
         ok = np.array([p is not None and hashes.get(p) is not None for p in paths])
         scores = hash_similarity(hashes, test.image_url1.map(path_of), test.image_url2.map(path_of))
         embedded = int(ok.sum())
     else:
-        emb, ok, embedded = embed_cached(embedder, decision.model_path, runtime, paths, cache_dir, batch_size,
-                                         progress)
+        if decision.verifies and decision.local_method and one_pass:
+            spec = LocalSpec.from_decision(decision.local_method, decision.local_kw, decision.local_model)
+            emb, ok, records, pass_report = embed_and_describe(embedder, decision.model_path, runtime, paths, spec,
+                                                               cache_dir, batch_size=batch_size, progress=progress)
+            embedded = pass_report["embedded"]
+        else:
+            emb, ok, embedded = embed_cached(embedder, decision.model_path, runtime, paths, cache_dir, batch_size,
+                                             progress)
         idx = {u: i for i, u in enumerate(urls)}
         scores = score_pairs(emb, ok, test.image_url1.map(idx), test.image_url2.map(idx))
     embed_s = time.perf_counter() - t_embed
@@ -126,8 +149,17 @@ def predict_pairs(pairs, images_dir, model, *, threshold: float | None = None, r
     sub = make_submission(test, scores, threshold, unreadable)
     vreport = {}
     if decision.verifies:
-        decisions, vreport = decision.decide(scores, list(test.image_url1.map(path_of)),
-                                             list(test.image_url2.map(path_of)), progress=progress)
+        p1, p2 = list(test.image_url1.map(path_of)), list(test.image_url2.map(path_of))
+        if embedder is not None and records is not None:
+            # Decision.decide with the one pass's cached features (it does not forward them yet)
+            decisions, vreport = verify_band(decision.fusion, p1, p2, scores, global_threshold=decision.threshold,
+                                             band=decision.verify_range, local_method=decision.local_method,
+                                             local_model=decision.local_model, local_kw=decision.local_kw,
+                                             features=records, progress=progress)
+            vreport["fusion"] = f"{decision.fusion.kind}+{decision.local_method or 'no local'}"
+            vreport["one_pass"] = pass_report
+        else:
+            decisions, vreport = decision.decide(scores, p1, p2, progress=progress)
         sub = sub.assign(is_same=decisions)
     seconds = time.perf_counter() - t0
     report = dict(pairs=len(test), images=len(urls), images_embedded=int(embedded),

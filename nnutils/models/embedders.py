@@ -8,7 +8,10 @@ decodes each distinct path once (:func:`nnutils.data.decode.decode_square`), in 
 that works on the next batch while the interpreter runs the current one, and reports
 unreadable images as NaN rows with ``ok = False``. :func:`embed_cached` adds the on-disk
 cache by file content; :func:`score_pairs` turns embeddings into pair scores (cosine = dot
-product of the unit vectors; NaN where an image is unreadable).
+product of the unit vectors; NaN where an image is unreadable). :meth:`~TFLiteEmbedder.embed_prepared`
+is the same engine with a decoder that also returns something else of the same decode (the
+one pass of :mod:`nnutils.decide.onepass`: embedding and local features from one decode);
+:func:`square_from_rgb` squashes such a decode to the model's input.
 
 Batch dimension
 ---------------
@@ -30,6 +33,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
+from PIL import Image
 
 from nnutils.data.cache import ContentCache, model_key
 from nnutils.data.decode import decode_square
@@ -39,6 +43,25 @@ from nnutils.models.runtime import (
     convert_to_tflite,
     tflite_path_for,
 )
+
+
+def square_from_rgb(rgb: np.ndarray, size: int) -> np.ndarray:
+    """A decoded image squashed to the model's square input, as :func:`decode_square` squashes.
+
+    Parameters
+    ----------
+    rgb : ndarray of uint8, shape (H, W, 3)
+        Decoded pixels (e.g. the one decode of :mod:`nnutils.decide.onepass`).
+    size : int
+        The model's input side S in pixels.
+
+    Returns
+    -------
+    ndarray of float32, shape (S, S, 3)
+        Values in [0, 255]; PIL BILINEAR (antialiased when shrinking), not cropped.
+    """
+    return np.asarray(Image.fromarray(np.ascontiguousarray(rgb, np.uint8)).resize(
+        (int(size), int(size)), Image.Resampling.BILINEAR), dtype=np.float32)
 
 
 class _Embedder:
@@ -113,6 +136,43 @@ class _Embedder:
             Which rows are valid.
         """
         decoder = decoder or decode_square
+        emb, ok, _ = self.embed_prepared(paths, lambda k, size: (decoder(k, size), None), batch_size=batch_size,
+                                         decode_workers=decode_workers, progress=progress)
+        return emb, ok
+
+    def embed_prepared(self, paths: Iterable, prepare: Callable, batch_size: int = 32, decode_workers: int = 2,
+                       progress: bool = False) -> tuple[np.ndarray, np.ndarray, list]:
+        """Embed image files with a decoder that also returns something else of the same decode.
+
+        The engine of :meth:`embed_paths`: each distinct path is prepared once, in
+        ``decode_workers`` threads running up to two batches ahead of the model. The one pass
+        of :mod:`nnutils.decide.onepass` uses it to get, from ONE decode of each file, the
+        model's input and the file's local features and facts (``payload``).
+
+        Parameters
+        ----------
+        paths : iterable of str or PathLike or None, length N
+            Image files; None / NaN / invalid entries are never prepared (NaN row, payload None).
+        prepare : callable
+            ``prepare(path, size) -> (image, payload)``: ``image`` float32 (S, S, 3) in
+            [0, 255] or None (unreadable), ``payload`` anything (returned as is). An
+            exception counts as ``(None, None)``.
+        batch_size : int, default 32
+            Images per inference batch.
+        decode_workers : int, default 2
+            Preparing threads; 0 prepares in the calling thread.
+        progress : bool, default False
+            Show a progress bar.
+
+        Returns
+        -------
+        emb : ndarray of float32, shape (N, D)
+            Embeddings in the order of ``paths``; NaN rows where unreadable.
+        ok : ndarray of bool, shape (N,)
+            Which rows are valid.
+        payloads : list, length N
+            Each path's payload (the same object for repeated paths; None where not prepared).
+        """
         paths = list(paths)
         keys: list[str | None] = []
         for p in paths:
@@ -139,7 +199,10 @@ class _Embedder:
                 uok[buf_idx] = True
                 buf_idx.clear()
 
-        def consume(j, img):
+        upay: list = [None] * len(uniq)
+
+        def consume(j, prepared):
+            img, upay[j] = prepared
             if img is not None:
                 buf[len(buf_idx)] = img
                 buf_idx.append(j)
@@ -150,9 +213,9 @@ class _Embedder:
 
         def safe_decode(k):
             try:
-                return decoder(k, self.size)
+                return prepare(k, self.size)
             except Exception:  # a decoder must not crash the batch
-                return None
+                return None, None
 
         try:
             if decode_workers <= 0:
@@ -181,11 +244,14 @@ class _Embedder:
         emb = np.full((len(paths), self.dim), np.nan, np.float32)
         ok = np.zeros(len(paths), bool)
         sel = np.array([i for i, k in enumerate(keys) if k is not None], dtype=np.int64)
+        payloads: list = [None] * len(paths)
         if len(sel):
             src = np.array([row[keys[i]] for i in sel], dtype=np.int64)
             emb[sel] = uemb[src]
             ok[sel] = uok[src]
-        return emb, ok
+            for i, j in zip(sel, src):
+                payloads[i] = upay[j]
+        return emb, ok, payloads
 
 
 class TFLiteEmbedder(_Embedder):

@@ -1,0 +1,311 @@
+"""Local features of one decoded image, and their on-disk cache by file content.
+
+The one pass of prediction (:func:`nnutils.decide.onepass.embed_and_describe`) decodes each
+image once and derives from that one array the global model's input, the local features
+and the per-image facts of the fused decision. This module holds the local part:
+
+* :class:`LocalSpec` — which extractor (``orb``, ``sift`` or ``delf``) with which
+  settings, how large the one decode must be for it (:attr:`LocalSpec.decode_side`: the
+  side the extractor itself would decode a file at, so the pixels are the ones the
+  fusion's features were fitted on), and the cache key of its results;
+* :meth:`LocalSpec.extract` — the keypoints of a decoded array, in the ORIGINAL image's
+  pixels even when the decode was DCT-reduced: identical (to float rounding) to what the
+  extractor gives for the file itself;
+* :class:`FeatureCache` — ``<cache_dir>/local/<key>/<sha1 of the file>.npz`` beside the
+  embedding cache (``<cache_dir>/embeddings/<key>/<sha1>.npy``), one file per image with
+  the keypoints (``xy``, ``scale``, ``score``, ``desc``, ``angle``, ``size``, ``kind``,
+  ``reason``, and ORB's mirrored descriptors when present) and the facts (width, height,
+  file and pixel digests, perceptual hashes). Readable images only: an unreadable file is
+  decided by policy and recomputed (cheaply: it fails fast) on the next run.
+
+Importing this module imports neither TensorFlow nor OpenCV.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from nnutils.data.cache import model_key
+from nnutils.local.keypoints import EXTRACT_KEYS, Keypoints, extract
+
+__all__ = ["LocalSpec", "FeatureCache", "ImageRecord", "save_record", "load_record", "to_original_pixels",
+           "CACHE_VERSION"]
+
+#: Bumped when the stored format or the extraction changes meaning (part of the cache key).
+CACHE_VERSION = 1
+
+
+def to_original_pixels(kp: Keypoints, size: tuple[int, int]) -> Keypoints:
+    """``kp`` found on a decoded copy, mapped to the ORIGINAL image of ``size`` = (width, height) pixels.
+
+    Parameters
+    ----------
+    kp : Keypoints
+        Coordinates in the decoded array's pixels (``kp.image_size`` = its (width, height)).
+    size : tuple of int
+        The original (width, height) in pixels (e.g. before a DCT-reduced JPEG decode).
+
+    Returns
+    -------
+    Keypoints
+        ``xy`` per axis ``(x + 0.5) * w0 / w - 0.5`` (pixel centres, as the extractors map
+        their working copies), ``scale`` times ``sqrt(sx * sy)``, ``image_size = size``;
+        the mirrored keypoints (``kp.mirror``) mapped alike. ``kp`` itself when the sizes agree.
+    """
+    w, h = kp.image_size
+    w0, h0 = int(size[0]), int(size[1])
+    if (w, h) == (w0, h0) or not w or not h:
+        return kp
+    sx, sy = w0 / w, h0 / h
+
+    def one(k: Keypoints) -> Keypoints:
+        xy = k.xy.astype(np.float64)
+        xy = np.stack([(xy[:, 0] + 0.5) * sx - 0.5, (xy[:, 1] + 0.5) * sy - 0.5], axis=1).astype(np.float32)
+        out = Keypoints(xy, (k.scale * np.float32(math.sqrt(sx * sy))).astype(np.float32), k.score, k.desc,
+                        (w0, h0), k.kind, k.reason, k.angle)
+        return out
+
+    out = one(kp)
+    mirror = getattr(kp, "mirror", None)
+    if mirror is not None:
+        out.mirror = one(mirror)
+    return out
+
+
+@dataclass
+class LocalSpec:
+    """One local extractor and its settings, as the fused decision was fitted with.
+
+    Parameters
+    ----------
+    method : {"orb", "sift", "delf"}
+    extract_kw : dict
+        Options of :func:`nnutils.local.keypoints.extract` (the :data:`EXTRACT_KEYS` of a
+        decision's ``local_kw``; other keys are ignored). Not used for ``delf``.
+    delf : DelfExtractor, optional
+        The loaded extractor, for ``delf``.
+    delf_dir : path, optional
+        Its saved folder (part of the cache key: folder and modification time).
+
+    Attributes
+    ----------
+    decode_side : int or None
+        The side a file is decoded at for this extractor (``max_side`` for ORB/SIFT, default
+        640; the longest network input of the pyramid for DELF), in pixels: a JPEG is
+        decoded at the smallest DCT scale still at least this large in both dimensions, as
+        the extractor would read the file itself. None: full size.
+    """
+
+    method: str
+    extract_kw: dict = field(default_factory=dict)
+    delf: object = None
+    delf_dir: str | os.PathLike | None = None
+
+    def __post_init__(self):
+        self.method = str(self.method).lower()
+        if self.method not in ("orb", "sift", "delf"):
+            raise ValueError(f"method must be 'orb', 'sift' or 'delf', got {self.method!r}")
+        if self.method == "delf" and self.delf is None:
+            raise ValueError("method 'delf' needs the loaded extractor (delf=)")
+        self.extract_kw = {k: v for k, v in dict(self.extract_kw or {}).items() if k in EXTRACT_KEYS}
+
+    @classmethod
+    def from_decision(cls, local_method: str, local_kw: dict | None = None, local_model=None) -> "LocalSpec":
+        """The spec of a decision's local check (loads the DELF extractor from ``local_model``)."""
+        delf = None
+        if local_method == "delf":
+            from nnutils.local.delf import DelfExtractor
+            delf = DelfExtractor.load(local_model)
+        return cls(local_method, dict(local_kw or {}), delf=delf, delf_dir=local_model)
+
+    @property
+    def decode_side(self) -> int | None:
+        if self.method == "delf":
+            from nnutils.local.delf import DEFAULT_SCALES
+            return int(self.delf._decode_side(DEFAULT_SCALES))
+        side = self.extract_kw.get("max_side", 640)
+        return None if side is None else int(side)
+
+    def key(self, hash_kinds=()) -> str:
+        """Cache folder name: the method, its settings, the DELF model's folder and mtime, the format version."""
+        parts = ["local", self.method, json.dumps(self.extract_kw, sort_keys=True, default=str),
+                 f"side{self.decode_side}", ",".join(hash_kinds), f"v{CACHE_VERSION}"]
+        if self.method == "delf":
+            d = Path(self.delf_dir) if self.delf_dir else None
+            stamp = max((f.stat().st_mtime_ns for f in d.iterdir()), default=0) if d and d.is_dir() else 0
+            parts += [str(d.resolve()) if d else repr(self.delf), stamp, self.delf.image_size,
+                      self.delf.score_threshold]
+        return model_key(*parts)
+
+    def extract(self, rgb: np.ndarray, size: tuple[int, int]) -> Keypoints:
+        """Keypoints of a decoded image, in the ORIGINAL image's pixels; never raises for a bad image.
+
+        Parameters
+        ----------
+        rgb : ndarray of uint8, shape (H, W, 3)
+            The one decode (possibly DCT-reduced, at :attr:`decode_side`).
+        size : tuple of int
+            The original (width, height) in pixels.
+
+        Returns
+        -------
+        Keypoints
+            As the extractor gives for the file itself (same pixels, same settings), mapped
+            from the decoded array's pixels to the original's (:func:`to_original_pixels`).
+        """
+        if self.method == "delf":
+            kp = self.delf.extract(rgb)
+        else:
+            kp = extract(rgb, self.method, **self.extract_kw)
+        return to_original_pixels(kp, size)
+
+    def empty(self, reason: str, size=(0, 0)) -> Keypoints:
+        """Empty keypoints of this method's descriptor type with ``reason``."""
+        if self.method == "delf":
+            return Keypoints.empty("delf", size, reason=reason, dim=self.delf.dim)
+        orb = self.method == "orb"
+        return Keypoints.empty(self.method, size, reason=reason, dim=32 if orb else 128, binary=orb)
+
+
+@dataclass
+class ImageRecord:
+    """What the one pass keeps of one image besides its embedding.
+
+    Parameters
+    ----------
+    keypoints : Keypoints
+        Local features in original pixels (empty with a ``reason`` when there are none).
+    facts : dict
+        ``width``, ``height`` (original pixels; NaN when unreadable), ``file_digest``,
+        ``pixel_digest`` (str or None) and one 64-bit hash per kind (bool (64,) arrays) —
+        the per-image inputs of :func:`nnutils.decide.fusion.pair_features`.
+    """
+
+    keypoints: Keypoints
+    facts: dict
+
+
+_KP = ("xy", "scale", "score", "desc")
+
+
+def _kp_arrays(kp: Keypoints, prefix: str) -> dict:
+    out = {f"{prefix}{n}": getattr(kp, n) for n in _KP}
+    out[f"{prefix}size"] = np.asarray(kp.image_size, np.int64)
+    out[f"{prefix}kind"] = np.asarray(kp.kind)
+    out[f"{prefix}reason"] = np.asarray(kp.reason)
+    if kp.angle is not None:
+        out[f"{prefix}angle"] = kp.angle
+    return out
+
+
+def _kp_from(z, prefix: str) -> Keypoints:
+    angle = z[f"{prefix}angle"] if f"{prefix}angle" in z else None
+    return Keypoints(*(z[f"{prefix}{n}"] for n in _KP), tuple(int(v) for v in z[f"{prefix}size"]),
+                     str(z[f"{prefix}kind"]), str(z[f"{prefix}reason"]), angle)
+
+
+def save_record(path: str | os.PathLike, rec: ImageRecord) -> None:
+    """Write ``rec`` as one ``.npz`` file (atomically: a temporary file renamed).
+
+    Parameters
+    ----------
+    path : path
+        The target file (its folder must exist).
+    rec : ImageRecord
+    """
+    arrays = _kp_arrays(rec.keypoints, "kp_")
+    mirror = getattr(rec.keypoints, "mirror", None)
+    if mirror is not None:
+        arrays.update(_kp_arrays(mirror, "mirror_"))
+    for k, v in rec.facts.items():
+        arrays[f"fact_{k}"] = np.asarray("" if v is None else v)
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+_STR_FACTS = ("file_digest", "pixel_digest")
+
+
+def load_record(path: str | os.PathLike) -> ImageRecord:
+    """Read what :func:`save_record` wrote.
+
+    Parameters
+    ----------
+    path : path
+
+    Returns
+    -------
+    ImageRecord
+        Arrays as saved (float32 coordinates, uint8 or float32 descriptors); the ORB mirror
+        as ``keypoints.mirror`` when it was saved.
+    """
+    with np.load(path, allow_pickle=False) as z:
+        kp = _kp_from(z, "kp_")
+        if "mirror_xy" in z:
+            kp.mirror = _kp_from(z, "mirror_")
+        facts = {}
+        for k in z.files:
+            if k.startswith("fact_"):
+                name, v = k[5:], z[k]
+                if name in _STR_FACTS:
+                    facts[name] = str(v) or None
+                elif v.ndim == 0:
+                    facts[name] = float(v)
+                else:
+                    facts[name] = np.array(v)
+    return ImageRecord(kp, facts)
+
+
+class FeatureCache:
+    """``<cache_dir>/local/<key>/<sha1>.npz``: one :class:`ImageRecord` per file content.
+
+    Parameters
+    ----------
+    cache_dir : path or None
+        The cache root (the same as the embeddings'); None caches nothing.
+    key : str
+        :meth:`LocalSpec.key`.
+
+    Attributes
+    ----------
+    folder : Path or None
+    """
+
+    def __init__(self, cache_dir, key: str):
+        self.folder = Path(cache_dir) / "local" / key if cache_dir else None
+        if self.folder is not None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+
+    def path(self, digest: str | None) -> Path | None:
+        """The record file of a content digest (None when caching is off or there is no digest)."""
+        return self.folder / f"{digest}.npz" if self.folder is not None and digest else None
+
+    def get(self, digest: str | None) -> ImageRecord | None:
+        """The cached record, or None (not cached, or a damaged file, which is then recomputed)."""
+        p = self.path(digest)
+        if p is None or not p.exists():
+            return None
+        try:
+            return load_record(p)
+        except Exception:  # a truncated / foreign file: recompute
+            return None
+
+    def put(self, digest: str | None, rec: ImageRecord) -> None:
+        """Store ``rec`` (nothing when caching is off or there is no digest)."""
+        p = self.path(digest)
+        if p is not None:
+            save_record(p, rec)
