@@ -316,8 +316,9 @@ def setup_cell_source(bundle_slug: str, wheels: dict, previous_slug: str | None,
     -------
     str
         Python source: ``pip install --no-index --no-deps --find-links <bundle>/wheels`` of
-        the pinned wheels (never TensorFlow or OpenCV: the image's own are checked against
-        :data:`IMAGE_HAS` instead), then the copy of the previous kernel's run folder.
+        the pinned wheels with ``--ignore-installed`` (never uninstalls anything; never
+        TensorFlow or OpenCV: the image's own are checked against :data:`IMAGE_HAS` instead),
+        then the copy of the previous kernel's run folder.
     """
     pins = sorted(f"{name}=={parse_wheel_filename(f)[1]}" for name, f in wheels.items())
     checks = {mod: spec for mod, (_, spec) in IMAGE_HAS.items()}
@@ -331,7 +332,7 @@ def setup_cell_source(bundle_slug: str, wheels: dict, previous_slug: str | None,
         "    version = importlib.import_module(module).__version__",
         "    if version not in SpecifierSet(tested):",
         "        raise RuntimeError(f'{module} {version} in this image is outside the tested range {tested}')",
-        "subprocess.run([sys.executable, '-m', 'pip', 'install', '--quiet', '--no-index', '--no-deps',",
+        "subprocess.run([sys.executable, '-m', 'pip', 'install', '--quiet', '--no-index', '--no-deps', '--ignore-installed',",
         "                '--find-links', str(BUNDLE / 'wheels'),",
         f"                *{pins!r}], check=True)",
     ]

@@ -233,8 +233,10 @@ def test_kaggle_profile_runs_in_a_kernel_shaped_tree(bundle, tmp_path):
     setup = nbformat.read(out / "kernels" / "01_eda" / "01_eda.ipynb", as_version=4).cells[0].source
     (tmp_path / "setup.py").write_text(setup.replace("/kaggle", str(tree)))
     subprocess.run([str(py), str(tmp_path / "setup.py")], check=True, cwd=tree / "working")
-    where = subprocess.run([str(py), "-c", "import nnutils, faiss; print(nnutils.__file__); print(faiss.__file__)"],
-                           capture_output=True, text=True, check=True, cwd=tree / "working").stdout.split()
+    proc = subprocess.run([str(py), "-c", "import nnutils, faiss; print(nnutils.__file__); print(faiss.__file__)"],
+                          capture_output=True, text=True, cwd=tree / "working")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    where = proc.stdout.split()
     assert all(p.startswith(str(venv)) for p in where), where
 
     args = [str(py), "-m", "nnutils.pipeline", "--profile", "kaggle", "--no-build", "-p", f"root_dir={tree}"]
