@@ -12,6 +12,7 @@ import pandas as pd
 
 from nnutils.data.cache import model_key
 from nnutils.decide import hashes as baselines
+from nnutils.decide.metrics import breakdown, pair_metrics
 from nnutils.decide.thresholds import cv_threshold
 from nnutils.models.embedders import score_pairs
 from nnutils.models.saving import list_models, load_model
@@ -166,3 +167,62 @@ def hardest_errors(pairs: pd.DataFrame, scores, threshold: float, n: int = 6) ->
     fp = df[(df.is_same == 0) & (df.score >= threshold)].sort_values("score", ascending=False).head(n)
     fn = df[(df.is_same == 1) & (df.score < threshold)].sort_values("score").head(n)
     return fp, fn
+
+
+def check_by_kind(pairs: pd.DataFrame, checks: dict) -> pd.DataFrame:
+    """Per kind of pair, the share that each local check decides correctly by its own verdict.
+
+    Parameters
+    ----------
+    pairs : DataFrame, P rows
+        With ``is_same``, ``distortion`` and ``negative_kind``.
+    checks : ``{name: DataFrame}``
+        :func:`nnutils.local.verify.verify_pairs` rows (P each; column ``passed``).
+
+    Returns
+    -------
+    DataFrame
+        Indexed by kind (distortions of positives, then kinds of negatives): ``pairs`` and,
+        per check, ``correct`` (for positive kinds the share that passed, for negative kinds
+        the share that did not); columns are a MultiIndex ``(name, "pairs"|"correct")``.
+    """
+    def per_kind(rows):
+        passed = rows.passed.astype(float).to_numpy()
+        return pd.concat([breakdown(pairs, passed, 0.5, "distortion"), breakdown(pairs, passed, 0.5, "negative_kind")])
+
+    tables = {name: per_kind(rows) for name, rows in checks.items()}
+    first = next(iter(tables))
+    return pd.concat({name: t[["pairs", "correct"]] if name == first else t[["correct"]]
+                      for name, t in tables.items()}, axis=1)
+
+
+def local_check_table(checks: dict, y, global_scores, threshold: float) -> pd.DataFrame:
+    """How well each local check separates the validation pairs on its own, and what it costs.
+
+    Parameters
+    ----------
+    checks : ``{name: DataFrame}``
+        :func:`nnutils.local.verify.verify_pairs` rows (P each; ``inliers``, ``passed``, ``ms``).
+    y : (P,) 0/1 labels
+    global_scores : (P,) the global model's cosine similarities (NaN = unreadable)
+    threshold : the global threshold, for the reference row
+
+    Returns
+    -------
+    DataFrame
+        One row per check plus ``"global cosine (for reference)"``: ``inliers ROC AUC``
+        (inlier count as a score; NaN counts 0), ``passed F1`` (the check's verdict) and
+        ``ms per pair`` (mean milliseconds, extraction shared between pairs).
+    """
+    y = np.asarray(y, int)
+
+    def auc(x):
+        return pair_metrics(y, np.nan_to_num(np.asarray(x, float), nan=0.0), 0.5)["roc_auc"]
+
+    rows = {name: {"inliers ROC AUC": auc(r.inliers), "passed F1": pair_metrics(y, r.passed.astype(int), 0.5)["f1"],
+                   "ms per pair": float(r.ms.mean())} for name, r in checks.items()}
+    s = np.asarray(global_scores, float)
+    rows["global cosine (for reference)"] = {"inliers ROC AUC": auc(s),
+                                             "passed F1": pair_metrics(y, np.nan_to_num(s, nan=-1), threshold)["f1"],
+                                             "ms per pair": np.nan}
+    return pd.DataFrame(rows).T

@@ -15,7 +15,7 @@ import pandas as pd
 from nnutils.data.tables import is_hard_negative
 from nnutils.decide import metrics as M
 
-__all__ = ["evaluate", "score_against_labels", "negative_rates"]
+__all__ = ["evaluate", "score_against_labels", "negative_rates", "compare_decisions"]
 
 
 def negative_rates(y, pred, negative_kind) -> dict:
@@ -159,3 +159,36 @@ def score_against_labels(y_true, y_pred_or_scores, threshold: float | None = Non
         out["breakdown"] = {c: M.breakdown(table, pred if threshold is None else v, thr, c)
                             for c in ("distortion", "negative_kind") if c in table}
     return out
+
+
+def compare_decisions(y_true, decisions: dict, kinds: pd.DataFrame | None = None,
+                      extra: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Several sets of 0/1 decisions on the same labelled pairs, side by side.
+
+    Parameters
+    ----------
+    y_true : (N,) 0/1 labels
+    decisions : ``{name: (N,) 0/1 decisions}``
+    kinds : DataFrame, N rows, optional
+        ``distortion`` / ``negative_kind`` per pair (e.g. :func:`nnutils.data.tables.test_kinds`).
+    extra : ``{name: {column: value}}``, optional
+        More columns per row (e.g. ``{"ms per pair": 4.4}`` from a prediction report).
+
+    Returns
+    -------
+    table : DataFrame
+        One row per name: ``F1``, ``macro F1``, ``errors``, ``FP``, ``FN``, ``FP on hard
+        negatives``, ``hard negatives`` and the ``extra`` columns.
+    per_kind : DataFrame or None
+        With ``kinds``: the share decided correctly per kind (rows) and name (columns).
+    """
+    scored = {name: score_against_labels(y_true, d, kinds=kinds) for name, d in decisions.items()}
+    table = pd.DataFrame({name: {"F1": m["f1"], "macro F1": m["macro_f1"], "errors": m["errors"], "FP": m["fp"],
+                                 "FN": m["fn"], "FP on hard negatives": m.get("hard_negative_fp", 0),
+                                 "hard negatives": m.get("hard_negatives", 0), **(extra or {}).get(name, {})}
+                          for name, m in scored.items()}).T
+    per_kind = None
+    if kinds is not None:
+        per_kind = pd.concat({name: pd.concat(list(m["breakdown"].values())).correct for name, m in scored.items()},
+                             axis=1)
+    return table, per_kind

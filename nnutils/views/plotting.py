@@ -12,10 +12,11 @@ from typing import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from sklearn.calibration import calibration_curve
 
 from nnutils.data.images import try_read_rgb
 
-__all__ = ["thumbnail", "image_grid", "pair_grid", "save", "plot_histories", "plot_roc", "metrics_table",
+__all__ = ["plot_importances", "plot_calibration", "plot_verify_range", "thumbnail", "image_grid", "pair_grid", "save", "plot_histories", "plot_roc", "metrics_table",
            "plot_f1_curves", "plot_pr", "plot_confusion", "plot_score_hist", "plot_groups", "plot_matches"]
 
 
@@ -443,3 +444,70 @@ def plot_groups(groups: pd.DataFrame, n_groups: int = 6, per_group: int = 6, sup
         ax.text(0.5, 0.5, "no duplicate groups", ha="center", va="center")
         return fig
     return image_grid(rows, titles, row_labels=labels, suptitle=suptitle)
+
+
+def plot_importances(importances: pd.DataFrame, n: int = 15, title: str = "Permutation importance (held-out folds, F1)"):
+    """Horizontal bars of the ``n`` most important features, with their spread.
+
+    Parameters
+    ----------
+    importances : DataFrame with ``feature``, ``importance`` and ``std`` (e.g. ``Fusion.importances``)
+    n : int
+        How many features to show, most important on top.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    ax = importances.head(n).iloc[::-1].plot.barh(x="feature", y="importance", xerr="std", figsize=(7, 5),
+                                                  legend=False, title=title)
+    return ax.figure
+
+
+def plot_calibration(y, p, title: str = "Calibration", n_bins: int = 8):
+    """Reliability diagram: predicted probability against the observed share of duplicates.
+
+    Parameters
+    ----------
+    y : (N,) 0/1 labels
+    p : (N,) predicted probabilities in [0, 1] (e.g. out-of-fold)
+    n_bins : int
+        Quantile bins.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    frac, mean_p = calibration_curve(np.asarray(y, int), np.asarray(p, float), n_bins=n_bins, strategy="quantile")
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.plot([0, 1], [0, 1], ls=":", c="grey")
+    ax.plot(mean_p, frac, marker="o")
+    ax.set(xlabel="predicted probability (out of fold)", ylabel="share that are duplicates", title=title)
+    return fig
+
+
+def plot_verify_range(scores, y, verify_range, threshold: float, label: str = "verified"):
+    """Histogram of global scores by class, with the verified range and the global threshold.
+
+    Parameters
+    ----------
+    scores : (N,) global cosine similarities (NaN ignored)
+    y : (N,) 0/1 labels
+    verify_range : (lo, hi) the verified scores (``hi`` may be ``inf``: drawn to the right edge)
+    threshold : float
+        The global threshold.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    s, y = np.asarray(scores, float), np.asarray(y, int)
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    for value, c in ((1, "tab:green"), (0, "tab:red")):
+        ax.hist(s[(y == value) & np.isfinite(s)], bins=60, alpha=0.6, color=c, label=f"is_same={value}")
+    lo, hi = verify_range
+    ax.axvspan(lo, min(hi, np.nanmax(s) + 0.01), color="gold", alpha=0.3, label=label)
+    ax.axvline(threshold, c="k", ls=":", label="global threshold")
+    ax.set(xlabel="global cosine similarity", ylabel="pairs", yscale="log")
+    ax.legend(fontsize=8)
+    return fig
