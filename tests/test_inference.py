@@ -445,3 +445,129 @@ def test_embedder_file_errors(tiny_keras_file, tmp_path):
     r = TFLiteRunner(convert_to_tflite(tiny_keras_file, tmp_path / "tiny.tflite"))
     assert r.output_names == ("output_0",) and r.output_signatures == {"output_0": (-1, 32)}
     assert r.input_signature == (-1, 32, 32, 3)
+
+
+# --------------------------------------------------------------------------- #
+# One pass per image: embedding + local features + facts from one decode, cached by content
+# --------------------------------------------------------------------------- #
+def _big_photo(tmp_path):
+    """A 2000×1400 JPEG: read at ≥ 640 px it is DCT-reduced to 1/2 (1000×700), so the mapping to
+    original pixels is exercised."""
+    p = tmp_path / "coffee_big.jpg"
+    _skimage_photo("coffee.png").resize((2000, 1400)).save(p, quality=90)
+    return p
+
+
+@pytest.mark.parametrize("method", ["orb", "sift"])
+def test_local_spec_on_the_one_decode_equals_extract_on_the_file(photo_files, tmp_path, method):
+    from nnutils.data.images import read_any
+    from nnutils.local.features_cache import LocalSpec
+    from nnutils.local.keypoints import extract
+    spec = LocalSpec(method, {"max_keypoints": 500, "reproj_threshold": 5.0})   # verify options are not the extractor's
+    assert spec.extract_kw == {"max_keypoints": 500} and spec.decode_side == 640
+    for p in (_big_photo(tmp_path), photo_files["cat.jpg"], photo_files["cat_orient6.jpg"], photo_files["cat.png"]):
+        rgb, size, _ = read_any(p, spec.decode_side)
+        got, ref = spec.extract(rgb, size), extract(p, method, max_keypoints=500)
+        assert got.image_size == ref.image_size and len(got) == len(ref) > 50
+        np.testing.assert_allclose(got.xy, ref.xy, atol=1e-3)
+        np.testing.assert_allclose(got.scale, ref.scale, rtol=1e-5)
+        np.testing.assert_array_equal(got.desc, ref.desc)
+        if getattr(ref, "mirror", None) is not None:                 # ORB's mirrored descriptors travel along
+            np.testing.assert_array_equal(got.mirror.desc, ref.mirror.desc)
+            np.testing.assert_allclose(got.mirror.xy, ref.mirror.xy, atol=1e-3)
+    assert rgb.shape[:2] == (300, 451) and read_any(_big_photo(tmp_path), 640)[0].shape[:2] == (700, 1000)
+
+
+def test_feature_record_round_trip_and_key(photo_files, tmp_path):
+    from nnutils.decide.fusion import image_facts_of
+    from nnutils.data.images import read_any
+    from nnutils.local.features_cache import FeatureCache, ImageRecord, LocalSpec, load_record, save_record
+    spec = LocalSpec("orb")
+    p = photo_files["coffee_444.jpg"]
+    rgb, size, _ = read_any(p, 640)
+    rec = ImageRecord(spec.extract(rgb, size), image_facts_of(p, rgb, size=size))
+    save_record(tmp_path / "r.npz", rec)
+    back = load_record(tmp_path / "r.npz")
+    for name in ("xy", "scale", "score", "desc", "angle"):
+        np.testing.assert_array_equal(getattr(back.keypoints, name), getattr(rec.keypoints, name))
+        assert getattr(back.keypoints, name).dtype == getattr(rec.keypoints, name).dtype
+    assert (back.keypoints.image_size, back.keypoints.kind, back.keypoints.reason) == ((600, 400), "orb", "")
+    if getattr(rec.keypoints, "mirror", None) is not None:
+        np.testing.assert_array_equal(back.keypoints.mirror.desc, rec.keypoints.mirror.desc)
+    assert back.facts["width"] == 600 and back.facts["file_digest"] == rec.facts["file_digest"]
+    assert back.facts["pixel_digest"] == rec.facts["pixel_digest"]
+    np.testing.assert_array_equal(back.facts["phash"], rec.facts["phash"])
+    # the key follows the settings; a damaged file is a miss, not a crash
+    assert spec.key() != LocalSpec("orb", {"max_keypoints": 200}).key() != LocalSpec("sift").key()
+    cache = FeatureCache(tmp_path / "c", spec.key())
+    cache.put("ab" * 20, rec)
+    assert cache.get("ab" * 20) is not None and cache.get(None) is None and cache.get("cd" * 20) is None
+    cache.path("ab" * 20).write_bytes(b"not an npz")
+    assert cache.get("ab" * 20) is None
+    assert FeatureCache(None, spec.key()).get("ab" * 20) is None
+
+
+def test_one_pass_decodes_each_image_once_and_caches(tfl, tflite_file, photo_files, bad_image_corpus, tmp_path,
+                                                     monkeypatch):
+    from nnutils.decide import onepass
+    from nnutils.decide.fusion import image_facts_of
+    from nnutils.data.images import read_any
+    from nnutils.local.features_cache import LocalSpec
+    from nnutils.models.embedders import square_from_rgb
+    good = [photo_files[n] for n in ("cat.jpg", "coffee_444.jpg", "cat.png", "astro_big.jpg")]
+    corrupt, text = str(bad_image_corpus["corrupt_jpeg"][0]), str(bad_image_corpus["text_as_jpg"][0])
+    paths = [str(good[0]), str(good[1]), corrupt, str(good[0]), str(tmp_path / "nope.jpg"), str(good[2]), None,
+             text, str(good[3])]
+    calls = []
+
+    def counting_read_any(path, max_side=None):
+        calls.append(os.fspath(path))
+        return read_any(path, max_side)
+
+    def no_other_decoder(*a, **k):
+        raise AssertionError("the one pass decodes through read_any only")
+
+    monkeypatch.setattr(onepass, "read_any", counting_read_any)
+    monkeypatch.setattr(decode_module, "open_image", no_other_decoder)   # decode_square's fallback
+    monkeypatch.setattr(decode_module, "_decode_jpeg_fast", no_other_decoder)
+    spec = LocalSpec("orb")
+    emb, ok, rec, rep = onepass.embed_and_describe(tfl, tflite_file, "tflite", paths, spec, tmp_path / "cache",
+                                                   batch_size=2)
+    assert ok.tolist() == [True, True, False, True, False, True, False, False, True]
+    assert np.isnan(emb[~ok]).all() and np.isfinite(emb[ok]).all()
+    distinct = {p for p in paths if p}
+    assert sorted(calls) == sorted(distinct)                            # each file decoded exactly once
+    assert set(rec) == {str(g) for g in good}                           # unreadable images: no record, no crash
+    assert rep["decoded"] == len(distinct) and rep["extracted"] == 4 and rep["embedded"] == 4
+    # the embedding is the model's on the squashed one decode; local features and facts are the fresh ones
+    for g in good:
+        rgb, size, _ = read_any(g, 640)
+        i = paths.index(str(g))
+        np.testing.assert_allclose(emb[i], tfl.embed_arrays(square_from_rgb(rgb, SIZE))[0], atol=1e-5)
+        fresh = spec.extract(rgb, size)
+        np.testing.assert_array_equal(rec[str(g)].keypoints.desc, fresh.desc)
+        np.testing.assert_array_equal(rec[str(g)].keypoints.xy, fresh.xy)
+        facts = image_facts_of(g, rgb, size=size)
+        assert rec[str(g)].facts["pixel_digest"] == facts["pixel_digest"]
+        assert (rec[str(g)].facts["width"], rec[str(g)].facts["height"]) == size
+    # within 1e-2 of decode_square's embedding (the one decode is resized, not DCT-scaled to the model side)
+    monkeypatch.undo()
+    ref = tfl.embed_arrays(np.stack([decode_square(g, SIZE) for g in good]))
+    assert np.sum(ref * emb[[0, 1, 5, 8]], axis=1).min() > 0.99
+    # second run: nothing decoded, nothing extracted, the same arrays from the cache
+    monkeypatch.setattr(onepass, "read_any", counting_read_any)
+    calls.clear()
+    emb2, ok2, rec2, rep2 = onepass.embed_and_describe(tfl, tflite_file, "tflite", paths, spec, tmp_path / "cache")
+    assert sorted(calls) == sorted({corrupt, text, str(tmp_path / "nope.jpg")})   # only the unreadable ones retried
+    assert rep2["extracted"] == 0 and rep2["embedded"] == 0 and rep2["cached"] == 4
+    np.testing.assert_array_equal(emb2[ok], emb[ok])
+    assert ok2.tolist() == ok.tolist()
+    for p in rec:
+        np.testing.assert_array_equal(rec2[p].keypoints.desc, rec[p].keypoints.desc)
+        np.testing.assert_array_equal(rec2[p].keypoints.xy, rec[p].keypoints.xy)
+        np.testing.assert_array_equal(rec2[p].facts["dhash"], rec[p].facts["dhash"])
+    # other extractor settings: another cache folder, features recomputed (embeddings reused)
+    calls.clear()
+    _, _, _, rep3 = onepass.embed_and_describe(tfl, tflite_file, "tflite", paths, LocalSpec("orb", {"max_keypoints": 300}),
+                                               tmp_path / "cache")
+    assert rep3["extracted"] == 4 and rep3["embedded"] == 0

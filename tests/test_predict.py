@@ -151,3 +151,40 @@ def test_verify_uses_the_fusions_local_options(setup, tmp_path):
     bad = _fit_fusion(setup, tmp_path / "k", local_kw={"no_such_option": 1})
     with pytest.raises(TypeError, match="no_such_option"):
         predict_pairs(setup / "test.csv", setup / "images", setup / "run", progress=False, verify=bad)
+
+
+def test_verify_is_one_pass_per_image_cached_by_content(setup, tmp_path, monkeypatch):
+    """A verifying decision decodes each image once (embedding, local features, facts) and caches
+    them; verification decodes nothing; a second run decodes only the unreadable files again."""
+    from nnutils.data.images import read_any
+    from nnutils.decide import fusion, onepass
+    path = _fit_fusion(setup, tmp_path)
+    old = predict_pairs(setup / "test.csv", setup / "images", setup / "run", cache_dir=tmp_path / "c0", progress=False,
+                        verify=path, one_pass=False)
+    calls = []
+
+    def counting(p, max_side=None):
+        calls.append(os.path.basename(p))
+        return read_any(p, max_side)
+
+    def no_decode(*a, **k):
+        raise AssertionError("verification must not decode images the one pass described")
+
+    monkeypatch.setattr(onepass, "read_any", counting)
+    monkeypatch.setattr(fusion, "try_read_rgb", no_decode)
+    monkeypatch.setattr(fusion, "read_rgb", no_decode)
+    a = predict_pairs(setup / "test.csv", setup / "images", setup / "run", cache_dir=tmp_path / "c", progress=False,
+                      verify=path)
+    assert sorted(calls) == ["a.jpg", "a_big.png", "b.jpg", "broken.jpg", "missing.jpg"]   # each once
+    assert a.report["images_decoded"] == 0 and a.report["pairs_verified"] == 2
+    assert a.report["one_pass"]["extracted"] == 3 and a.report["images_embedded"] == 3
+    assert a.submission.is_same.tolist() == old.submission.is_same.tolist() == [1, 0, 0, 0]
+    np.testing.assert_allclose(a.scores[:2], old.scores[:2], atol=0.02)         # resized from the one decode
+    assert np.isnan(a.scores[2:]).all()
+    calls.clear()
+    b = predict_pairs(setup / "test.csv", setup / "images", setup / "run", cache_dir=tmp_path / "c", progress=False,
+                      verify=path)
+    assert sorted(calls) == ["broken.jpg", "missing.jpg"] and b.report["one_pass"]["extracted"] == 0 and b.report["images_embedded"] == 0
+    assert b.submission.is_same.tolist() == a.submission.is_same.tolist()
+    np.testing.assert_array_equal(b.scores, a.scores)
+    assert len(list((tmp_path / "c" / "local").glob("*/*.npz"))) == 3

@@ -171,7 +171,7 @@ def embed_and_describe(embedder, model_path, runtime: str, paths: Sequence, spec
                 extracted += 1
     uniq = {p for p in paths if p}
     decoded = len({paths[i] for i in todo})
-    report = dict(images=len(uniq), decoded=decoded, embedded=int(sum(ok[i] for i in emb_todo)),
+    report = dict(images=len(uniq), decoded=decoded, embedded=len({paths[i] for i in emb_todo if ok[i]}),
                   extracted=int(extracted), cached=len(uniq) - decoded, seconds=round(time.perf_counter() - t0, 3),
                   ms_local_per_image=round(float(np.mean(local_ms)), 2) if local_ms else None)
     return emb, ok, records, report
