@@ -71,8 +71,8 @@ frame mapped by ``T`` into image 2). A pair passes when all of these hold:
    plant against the wall) matched across two viewpoints while the furniture is not.
 
 **Mirrored copies** (``allow_mirror=True``): SIFT/ORB descriptors are not mirror-invariant,
-so a copy mirrored left-right fails rule 1 (or fits a reflection). Then, and only then, the
-whole check is run again between image 1 and the mirrored keypoints of image 2
+so a copy mirrored left-right fails rule 1 (or fits a reflection, or a few symmetric details
+fit a map that spans little: rule 4). Then, and only then, the whole check is run again between image 1 and the mirrored keypoints of image 2
 (:meth:`nnutils.local.keypoints.Keypoints.mirrored`: a permutation for SIFT, computed at
 extraction for ORB); ``mirrored`` says so. Unrelated pairs pay one more match and fit.
 
@@ -379,8 +379,9 @@ def verify(a: Keypoints, b: Keypoints, *, model: str = "affine", matcher: str = 
         another view, not a re-post.
     allow_mirror : bool
         Accept a copy mirrored left-right (default True): when the direct check fails for
-        lack of evidence (too few matches/inliers, low inlier ratio) or needs a reflection,
-        the check is run again
+        lack of evidence (too few matches/inliers, low inlier ratio, inliers spanning little
+        of the image: chance matches of symmetric details) or needs a reflection, the check
+        is run again
         against the mirrored keypoints of image 2 (:meth:`Keypoints.mirrored`; else of image
         1; skipped when neither has them, e.g. DELF or ORB extracted with ``mirror=False``).
         It costs a second match and fit, for those pairs only.
@@ -410,8 +411,8 @@ def verify(a: Keypoints, b: Keypoints, *, model: str = "affine", matcher: str = 
               min_coverage=min_coverage, min_spread=min_spread, max_nonaffine=max_nonaffine,
               nonaffine_gain=nonaffine_gain)
     v = _verify(a, b, pairs=pairs, **kw)
-    if v.passed or not allow_mirror or v.reason not in _NO_EVIDENCE:
-        return v
+    if v.passed or not allow_mirror or (v.reason not in _NO_EVIDENCE and v.spread >= min_spread):
+        return v  # passed, or explained directly: matches spanning the image, just no re-post
     bm = b.mirrored()
     am = a.mirrored() if bm is None else None
     if bm is None and am is None:
