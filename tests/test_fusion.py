@@ -118,3 +118,13 @@ def test_calibrated_probabilities_match_the_base_rate():
     assert raw.cv["brier"] >= 0 and raw.cv["f1"] > 0.8
     with pytest.raises(ValueError, match="calibration"):
         Fusion(calibration="platt").fit(X, y)
+
+
+def test_local_columns_measure_rotation_from_the_nearest_quarter_turn_and_keep_the_mirror():
+    local = pd.DataFrame({"verifiable": [True, True, True], "passed": [True, True, True], "inliers": [40, 40, 40],
+                          "inlier_ratio": [0.9] * 3, "coverage1": [1.0] * 3, "coverage2": [1.0] * 3,
+                          "spread": [0.8] * 3, "scale": [1.0] * 3, "rotation_deg": [88.0, -178.0, 20.0],
+                          "mirrored": [False, True, False]})
+    c = local_columns(local)
+    assert c.lf_rotation.tolist() == [2.0, 2.0, 20.0]          # a quarter turn is as plausible as upright
+    assert c.lf_mirrored.tolist() == [0.0, 1.0, 0.0]

@@ -78,7 +78,9 @@ def local_columns(local: pd.DataFrame, prefix: str = "lf") -> pd.DataFrame:
         Indexed like ``local``, float columns ``<prefix>_verifiable``, ``_passed`` (0/1),
         ``_inliers``, ``_inlier_ratio``, ``_coverage_max``/``_coverage_min`` (order-free,
         shares in [0, 1]), ``_spread``, ``_log_scale`` (|log|: order-free), ``_rotation``
-        (|degrees|).
+        (degrees from the nearest quarter turn, in [0, 45]: a copy turned by 90° is as
+        plausible as an upright one) and ``_mirrored`` (0/1, when the rows say whether the
+        match needed a mirror).
     """
     v = local["verifiable"].astype(bool).to_numpy()
     nan = lambda c: np.where(v, local[c].astype(float).to_numpy(), np.nan)  # noqa: E731
@@ -92,8 +94,15 @@ def local_columns(local: pd.DataFrame, prefix: str = "lf") -> pd.DataFrame:
         f"{prefix}_coverage_min": np.fmin(c1, c2),
         f"{prefix}_spread": nan("spread"),
         f"{prefix}_log_scale": np.abs(np.log(np.clip(nan("scale"), 1e-6, None))),
-        f"{prefix}_rotation": np.abs(nan("rotation_deg")),
+        f"{prefix}_rotation": _from_quarter_turn(nan("rotation_deg")),
+        **({f"{prefix}_mirrored": nan("mirrored")} if "mirrored" in local else {}),
     }, index=local.index)
+
+
+def _from_quarter_turn(deg: np.ndarray) -> np.ndarray:
+    """Degrees from the nearest multiple of 90° (NaN stays NaN): 3° → 3, 87° → 3, -178° → 2."""
+    r = np.mod(np.abs(np.asarray(deg, float)), 90.0)
+    return np.fmin(r, 90.0 - r)
 
 
 def image_facts_of(path, rgb: np.ndarray | None, hash_kinds: Sequence[str] = HASH_KINDS, *,
