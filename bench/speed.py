@@ -13,6 +13,20 @@ reported so a quantised model's accuracy can be judged. Decoding alone is compar
 single-threaded: PIL ``load_square`` vs ``decode_square`` (simplejpeg, any k/8 DCT scale)
 vs ``decode_square(pil_scale=True)``. The ``.tflite`` conversions are cached next to the
 model (``load_embedder``). Prints markdown tables; no asserts.
+
+``--decision RUN_DIR`` adds the one-pass table (issue 12 §2), each row from a cold cache
+(a fresh temporary cache folder): the run's verifying decision end to end by
+``predict_pairs`` with ``one_pass=False`` (embed with ``decode_square``, then decode and
+extract the verified pairs' images again) and ``one_pass=True`` (one decode per image
+gives embedding, local features and facts), and with every pair verified (the decision's
+range widened to ``(-inf, inf)``); img/s of decode+embed alone, ms per image of the local
+features, ms per verified pair of matching + geometry only (two cached feature sets),
+ms per pair end to end. ``--delg`` adds the cost of reading DELF's features from the
+global model's own forward pass (a two-output TFLite model: embedding and the stride-16
+map through the run's DELF head) against the embedding alone and DELF's pyramid.
+
+    python bench/speed.py --model runs/smoke/models/00_pretrained.keras --data-dir data/lun-embedded-smoke \
+        --runtimes tflite --decision runs/smoke --delg
 """
 from __future__ import annotations
 
@@ -116,6 +130,132 @@ def model_throughput(embedders: dict, batch: int, seconds: float) -> dict:
     return {n: batch / float(np.median(v)) for n, v in times.items()}
 
 
+def _timed(fn):
+    t = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t
+
+
+def bench_one_pass(run_dir: Path, data: Path, test, paths: list[str], runtime: str = "tflite") -> list[dict]:
+    """The one-pass table: see the module docstring. Every row starts from an empty cache."""
+    import tempfile
+    from dataclasses import replace
+
+    from nnutils.decide.decision import Decision
+    from nnutils.decide.onepass import embed_and_describe
+    from nnutils.decide.predict import predict_pairs
+    from nnutils.local.features_cache import LocalSpec
+    from nnutils.local.verify import verify
+
+    dec = Decision.load(run_dir)
+    if not dec.verifies:
+        dec = Decision.load_verified(run_dir)
+    if dec is None or not dec.verifies:
+        print(f"- {run_dir}: no verifying decision; one-pass table skipped")
+        return []
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench_onepass_") as tmp:
+        tmp = Path(tmp)
+        dec.save(tmp / "run")                    # the decision as is ...
+        every = replace(dec, verify_range=(-np.inf, np.inf))
+        every.save(tmp / "every")                # ... and verifying every pair
+        emb = dec.embedder(runtime=runtime)
+        # decode + embed alone, and the one pass alone (cold caches)
+        (_, ok), t_plain = _timed(lambda: emb.embed_paths(paths))
+        spec = LocalSpec.from_decision(dec.local_method, dec.local_kw, dec.local_model)
+        (e, ok1, records, rep), t_pass = _timed(lambda: embed_and_describe(emb, dec.model_path, runtime, paths, spec,
+                                                                            tmp / "c_pass"))
+        # matching + geometry only, on cached features, over the decision's verified pairs
+        row = {u: p for u, p in zip(P.unique_urls(test), paths)}
+        p1, p2 = test.image_url1.map(row).tolist(), test.image_url2.map(row).tolist()
+        vkw = {k: v for k, v in dec.local_kw.items() if k not in spec.extract_kw}
+        pairs = [(a, b) for a, b in zip(p1, p2) if a in records and b in records]
+        _, t_match = _timed(lambda: [verify(records[a].keypoints, records[b].keypoints, **vkw) for a, b in pairs])
+        n_img = int(ok.sum())
+        rows.append({"what": "decode_square + embed (global only)", "img/s": n_img / t_plain,
+                     "ms/image": 1e3 * t_plain / max(1, n_img)})
+        rows.append({"what": f"one pass: decode + embed + {dec.local_method} + facts", "img/s": n_img / t_pass,
+                     "ms/image": 1e3 * t_pass / max(1, n_img),
+                     "local ms/image": rep["ms_local_per_image"]})
+        rows.append({"what": f"matching + geometry only ({dec.local_method}, cached features)",
+                     "pairs verified": len(pairs), "ms/verified pair": 1e3 * t_match / max(1, len(pairs))})
+        for label, folder in (("decision's range", tmp / "run"), ("every pair verified", tmp / "every")):
+            for one in (False, True):
+                cache = tmp / f"c_{folder.name}_{one}"
+                pred, t = _timed(lambda: predict_pairs(test, data / "images", dec.model_path, threshold=dec.threshold,
+                                                       runtime=runtime, cache_dir=cache, progress=False,
+                                                       verify=folder, one_pass=one))
+                r = pred.report
+                rows.append({"what": f"predict, {label}, {'one pass' if one else 'two decodes'}",
+                             "pairs verified": r.get("pairs_verified"), "ms/pair": 1e3 * t / len(test),
+                             "ms/verified pair": r.get("ms_per_verified_pair"),
+                             "images decoded by verification": r.get("images_decoded", "all"),
+                             "predicted same": r["predicted_same"], "decisions": pred.submission.is_same.to_numpy()})
+        base = {}
+        for r in rows:
+            if "decisions" in r:
+                key = r["what"].rsplit(",", 1)[0]
+                d = r.pop("decisions")
+                if key in base:
+                    r["decisions ≠ two decodes"] = int((d != base[key]).sum())
+                else:
+                    base[key] = d
+    return rows
+
+
+def bench_delg(run_dir: Path, paths: list[str], threads: int = 2, batch: int = 32) -> list[dict]:
+    """Cost of DELF features from the global model's forward pass (DELG's way), vs the embedding alone and the pyramid."""
+    import keras
+    from keras import ops
+
+    from nnutils.decide.decision import Decision
+    from nnutils.local.delf import DelfExtractor
+    from nnutils.models.backbones import get_spec
+    from nnutils.models.embedders import TFLiteEmbedder
+    from nnutils.models.runtime import TFLiteRunner, convert_to_tflite
+    from nnutils.models.saving import load_model
+
+    dec = Decision.load(run_dir).for_embeddings()
+    delf_dir = Path(run_dir) / "models" / "delf"
+    if not delf_dir.is_dir():
+        print(f"- {delf_dir}: no DELF extractor; DELG table skipped")
+        return []
+    ex = DelfExtractor.load(delf_dir)
+    m = load_model(str(dec.model_path))
+    trunk = next(l for l in m.layers if isinstance(l, keras.Model) and l.name != "raw_top")
+    top = m.layers[-1]
+    s16 = trunk.get_layer(get_spec(ex.backbone).stride16_layer).output
+    both = keras.Model(trunk.input, [trunk.output, s16])
+    x = keras.Input(tuple(m.input.shape[1:]), name="image")
+    f, s = both(x)
+    z = ex.head.get_layer("attention_conv2")(ex.head.get_layer("attention_conv1")(s))
+    att = ops.relu(z) + ops.log1p(ops.exp(-ops.abs(z)))
+    fn = s / (ops.sqrt(ops.sum(ops.square(s), axis=-1, keepdims=True)) + 1e-6)
+    two = keras.Model(x, [top(f), ops.concatenate([fn, att], axis=-1)])
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        one_file = convert_to_tflite(m, Path(tmp) / "one.tflite")
+        two_file = convert_to_tflite(two, Path(tmp) / "two.tflite", output_names=["embedding", "delf"])
+        size = int(m.input.shape[1])
+        xb = np.random.default_rng(0).uniform(0, 255, (batch, size, size, 3)).astype(np.float32)
+        r1, r2 = TFLiteEmbedder(one_file, threads=threads), TFLiteRunner(two_file, threads=threads)
+        r1.embed_arrays(xb), r2.run(xb)
+        t1, t2 = [], []
+        for _ in range(6):
+            t1.append(_timed(lambda: r1.embed_arrays(xb, batch_size=batch))[1])
+            t2.append(_timed(lambda: r2.run(xb))[1])
+        out = r2.run(xb[:1])
+        hw = out["delf"].shape[1:3]
+    sample = [p for p in paths if p][:60]
+    kps, t_pyr = _timed(lambda: [ex.extract(p) for p in sample])
+    n_pyr = float(np.mean([len(k) for k in kps]))
+    return [{"what": f"embedding alone, {size}² (TFLite b{batch})", "ms/image": 1e3 * np.median(t1) / batch},
+            {"what": f"embedding + DELF map of the same pass ({hw[0]}×{hw[1]} locations)",
+             "ms/image": 1e3 * np.median(t2) / batch, "locations": int(hw[0] * hw[1])},
+            {"what": f"DELF pyramid {ex.image_size} px × {len((0.7071, 1, 1.4142))} scales (own decode + 3 invokes)",
+             "ms/image": 1e3 * t_pyr / len(sample), "locations": n_pyr}]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=default_model(), help="a .keras embedder")
@@ -129,6 +269,9 @@ def main(argv=None) -> int:
     ap.add_argument("--decode-sample", type=int, default=200, help="images for the decoding table")
     ap.add_argument("--model-seconds", type=float, default=3.0,
                     help="seconds per runtime spent on the model-only throughput")
+    ap.add_argument("--decision", default=None, help="a run folder: add the one-pass table for its verifying decision")
+    ap.add_argument("--delg", action="store_true", help="with --decision: DELF features from the global model's pass")
+    ap.add_argument("--only-one-pass", action="store_true", help="skip the runtime and decoding tables")
     args = ap.parse_args(argv)
 
     data = Path(args.data_dir)
@@ -149,6 +292,16 @@ def main(argv=None) -> int:
     print(f"- data: {data} — {len(test)} test pairs, {len(urls)} unique images "
           f"({sum(not (p and os.path.isfile(p)) for p in paths)} missing)")
 
+    if args.decision:
+        print("\n## One pass per image (cold cache each row; 2 decode threads, TFLite 2 threads)\n")
+        rows = bench_one_pass(Path(args.decision), data, test, paths)
+        print(table(rows, ["what", "img/s", "ms/image", "local ms/image", "pairs verified", "ms/verified pair",
+                           "ms/pair", "images decoded by verification", "predicted same", "decisions ≠ two decodes"]))
+        if args.delg:
+            print("\n## DELF from the global model's forward pass (DELG) vs the pyramid\n")
+            print(table(bench_delg(Path(args.decision), paths, args.threads), ["what", "ms/image", "locations"]))
+        if args.only_one_pass:
+            return 0
     names = [r.strip() for r in args.runtimes.split(",") if r.strip()]
     embedders, load_s = {}, {}
     for name in names:

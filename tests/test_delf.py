@@ -220,3 +220,31 @@ def test_fused_decision_with_delf_keypoints(extractor, tmp_path):
     decisions, report = verify_band(fz, p1, p2, [0.5, 0.5, 0.5], global_threshold=0.9, band=(0.0, 1.0),
                                     local_method="delf", local_model=saved, local_kw=kw)
     assert report["pairs_verified"] == 3 and decisions.shape == (3,)
+
+
+def test_one_decode_gives_the_same_delf_keypoints_as_the_file(extractor, tmp_path):
+    """The one pass decodes at the pyramid's side and maps keypoints to ORIGINAL pixels: the
+    same keypoints as ``extract(path)``, also for a JPEG that is DCT-reduced; records round-trip."""
+    from nnutils.data.images import read_any
+    from nnutils.local.features_cache import ImageRecord, LocalSpec, load_record, save_record
+    spec = LocalSpec("delf", delf=extractor, delf_dir=None)
+    assert spec.decode_side == extractor._decode_side(DEFAULT_SCALES)
+    big = tmp_path / "big.jpg"
+    Image.fromarray(_photo("astronaut")).resize((1400, 1000)).save(big, quality=90)   # decoded at 1/2
+    for p in (big, tmp_path / "small.png"):
+        if p.suffix == ".png":
+            Image.fromarray(_photo("coffee")).save(p)
+        rgb, size, _ = read_any(p, spec.decode_side)
+        got, ref = spec.extract(rgb, size), extractor.extract(p)
+        assert got.image_size == ref.image_size == size and len(got) == len(ref) > 0
+        np.testing.assert_allclose(got.xy, ref.xy, atol=1e-3)
+        np.testing.assert_allclose(got.scale, ref.scale, rtol=1e-5)
+        np.testing.assert_allclose(got.desc, ref.desc, atol=1e-6)
+        save_record(tmp_path / "r.npz", ImageRecord(got, {"width": size[0]}))
+        back = load_record(tmp_path / "r.npz").keypoints
+        np.testing.assert_array_equal(back.desc, got.desc)
+        assert back.kind == "delf"
+    assert read_any(big, spec.decode_side)[0].shape[1] < 1400
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xffnot a jpeg")
+    assert read_any(bad, spec.decode_side)[0] is None and spec.empty("unreadable (corrupt)").desc.shape[1] == extractor.dim
