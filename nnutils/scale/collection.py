@@ -69,6 +69,7 @@ from nnutils.decide.decision import Decision
 from nnutils.scale.dedup import group_table, list_images, read_image_list
 from nnutils.scale.grouping import group_edges, grouping_options, neighbour_edges
 from nnutils.scale.index import check_embeddings, knn, resolve_kind
+from nnutils.scale.index import search as index_search
 
 __all__ = ["Collection", "Snapshot", "AddResult", "QueryResult", "FORMAT", "VERSION", "MERGE_ROWS",
            "REBUILD_SHARE"]
@@ -83,6 +84,7 @@ MERGE_ROWS = 20_000
 #: A merge rebuilds the base from the live vectors when more than this share of it is removed.
 REBUILD_SHARE = 0.2
 _CHUNK = 65_536
+_FEW = 64
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items(
@@ -97,6 +99,7 @@ CREATE TABLE IF NOT EXISTS items(
     vector BLOB);
 CREATE UNIQUE INDEX IF NOT EXISTS items_live_digest ON items(digest) WHERE removed IS NULL;
 CREATE INDEX IF NOT EXISTS items_path ON items(path);
+CREATE INDEX IF NOT EXISTS items_removed ON items(id, purged, removed_seq) WHERE removed IS NOT NULL;
 CREATE TABLE IF NOT EXISTS paths(path TEXT PRIMARY KEY, digest TEXT NOT NULL, seen REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS marks(
     digest1 TEXT NOT NULL, digest2 TEXT NOT NULL, path1 TEXT, path2 TEXT, created REAL NOT NULL,
@@ -215,7 +218,8 @@ class Snapshot:
             inner = _faiss().downcast_index(self.index.index)
             if ef_search is not None and hasattr(inner, "hnsw"):
                 inner.hnsw.efSearch = int(ef_search)
-            s, i = self.index.search(q, kk)
+            # a few queries: one OpenMP thread (faiss's spinning threads cost 20-60 ms on a shared machine)
+            s, i = index_search(self.index, q, kk, threads=1 if len(q) < _FEW else None)
             parts_s.append(s)
             parts_i.append(i)
         if len(self.delta_ids):
@@ -489,6 +493,7 @@ class Collection:
     def _state(self) -> dict:
         rows = dict(self.db.execute("SELECT key, value FROM state").fetchall())
         return {"base_file": rows.get("base_file"), "base_upto": int(rows.get("base_upto", 0)),
+                "base_n": int(rows.get("base_n", 0)),
                 "generation": int(rows.get("generation", 0)), "removals": int(rows.get("removals", 0)),
                 "base_kind": rows.get("base_kind")}
 
@@ -514,7 +519,8 @@ class Collection:
                 st = self._state()
                 upto = int(self.db.execute("SELECT COALESCE(MAX(id), 0) FROM items").fetchone()[0])
                 tomb = np.array([r[0] for r in self.db.execute(
-                    "SELECT id FROM items WHERE removed IS NOT NULL AND purged = 0 ORDER BY id")], np.int64)
+                    "SELECT id FROM items INDEXED BY items_removed WHERE removed IS NOT NULL AND purged = 0 "
+                    "ORDER BY id")], np.int64)
                 reuse = old is not None and old.generation == st["generation"]
                 since = old.upto if reuse else st["base_upto"]
                 rows = self.db.execute("SELECT id, vector FROM items WHERE id > ? AND id <= ? AND removed IS NULL "
@@ -752,8 +758,9 @@ class Collection:
                 st = self._state()
                 upto = int(self.db.execute("SELECT COALESCE(MAX(id), 0) FROM items").fetchone()[0])
                 n_live = int(self.db.execute("SELECT COUNT(*) FROM items WHERE removed IS NULL").fetchone()[0])
-                n_tomb_base = int(self.db.execute("SELECT COUNT(*) FROM items WHERE removed IS NOT NULL AND purged = 0 "
-                                                  "AND id <= ?", (st["base_upto"],)).fetchone()[0])
+                n_tomb_base = int(self.db.execute("SELECT COUNT(*) FROM items INDEXED BY items_removed "
+                                                  "WHERE removed IS NOT NULL AND purged = 0 AND id <= ?",
+                                                  (st["base_upto"],)).fetchone()[0])
                 n_delta = int(self.db.execute("SELECT COUNT(*) FROM items WHERE id > ? AND removed IS NULL",
                                               (st["base_upto"],)).fetchone()[0])
             target = resolve_kind(kind, max(n_live, 1))
@@ -807,7 +814,8 @@ class Collection:
             os.replace(tmp, self.path / name)
             _fsync_dir(self.path)
             with self._txn(write=True):
-                self._set_state(base_file=name, base_upto=upto, generation=gen, base_kind=kind_now)
+                self._set_state(base_file=name, base_upto=upto, generation=gen, base_kind=kind_now,
+                                base_n=int(index.ntotal))
                 # rows no index holds any more: removed before the vectors were read, and left out of this base
                 cur = self.db.execute("UPDATE items SET purged = 1, vector = NULL WHERE removed IS NOT NULL "
                                       "AND purged = 0 AND removed_seq <= ? AND id <= ? AND id > ?",
@@ -886,17 +894,19 @@ class Collection:
         dict
             ``items`` (live), ``removed`` (tombstones still in an index), ``purged``, ``paths``
             (files seen), ``marks``, ``unreadable``, ``delta`` (rows searched exactly),
-            ``base`` (vectors in the base file), ``base_kind``, ``base_file``, ``generation``,
+            ``base`` (vectors in the base file, tombstones included), ``base_kind``, ``base_file``, ``generation``,
             ``dim``, ``model``, ``disk_bytes`` (the folder's files).
         """
         st = self._state()
         one = lambda q, *a: int(self.db.execute(q, a).fetchone()[0])  # noqa: E731
         return dict(items=self.size(),
-                    removed=one("SELECT COUNT(*) FROM items WHERE removed IS NOT NULL AND purged = 0"),
-                    purged=one("SELECT COUNT(*) FROM items WHERE purged = 1"),
+                    removed=one("SELECT COUNT(*) FROM items INDEXED BY items_removed "
+                                "WHERE removed IS NOT NULL AND purged = 0"),
+                    purged=one("SELECT COUNT(*) FROM items INDEXED BY items_removed "
+                               "WHERE removed IS NOT NULL AND purged = 1"),
                     paths=one("SELECT COUNT(*) FROM paths"), marks=one("SELECT COUNT(*) FROM marks"),
                     unreadable=one("SELECT COUNT(*) FROM unreadable"), delta=self.delta_rows(),
-                    base=one("SELECT COUNT(*) FROM items WHERE id <= ? AND purged = 0", st["base_upto"]),
+                    base=st["base_n"],
                     base_kind=st["base_kind"], base_file=st["base_file"], generation=st["generation"],
                     dim=self.dim, model=self.settings["model_name"],
                     disk_bytes=int(sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())))
