@@ -276,9 +276,10 @@ def download_wheels(dest: str | Path, python_version: str = KAGGLE_PYTHON, platf
 def _build_nnutils_wheel(root: Path, dest: Path) -> Path:
     """``pip wheel`` this checkout (no dependencies) into ``dest``."""
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "wheel", "--disable-pip-version-check", "--no-deps",
-               "--no-build-isolation", "-w", tmp, str(root)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        cmd = [sys.executable, "-m", "pip", "wheel", "--disable-pip-version-check", "--no-deps", "-w", tmp, str(root)]
+        proc = subprocess.run(cmd[:5] + ["--no-build-isolation"] + cmd[5:], capture_output=True, text=True)
+        if proc.returncode != 0:   # no setuptools here: let pip fetch the build backend
+            proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise BundleError(f"could not build the nnutils wheel:\n{proc.stderr[-2000:]}")
         whl = next(Path(tmp).glob("nnutils-*.whl"))

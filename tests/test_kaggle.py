@@ -191,6 +191,12 @@ SHRINK = {  # the kaggle profile's sizes, shrunk for 2 CPU cores
 }
 
 
+# All ten pass here (6.3 min on 2 busy cores, 10 alone 1.7 min); CI runs the ones that carry the
+# kaggle-specific paths: VGG16 from weights_dir (03), the decision (07), submission.csv (08) and
+# 09/10 without ground-truth groups (submission_verified.csv). 04-06 train the same VGG16 trunk.
+SUBSET = ("01", "02", "03", "07", "08", "09", "10")
+
+
 def _random_vgg16_notop(path: Path) -> None:
     import h5py
     import keras
@@ -239,20 +245,29 @@ def test_kaggle_profile_runs_in_a_kernel_shaped_tree(bundle, tmp_path):
     where = proc.stdout.split()
     assert all(p.startswith(str(venv)) for p in where), where
 
-    args = [str(py), "-m", "nnutils.pipeline", "--profile", "kaggle", "--no-build", "-p", f"root_dir={tree}"]
+    args = [str(py), "-m", "nnutils.pipeline", "--profile", "kaggle", "--no-build", "--only", *SUBSET,
+            "-p", f"root_dir={tree}"]
+    known = set().union(*(profiles.known_keys(nb.stem, "kaggle") for nb in profiles.list_notebooks(ROOT / "notebooks")
+                          if nb.name[:2] in SUBSET))
     for k, v in SHRINK.items():
-        args += ["-p", f"{k}={json.dumps(v)}"]
+        if k in known:
+            args += ["-p", f"{k}={json.dumps(v)}"]
     env = {k: v for k, v in os.environ.items() if k not in ("NNUTILS_PROFILES", "PYTHONPATH")}
     proc = subprocess.run(args, cwd=tree / "input" / "nnutils-bundle", capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     record = json.loads((tree / "working" / "run" / "pipeline.json").read_text())
-    assert [s["step"] for s in record["steps"]] == [p.stem for p in profiles.list_notebooks(ROOT / "notebooks")]
+    assert [s["step"][:2] for s in record["steps"]] == list(SUBSET)
+    assert all(s["status"] == "ok" for s in record["steps"])
     ids = pd.read_csv(comp / "test.csv").ID
     for name in ("submission.csv", "submission_verified.csv"):
         sub = pd.read_csv(tree / "working" / name)
         assert list(sub.columns) == ["ID", "is_same"] and sorted(sub.ID) == sorted(ids)
         assert set(sub.is_same) <= {0, 1}
-    decision = json.loads((tree / "working" / "run" / "decision.json").read_text())
-    assert "vgg16" in json.dumps(decision)
+    settings = json.loads((tree / "working" / "run" / "metrics" / "03_siamese_bce.json").read_text())["settings"]
+    assert (settings["backbone"], settings["weights"]) == ("vgg16", "imagenet")   # the .h5 from weights_dir
+    shown = (tree / "working" / "run" / "notebooks" / "03_siamese_bce.ipynb").read_text()   # the cfg table
+    assert str(weights) in shown and not (Path.home() / ".keras" / "models" / K.VGG16_FILE).exists()
+    # 07 chose among the models and pHash (random VGG16 weights: pHash may win) and wrote the decision
+    assert json.loads((tree / "working" / "run" / "decision.json").read_text())["threshold"] is not None
     assert (tree / "working" / "run" / "groups.csv").exists()   # 09 without ground-truth groups
