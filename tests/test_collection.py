@@ -203,7 +203,7 @@ print("second done", flush=True)
 
 def test_kill_9_in_the_middle_of_an_add_loses_nothing_added_before(tmp_path):
     first = write_pictures(tmp_path / "first", range(20))
-    second = write_pictures(tmp_path / "second", range(100, 140))
+    write_pictures(tmp_path / "second", range(100, 140))
     coll_dir = tmp_path / "coll"
     script = _KILL_SCRIPT.format(root=str(ROOT), coll=str(coll_dir), delay=0.15, first=str(tmp_path / "first"),
                                  second=str(tmp_path / "second"))

@@ -414,7 +414,7 @@ def test_star_setting_reaches_find_duplicates(tmp_path):
     assert grouping_options(tmp_path) == dict(threshold=0.8, k=5, min2=True, mutual=False, min2_margin=0.05, star=True)
     # group_embeddings (what find_duplicates runs) with star: the chain of 5 unit vectors splits
     emb = at_angles(0, 10, 20, 30, 40)
-    lab, edges, _ = group_embeddings(emb, 0.97, k=3, index="flat")
+    lab, _, _ = group_embeddings(emb, 0.97, k=3, index="flat")
     assert lab.tolist() == [0] * 5
     lab, _, _ = group_embeddings(emb, 0.97, k=3, index="flat", star=True)
     assert len(set(lab.tolist())) == 2 and np.bincount(lab).tolist() == [3, 2]

@@ -58,7 +58,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -696,10 +696,11 @@ class Collection:
             if isinstance(it, (int, np.integer)):
                 ids.add(int(it))
                 continue
-            p = str(Path(it).resolve())
+            p = str(Path(it).resolve())           # two indexed look-ups (an OR would scan the table)
+            ids.update(r[0] for r in self.db.execute("SELECT id FROM items WHERE path = ? AND removed IS NULL", (p,)))
             ids.update(r[0] for r in self.db.execute(
-                "SELECT id FROM items WHERE removed IS NULL AND (path = ? OR digest IN "
-                "(SELECT digest FROM paths WHERE path = ?))", (p, p)))
+                "SELECT id FROM items WHERE removed IS NULL AND digest IN (SELECT digest FROM paths WHERE path = ?)",
+                (p,)))
         if not ids:
             return 0
         with self._txn(write=True):
@@ -898,7 +899,7 @@ class Collection:
             ``dim``, ``model``, ``disk_bytes`` (the folder's files).
         """
         st = self._state()
-        one = lambda q, *a: int(self.db.execute(q, a).fetchone()[0])  # noqa: E731
+        one = lambda q, *a: int(self.db.execute(q, a).fetchone()[0])
         return dict(items=self.size(),
                     removed=one("SELECT COUNT(*) FROM items INDEXED BY items_removed "
                                 "WHERE removed IS NOT NULL AND purged = 0"),
