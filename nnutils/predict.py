@@ -39,11 +39,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="local verification + fused decision in the decision's verify range (notebook 10): "
                          "off (default), auto (if the run folder's decision verifies), on (required), or a "
                          "decision.json / run folder whose verification to use")
+    ap.add_argument("--one-pass", action="store_true",
+                    help="with verification: decode each image once for its embedding and local features "
+                         "(faster when most pairs are verified; global scores move slightly, see nnutils.decide.predict)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
     try:
         pred = predict_pairs(args.pairs, args.images, args.model, threshold=args.threshold, runtime=args.runtime,
-                             cache_dir=args.cache_dir, progress=not args.quiet, verify=args.verify)
+                             cache_dir=args.cache_dir, progress=not args.quiet, verify=args.verify,
+                             one_pass=args.one_pass)
         test_ids = pred.submission.ID
         out = write_submission(pred.submission, args.out, test_ids, pred.scores if args.scores else None)
         if args.labels:

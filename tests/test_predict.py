@@ -174,7 +174,7 @@ def test_verify_is_one_pass_per_image_cached_by_content(setup, tmp_path, monkeyp
     monkeypatch.setattr(fusion, "try_read_rgb", no_decode)
     monkeypatch.setattr(fusion, "read_rgb", no_decode)
     a = predict_pairs(setup / "test.csv", setup / "images", setup / "run", cache_dir=tmp_path / "c", progress=False,
-                      verify=path)
+                      verify=path, one_pass=True)
     assert sorted(calls) == ["a.jpg", "a_big.png", "b.jpg", "broken.jpg", "missing.jpg"]   # each once
     assert a.report["images_decoded"] == 0 and a.report["pairs_verified"] == 2
     assert a.report["one_pass"]["extracted"] == 3 and a.report["images_embedded"] == 3
@@ -183,7 +183,7 @@ def test_verify_is_one_pass_per_image_cached_by_content(setup, tmp_path, monkeyp
     assert np.isnan(a.scores[2:]).all()
     calls.clear()
     b = predict_pairs(setup / "test.csv", setup / "images", setup / "run", cache_dir=tmp_path / "c", progress=False,
-                      verify=path)
+                      verify=path, one_pass=True)
     assert sorted(calls) == ["broken.jpg", "missing.jpg"] and b.report["one_pass"]["extracted"] == 0 and b.report["images_embedded"] == 0
     assert b.submission.is_same.tolist() == a.submission.is_same.tolist()
     np.testing.assert_array_equal(b.scores, a.scores)
