@@ -402,7 +402,8 @@ def build_bundle(out: str | Path, owner: str | None = None, *, python_version: s
     dict
         The manifest also written to ``dataset/bundle.json``: ``owner``, ``dataset``,
         ``python_version``, ``platforms``, ``wheels``, ``skipped``, ``kernels`` (ids in chain
-        order), ``weights_dataset``, ``competition``.
+        order), ``weights_dataset``, ``competition``, ``docker_image``, ``image_has`` and
+        ``estimate_minutes`` (the ``kaggle`` profile's per-notebook GPU estimates).
 
     Raises
     ------
@@ -436,7 +437,7 @@ def build_bundle(out: str | Path, owner: str | None = None, *, python_version: s
     kernels = [f"{owner}/{_slug(nb.stem)}" for nb in notebooks]
     manifest = dict(owner=owner, dataset=dataset_id, python_version=python_version, platforms=list(platforms),
                     wheels=wheels, skipped=got["skipped"], kernels=kernels, weights_dataset=weights_dataset,
-                    competition=competition, docker_image=docker_image,
+                    competition=competition, docker_image=docker_image, estimate_minutes=_estimates(profs),
                     image_has={m: dict(distribution=d, tested=s) for m, (d, s) in IMAGE_HAS.items()})
     (ds / "bundle.json").write_text(json.dumps(manifest, indent=2) + "\n")
     resources = [dict(path=f"wheels/{f}", description=f"{name} wheel (Python {python_version})")
