@@ -188,7 +188,7 @@ def _download_one(req: Requirement, dest: Path, python_version: str, platforms: 
     spec = f"{req.name}{req.specifier}"
     src = dest
     if cache is not None:   # a wheel cache shared between runs ($NNUTILS_WHEEL_CACHE)
-        src = cache / f"py{python_version}"
+        src = cache / f"py{python_version}-{'+'.join(platforms)}"   # pip chose for exactly these tags
         src.mkdir(parents=True, exist_ok=True)
         hit = _matching_wheel(src, req)
         if hit is not None:
