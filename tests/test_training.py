@@ -116,3 +116,16 @@ def test_a_stale_backup_of_another_model_is_not_restored(tmp_path):
     assert len(list((tmp_path / "checkpoints").iterdir())) == 1
     assert len(fit(16, kill=False).history["loss"]) == 4   # other architecture: fresh start, no crash
     assert len(fit(8, kill=False).history["loss"]) == 2    # same one: resumes after epoch 1
+
+
+def test_selection_split_chooses_on_validation_images_only(tmp_path):
+    data, run = tmp_path / "data", tmp_path / "run"
+    data.mkdir(), run.mkdir()
+    pd.DataFrame({"file": ["a.jpg", "b.jpg", "c.jpg", "d.jpg"], "split": ["train", "train", "train", "test"]}).to_csv(
+        data / "images.csv", index=False)
+    pd.DataFrame({"image_url1": ["b.jpg"], "image_url2": ["c.jpg"], "is_same": [1]}).to_csv(run / "pairs_val.csv",
+                                                                                             index=False)
+    part = runs.selection_split(run, data, ["/x/a.jpg", "/x/b.jpg", "/x/c.jpg", "/x/d.jpg"])
+    assert part.tolist() == ["", "train", "train", "test"]      # a.jpg was trained on: in neither part
+    with pytest.raises(FileNotFoundError, match="02_balancing"):
+        runs.selection_split(tmp_path, data, ["/x/a.jpg"])

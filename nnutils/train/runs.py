@@ -18,7 +18,7 @@ import pandas as pd
 
 from nnutils.data.cache import model_key
 from nnutils.data.pairs import resolve_images
-from nnutils.data.tables import pair_kinds
+from nnutils.data.tables import image_column, pair_kinds
 from nnutils.models.heads import build_parts
 from nnutils.train.features import FeatureBank
 from nnutils.train.session import set_seed
@@ -271,3 +271,43 @@ def read_metrics(run_dir: str | Path):
     import pandas as pd
     rows = [json.loads(p.read_text()) for p in sorted((Path(run_dir) / "metrics").glob("*.json"))]
     return pd.json_normalize(rows)
+
+
+def selection_split(run_dir, data_dir, paths: Sequence[str]) -> np.ndarray:
+    """Which images of a collection may choose settings, and which only report: ``"train"`` / ``"test"`` / ``""``.
+
+    Settings fitted on a collection (notebook 09's grouping threshold and variant) must be
+    chosen on images the models never trained on: the images of notebook 02's validation
+    pairs (``<run_dir>/pairs_val.csv``) are ``"train"`` (the part
+    :func:`nnutils.scale.grouping.choose_grouping` chooses on), the embedded data's test
+    split is ``"test"`` (the part it reports on), and the images of the training pairs are
+    ``""`` (in neither part). Choosing on the training images instead let a fine-tuned model
+    pick a threshold that fits the images it was trained on (cpu run of 2026-12-01, model 05:
+    train row-wise F1 0.988, test 0.687).
+
+    Parameters
+    ----------
+    run_dir : path
+        The run folder (notebook 02's ``pairs_val.csv``).
+    data_dir : path
+        The embedded dataset (its ``images.csv`` has each file's ``split``).
+    paths : sequence of str, length N
+        The collection's image files (matched to the tables by file name).
+
+    Returns
+    -------
+    ndarray of str, shape (N,)
+
+    Raises
+    ------
+    FileNotFoundError
+        When the run folder has no ``pairs_val.csv`` (run 02 first).
+    """
+    val_csv = Path(run_dir) / "pairs_val.csv"
+    if not val_csv.exists():
+        raise FileNotFoundError(f"{val_csv} not found: run 02_balancing first (python -m nnutils.pipeline --only 02)")
+    val = pd.read_csv(val_csv, keep_default_na=False)
+    val_names = {Path(str(u)).name for u in pd.concat([val.image_url1, val.image_url2])}
+    split = image_column(data_dir, paths, "split", default="train")
+    names = np.array([Path(str(p)).name for p in paths], dtype=object)
+    return np.where(split == "test", "test", np.where(np.isin(names, list(val_names)), "train", "")).astype(object)
