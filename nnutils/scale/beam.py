@@ -58,9 +58,9 @@ from nnutils.data.decode import decode_square
 from nnutils.data.images import inspect_image
 from nnutils.data.download import is_url
 from nnutils.data.pairs import resolve_images
-from nnutils.decide.decision import Decision
-from nnutils.scale.dedup import IMAGE_EXTENSIONS, DuplicateGroups, files_to_remove, group_table, read_image_list
-from nnutils.scale.grouping import connected_groups, grouping_options, neighbour_edges
+from nnutils.scale.dedup import (IMAGE_EXTENSIONS, DuplicateGroups, dedup_settings, files_to_remove, group_table,
+                                 read_image_list)
+from nnutils.scale.grouping import group_edges, neighbour_edges
 from nnutils.scale.index import _default_nlist, build_index, resolve_kind, search
 
 DIRECT_RUNNERS = ("DirectRunner", "direct")
@@ -506,25 +506,6 @@ def run_search_pipeline(out: str, chunks: Sequence[tuple[str, int, int]], k: int
 
 
 # ----------------------------------------------------------------------------- the whole dedup
-def _settings(model, threshold, k, min2, min2_threshold, mutual):
-    """find_duplicates' defaults: grouping.json of a run folder, else decision.json's threshold, k=10."""
-    chosen = grouping_options(model) if Path(str(model)).is_dir() else {}
-    threshold = chosen.get("threshold") if threshold is None else threshold
-    k = chosen.get("k", 10) if k is None else k
-    min2 = chosen.get("min2", False) if min2 is None else min2
-    mutual = chosen.get("mutual", False) if mutual is None else mutual
-    if min2_threshold is None and chosen and threshold is not None:
-        min2_threshold = threshold - chosen["min2_margin"]
-    if str(model) == "phash":
-        raise ValueError("grouping needs an embedding model, not phash (give a .keras model and --threshold)")
-    if Path(str(model)).is_dir():
-        decision = Decision.load(model).for_embeddings()
-        decision = decision if threshold is None else decision.at_threshold(threshold)
-    else:
-        decision = Decision.for_model(model, threshold)
-    return decision, k, min2, min2_threshold, mutual
-
-
 def beam_find_duplicates(images, model, out, *, runner: str = "DirectRunner", workers: int = 2,
                          pipeline_args: Sequence[str] = (), threshold: float | None = None, k: int | None = None,
                          index: str = "auto", min2: bool | None = None, min2_threshold: float | None = None,
@@ -585,7 +566,9 @@ def beam_find_duplicates(images, model, out, *, runner: str = "DirectRunner", wo
     import faiss
     t0 = time.perf_counter()
     out = str(out)
-    decision, k, min2, min2_threshold, mutual = _settings(model, threshold, k, min2, min2_threshold, mutual)
+    decision, opts = dedup_settings(model, threshold=threshold, k=k, min2=min2, min2_threshold=min2_threshold,
+                                    mutual=mutual)
+    k, min2, min2_threshold, mutual, star = (opts[n] for n in ("k", "min2", "min2_threshold", "mutual", "star"))
     threshold = float(decision.threshold)
     cache_dir = cache_dir if cache_dir is not None else (_join(out, "cache") if _is_local(out) else None)
     embedder = decision.embedder(runtime="tflite", cache_dir=cache_dir)   # converts a .keras file once, here
@@ -634,7 +617,7 @@ def beam_find_duplicates(images, model, out, *, runner: str = "DirectRunner", wo
                 ids[r, :len(i)] = to_row[np.asarray(i, np.int64)]
                 sims[r, :len(v)] = v
         edges = neighbour_edges(sims, ids, threshold, min2=min2, min2_threshold=min2_threshold, mutual=mutual)
-        labels_good = connected_groups(len(good_paths), edges)
+        labels_good = group_edges(len(good_paths), edges, star=star)
         index_s = round(t2 - t1, 3)
     else:
         t2 = t3 = time.perf_counter()

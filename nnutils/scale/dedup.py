@@ -294,6 +294,54 @@ def group_embeddings(emb: np.ndarray, threshold: float, *, k: int = 10, index: s
                                group_s=round(t3 - t2, 3))
 
 
+def dedup_settings(model, *, threshold: float | None = None, k: int | None = None, min2: bool | None = None,
+                   min2_threshold: float | None = None, mutual: bool | None = None,
+                   star: bool | None = None) -> tuple[Decision, dict]:
+    """The model and grouping settings a dedup runs with: what is given, else the run folder's.
+
+    Settings left as None come from a run folder's ``grouping.json`` (notebook 09), else the
+    pair threshold of its decision, ``k=10``, no min2 / mutual / star. Shared by
+    :func:`find_duplicates` and :mod:`nnutils.scale.beam`, so both group alike.
+
+    Parameters
+    ----------
+    model : a run folder, or a ``.keras`` / ``.tflite`` embedder (then ``threshold`` is required)
+    threshold, k, min2, min2_threshold, mutual, star : as for :func:`find_duplicates`
+
+    Returns
+    -------
+    decision : Decision
+        The embedding model (a run folder's, or its best embedding model if 07 chose the hash)
+        at the grouping threshold.
+    options : dict
+        ``k``, ``min2``, ``min2_threshold``, ``mutual`` and ``star``.
+
+    Raises
+    ------
+    ValueError
+        ``model`` is ``"phash"``, or a model file is given without a threshold.
+    FileNotFoundError
+        ``model`` is neither a run folder nor an existing file.
+    """
+    chosen = grouping_options(model) if Path(str(model)).is_dir() else {}
+    threshold = chosen.get("threshold") if threshold is None else threshold
+    opts = dict(k=chosen.get("k", 10) if k is None else k,
+                min2=chosen.get("min2", False) if min2 is None else min2,
+                mutual=chosen.get("mutual", False) if mutual is None else mutual,
+                star=chosen.get("star", False) if star is None else star,
+                min2_threshold=min2_threshold)
+    if min2_threshold is None and chosen and threshold is not None:
+        opts["min2_threshold"] = threshold - chosen["min2_margin"]
+    if str(model) == "phash":
+        raise ValueError("grouping needs an embedding model, not phash (give a .keras model and --threshold)")
+    if Path(str(model)).is_dir():  # a run folder: 07's model, or its best embedding model if 07 chose phash
+        decision = Decision.load(model).for_embeddings()
+        decision = decision if threshold is None else decision.at_threshold(threshold)
+    else:
+        decision = Decision.for_model(model, threshold)
+    return decision, opts
+
+
 def find_duplicates(images, model, *, threshold: float | None = None, k: int | None = None, index: str = "auto",
                     min2: bool | None = None, min2_threshold: float | None = None, mutual: bool | None = None,
                     star: bool | None = None, keep: str = "largest", runtime: str = "tflite", cache_dir=None,
@@ -360,21 +408,9 @@ def find_duplicates(images, model, *, threshold: float | None = None, k: int | N
         paths = [str(p) for p in images]
     if not paths:
         raise ValueError(f"no images found in {images}")
-    chosen = grouping_options(model) if Path(str(model)).is_dir() else {}
-    threshold = chosen.get("threshold") if threshold is None else threshold
-    k = chosen.get("k", 10) if k is None else k
-    min2 = chosen.get("min2", False) if min2 is None else min2
-    mutual = chosen.get("mutual", False) if mutual is None else mutual
-    star = chosen.get("star", False) if star is None else star
-    if min2_threshold is None and chosen and threshold is not None:
-        min2_threshold = threshold - chosen["min2_margin"]
-    if str(model) == "phash":
-        raise ValueError("grouping needs an embedding model, not phash (give a .keras model and --threshold)")
-    if Path(str(model)).is_dir():  # a run folder: 07's model, or its best embedding model if 07 chose phash
-        decision = Decision.load(model).for_embeddings()
-        decision = decision if threshold is None else decision.at_threshold(threshold)
-    else:
-        decision = Decision.for_model(model, threshold)
+    decision, opts = dedup_settings(model, threshold=threshold, k=k, min2=min2, min2_threshold=min2_threshold,
+                                    mutual=mutual, star=star)
+    k, min2, min2_threshold, mutual, star = (opts[n] for n in ("k", "min2", "min2_threshold", "mutual", "star"))
     model_path, threshold, name = decision.model_path, decision.threshold, decision.model
     embedder = decision.embedder(runtime=runtime, cache_dir=cache_dir)
     local = resolve_images(paths, None, cache_dir=(Path(cache_dir) / "downloads") if cache_dir else None,
