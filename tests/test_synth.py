@@ -77,6 +77,19 @@ def test_labels_agree_with_sources(built):
     assert (oc.photo1 == oc.photo2).all()           # another crop of the same photo
     rnd = neg[neg.negative_kind == "random"]
     assert (rnd.photo1 != rnd.photo2).all()
+    views = neg[neg.negative_kind == "other_view"]
+    assert len(views) and (views.photo1 == views.photo2).all()   # another view of one photo's scene ...
+    vb = views.base1.where(views.base1.str.contains("/view"), views.base2)
+    other = views.base2.where(views.base1.str.contains("/view"), views.base1)
+    assert (vb.str.split("/view").str[0] == other).all()         # ... of the other image's base, as its own base
+
+
+def test_other_views_share_most_of_the_frame_through_a_perspective_map(built):
+    img = pd.read_csv(built / "images.csv", keep_default_na=False)
+    views = img[img.role == "view"]
+    assert len(views) and (views.distortion == "view").all()
+    shared = views.detail.str.extract(r"shared (\d\.\d+)")[0].astype(float)
+    assert (shared >= 0.8).all() and (shared < 0.99).all()
 
 
 def test_identical_kinds_really_identical_and_distortions_differ(built):
@@ -345,12 +358,39 @@ def test_photometric_and_overlay_kinds_change_pixels_not_size(photo):
 
 
 def test_rotate_and_combo(photo):
-    out, d = D.rotate(photo, np.random.default_rng(6))
-    assert 1 <= abs(num(d, "angle")) <= 5 and out.width < 400 and out.height < 300
+    corners = set()
+    for seed in range(40):
+        out, d = D.rotate(photo, np.random.default_rng(seed))
+        assert 1 <= abs(num(d, "angle")) <= 30, d
+        kind = d.split("corners=")[1]
+        corners.add(kind)
+        if kind == "crop":          # re-cropped to the largest upright rectangle: smaller, no blank corner
+            assert out.width < 400 and out.height < 300
+        else:                       # kept in its frame, the uncovered corners black or mirrored
+            assert out.size == photo.size
+            corner = np.asarray(out)[:2, :2].reshape(-1, 3)
+            if kind == "black":
+                assert corner.max() == 0, d
+            else:
+                assert corner.max() > 0, d
+    assert corners == {"crop", "black", "mirror"}
     img, steps, detail = D.apply_distortion(photo, "combo", np.random.default_rng(7))
     assert 2 <= len([s for s in steps if s != "jpeg"]) <= 3 and all(s in D.DISTORTIONS for s in steps)
     with pytest.raises(ValueError, match="unknown distortion"):
         D.apply_distortion(photo, "flip", np.random.default_rng(0))
+
+
+def test_mirror_and_quarter_turns_keep_every_pixel(photo):
+    a = np.asarray(photo)
+    out, d = D.mirror(photo, np.random.default_rng(0))
+    assert d == "left-right" and (np.asarray(out) == a[:, ::-1]).all()
+    turns = set()
+    for seed in range(12):
+        out, d = D.rotate90(photo, np.random.default_rng(seed))
+        t = int(num(d, "turn"))
+        turns.add(t)
+        assert (np.asarray(out) == np.rot90(a, t // 90)).all(), d
+    assert turns == {90, 180, 270}
 
 
 @pytest.mark.parametrize("grey", [0, 128, 255])

@@ -19,8 +19,11 @@ Kinds (the ``distortion`` column of the embedded dataset's metadata):
 ``color``           brightness, contrast, saturation and gamma shifts
 ``grayscale``       converted to grey (saved as a one-channel file by the builder)
 ``jpeg``            recompressed at quality 30–60 (the builder saves at this quality)
-``rotate``          a small rotation of 1–5 degrees, re-cropped to remove the corners
-``combo``           two or three of the above chained
+``rotate``          a tilt of 1–30 degrees (median ~12°): re-cropped to remove the corners, or
+                    with the uncovered corners black or mirrored
+``mirror``          mirrored left-right
+``rotate90``        turned by 90°, 180° or 270° (a lost EXIF orientation)
+``combo``           two or three of the above chained (at most one of the turns)
 =================  =====================================================================
 """
 from __future__ import annotations
@@ -399,9 +402,13 @@ def jpeg(img, rng):
 
 
 def rotate(img, rng):
-    """Rotate by 1–5 degrees either way and crop to the largest upright rectangle.
+    """Tilt by 1–30 degrees either way: re-cropped, or with black or mirrored corners.
 
-    The crop keeps the aspect ratio and removes the blank corners of the rotation.
+    Re-posts are straightened or tilted by a few degrees (most often) up to ~30°. Four
+    times in ten the rotated frame is re-cropped to the largest upright rectangle of the
+    same aspect ratio (no blank corners); otherwise the frame keeps its size and the corners
+    the rotation uncovers are filled black (three in ten) or with the photo mirrored at its
+    edge (three in ten, as "reflect" padding does).
 
     Parameters
     ----------
@@ -413,19 +420,73 @@ def rotate(img, rng):
     Returns
     -------
     image : PIL.Image.Image
-        The distorted RGB image (smaller, same aspect ratio).
+        The distorted RGB image (same size, or smaller and of the same aspect ratio when
+        re-cropped).
     detail : str
-        ``angle=<±a>deg``.
+        ``angle=<±a>deg corners=<crop|black|mirror>``.
     """
-    angle = float(rng.uniform(1, 5) * rng.choice([-1, 1]))
-    out = img.rotate(angle, resample=Image.Resampling.BICUBIC, expand=False)
-    a = np.deg2rad(abs(angle))
+    import cv2
+
+    angle = float((1.0 + 29.0 * rng.random() ** 1.5) * rng.choice([-1, 1]))   # median ~ 12°
+    r = rng.random()
+    corners = "crop" if r < 0.4 else "black" if r < 0.7 else "mirror"
     w, h = img.size
-    # largest axis-aligned rectangle inside the rotated frame (same aspect ratio)
-    k = 1.0 / (np.cos(a) + np.sin(a) * max(w / h, h / w))
-    cw, ch = int(w * k), int(h * k)
-    x, y = (w - cw) // 2, (h - ch) // 2
-    return out.crop((x, y, x + cw, y + ch)), f"angle={angle:+.1f}deg"
+    if corners == "crop":
+        out = img.rotate(angle, resample=Image.Resampling.BICUBIC, expand=False)
+        a = np.deg2rad(abs(angle))
+        # largest axis-aligned rectangle inside the rotated frame (same aspect ratio)
+        k = 1.0 / (np.cos(a) + np.sin(a) * max(w / h, h / w))
+        cw, ch = int(w * k), int(h * k)
+        x, y = (w - cw) // 2, (h - ch) // 2
+        out = out.crop((x, y, x + cw, y + ch))
+    else:
+        M = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), angle, 1.0)
+        border = cv2.BORDER_CONSTANT if corners == "black" else cv2.BORDER_REFLECT_101
+        out = Image.fromarray(cv2.warpAffine(np.asarray(img), M, (w, h), flags=cv2.INTER_CUBIC,
+                                             borderMode=border, borderValue=(0, 0, 0)))
+    return out, f"angle={angle:+.1f}deg corners={corners}"
+
+
+def mirror(img, rng):
+    """Mirror left-right: a common way to slip past a site's duplicate filter.
+
+    Parameters
+    ----------
+    img : PIL.Image.Image
+        The RGB photo (not modified).
+    rng : numpy.random.Generator
+        Unused (same signature as the other distortions).
+
+    Returns
+    -------
+    image : PIL.Image.Image
+        The mirrored RGB image (same size).
+    detail : str
+        ``left-right``.
+    """
+    return ImageOps.mirror(img), "left-right"
+
+
+def rotate90(img, rng):
+    """Turn by 90°, 180° or 270°: an EXIF orientation lost (or applied twice) on the way.
+
+    Parameters
+    ----------
+    img : PIL.Image.Image
+        The RGB photo (not modified).
+    rng : numpy.random.Generator
+        Draws the turn.
+
+    Returns
+    -------
+    image : PIL.Image.Image
+        The turned RGB image (width and height swapped for 90° and 270°).
+    detail : str
+        ``turn=<90|180|270>deg`` (counter-clockwise).
+    """
+    turn = int(rng.choice([90, 180, 270]))
+    op = {90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180, 270: Image.Transpose.ROTATE_270}[turn]
+    return img.transpose(op), f"turn={turn}deg"
 
 
 DISTORTIONS: dict[str, Distortion] = {
@@ -439,6 +500,8 @@ DISTORTIONS: dict[str, Distortion] = {
     "grayscale": grayscale,
     "jpeg": jpeg,
     "rotate": rotate,
+    "mirror": mirror,
+    "rotate90": rotate90,
 }
 KINDS: tuple[str, ...] = tuple(DISTORTIONS) + ("combo",)
 
@@ -446,7 +509,7 @@ KINDS: tuple[str, ...] = tuple(DISTORTIONS) + ("combo",)
 def apply_distortion(img: Image.Image, kind: str, rng: np.random.Generator) -> tuple[Image.Image, list[str], str]:
     """Apply one distortion kind (or ``"combo"``) to an RGB image.
 
-    A combo draws 2–3 kinds other than ``jpeg`` and ``grayscale``, applies them in the order
+    A combo draws 2–3 kinds other than ``jpeg``, ``grayscale`` and ``rotate90``, applies them in the order
     a re-posting site would (geometric steps first, overlays last) and, half the time, ends
     with ``jpeg``.
 
@@ -474,10 +537,11 @@ def apply_distortion(img: Image.Image, kind: str, rng: np.random.Generator) -> t
         When ``kind`` is not one of :data:`KINDS`.
     """
     if kind == "combo":
-        pool = [k for k in DISTORTIONS if k not in ("jpeg", "grayscale")]
+        pool = [k for k in DISTORTIONS if k not in ("jpeg", "grayscale", "rotate90")]
         steps = list(rng.choice(pool, size=int(rng.integers(2, 4)), replace=False))
         # geometric steps first, overlays last: the order a re-posting site applies them
-        order = ["crop", "rotate", "resize", "color", "padding", "border", "watermark_logo", "watermark_text"]
+        order = ["crop", "mirror", "rotate", "resize", "color", "padding", "border", "watermark_logo",
+                 "watermark_text"]
         steps = sorted(steps, key=order.index)
         if rng.random() < 0.5:
             steps.append("jpeg")

@@ -28,7 +28,9 @@ How it is made (all randomness from one seed, so the same seed gives the same fi
 4. Positives pair the reference with a re-post (80 %) or two re-posts (20 %, ``double``).
    Negatives are half hard — ``other_crop`` (another base of the same photo),
    ``same_scene`` (another photo of the same shoot) and ``similar_colour`` (the nearest
-   photos by colour histogram) — and half ``random``. ~32 % of pairs are positive.
+   photos by colour histogram), ``other_view`` (another view of the base's scene: a
+   perspective warp sharing ≥ 80 % of it, :func:`perspective_view`; its own base id) — and
+   half ``random``. ~32 % of pairs are positive.
 5. A few images are deliberately broken (``missing``: listed but never written;
    ``truncated``: the file cut short), like the ~1,200 deleted images of the real data.
    Each label is checked against :func:`nnutils.data.images.inspect_image` at build
@@ -61,15 +63,16 @@ POSITIVE_MIX = {
     "identical": 0.08, "pixel_identical": 0.04, "reencode": 0.06,
     "watermark_text": 0.12, "watermark_logo": 0.07, "border": 0.08, "padding": 0.06,
     "resize": 0.09, "crop": 0.09, "color": 0.08, "grayscale": 0.04, "jpeg": 0.06,
-    "rotate": 0.04, "combo": 0.09,
+    "rotate": 0.06, "mirror": 0.05, "rotate90": 0.04, "combo": 0.09,
 }
 
 
-HARD_MIX = {"other_crop": 0.5, "similar_colour": 0.3, "same_scene": 0.2}
+HARD_MIX = {"other_crop": 0.4, "similar_colour": 0.25, "same_scene": 0.15, "other_view": 0.2}
 
 
 #: 3: the photos of nnutils.data.photos.HELD_OUT (the shifted benchmarks' pools) are left out.
-GENERATOR_VERSION = 3
+#: 4: mirrored, quarter-turned and 1–30° tilted re-posts; ``other_view`` hard negatives.
+GENERATOR_VERSION = 4
 
 
 BASE_ASPECTS = (4 / 3, 3 / 2, 16 / 10, 1.0, 3 / 4, 2 / 3)
@@ -199,9 +202,10 @@ def _colour_signature(img: Image.Image) -> np.ndarray:
 class _Image:
     name: str
     base: str
-    role: str                 # ref | repost | solo
-    kind: str = "reference"   # a POSITIVE_MIX kind, or "reference"
+    role: str                 # ref | repost | solo | view
+    kind: str = "reference"   # a POSITIVE_MIX kind, "reference" or "view"
     broken: str = ""
+    source: str = ""          # a view's: the base it is another view of (``base`` is its own id)
 
 
 class _Planner:
@@ -232,6 +236,13 @@ class _Planner:
         if base not in self.ref:
             self.ref[base] = self._add(base, "ref")
         return self.ref[base]
+
+    def view(self, base: str) -> str:
+        """A new image: another view of ``base``'s scene (a different photograph, its own base id)."""
+        name = self._new_name()
+        n = sum(1 for im in self.images.values() if im.source == base)
+        self.images[name] = _Image(name, f"{base}/view{n}", "view", "view", source=base)
+        return name
 
     def any_image(self, base: str) -> str:
         """An existing image of ``base`` (reused, as listing photos are across pairs) or a new one."""
@@ -304,6 +315,8 @@ class _Planner:
         def hard_candidate(kind):
             base = b.base_id.iloc[int(rng.integers(len(b)))]
             photo, shoot = photo_of[base], shoot_of[base]
+            if kind == "other_view":
+                return base, None
             if kind == "other_crop":
                 others = [x for x in bases_by_photo[photo] if x != base]
                 return (base, others[int(rng.integers(len(others)))]) if others else None
@@ -320,7 +333,8 @@ class _Planner:
             attempts += 1
             kind = str(rng.choice(hard_kinds, p=hard_p / hard_p.sum()))
             cand = hard_candidate(kind)
-            if cand and add_pair(self.any_image(cand[0]), self.any_image(cand[1]), 0,
+            if cand and add_pair(self.any_image(cand[0]),
+                                 self.view(cand[0]) if cand[1] is None else self.any_image(cand[1]), 0,
                                  distortion="", negative_kind=kind):
                 made += 1
         attempts = 0
@@ -392,6 +406,53 @@ def _render_repost(ref_img: Image.Image, kind: str, ref_quality: int, rng) -> tu
         Image.fromarray(arr, "RGBA").save(buf, "PNG")
         return buf.getvalue(), "PNG", "RGBA", detail + note
     return _encode(img, fmt, q, mode), fmt, mode, detail + (f"; saved {fmt} q={q}" if fmt in ("JPEG", "WEBP") else f"; saved {fmt}")
+
+
+def perspective_view(img: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, str]:
+    """Another view of the scene in ``img``: the camera turned a little about a vertical or horizontal axis.
+
+    A synthetic second view, the hard negative no coverage rule can reject: the output
+    frame shows the region inside a quadrilateral of ``img`` whose far side is shorter by
+    12–28 % (each of its corners moved in by 6–14 % of the side, plus ±2 % jitter on every
+    corner), warped to a full rectangle — a perspective map, which no re-post (resize,
+    crop, tilt, mirror: all affine) produces. The two images share ≥ 80 % of their area
+    (the quadrilateral covers ~88–95 % of ``img``; the view lies entirely inside it).
+
+    Parameters
+    ----------
+    img : PIL.Image.Image
+        The RGB reference (not modified).
+    rng : numpy.random.Generator
+        Source of every random choice.
+
+    Returns
+    -------
+    image : PIL.Image.Image
+        The view, RGB, the size of ``img``.
+    detail : str
+        ``perspective view: far side <left|right|top|bottom> shrunk <share>; shared <area share>``.
+    """
+    import cv2
+
+    w, h = img.size
+    frame = np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], np.float32)   # TL, TR, BR, BL
+    side = str(rng.choice(["left", "right", "top", "bottom"]))
+    a = float(rng.uniform(0.06, 0.14))
+    quad = frame.copy()
+    if side in ("left", "right"):
+        idx = (0, 3) if side == "left" else (1, 2)
+        quad[idx[0], 1] += a * h
+        quad[idx[1], 1] -= a * h
+    else:
+        idx = (0, 1) if side == "top" else (3, 2)
+        quad[idx[0], 0] += a * w
+        quad[idx[1], 0] -= a * w
+    quad += (rng.uniform(-0.02, 0.02, size=(4, 2)) * [w, h]).astype(np.float32)
+    quad = np.clip(quad, 0, [w - 1, h - 1]).astype(np.float32)
+    M = cv2.getPerspectiveTransform(quad, frame)
+    out = cv2.warpPerspective(np.asarray(img), M, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT_101)
+    shared = float(cv2.contourArea(quad.reshape(-1, 1, 2))) / float((w - 1) * (h - 1))
+    return Image.fromarray(out), f"perspective view: far side {side} shrunk {2 * a:.2f}; shared {shared:.2f}"
 
 
 BROKEN_KINDS = ("missing", "truncated")
@@ -539,8 +600,9 @@ def build_dataset(out: str | Path, pairs: int = 4000, seed: int = 0, *, config: 
     ordered = sorted(planner.images.values(), key=lambda im: (im.base, im.role != "ref", im.name))
     ref_cache: dict[str, tuple[Image.Image, int, bytes]] = {}
     for im in tqdm(ordered, desc="rendering images", disable=not progress, unit="img"):
-        bi = base_info.loc[im.base]
-        if im.base not in ref_cache:
+        src = im.source or im.base           # a view is rendered from the base it is a view of
+        bi = base_info.loc[src]
+        if src not in ref_cache:
             x0, y0, x1, y1 = bi.box
             full = photo(bi.photo_id)
             sx, sy = full.width / bi.photo_size[0], full.height / bi.photo_size[1]
@@ -551,12 +613,17 @@ def build_dataset(out: str | Path, pairs: int = 4000, seed: int = 0, *, config: 
             q = int(rng_render.integers(70, 96))
             ref_bytes = _encode(ref_img, "JPEG", q)
             # later re-posts start from the decoded reference, as a re-posting site would
-            ref_cache[im.base] = (Image.open(io.BytesIO(ref_bytes)).convert("RGB"), q, ref_bytes)
-        ref_img, q, ref_bytes = ref_cache[im.base]
+            ref_cache[src] = (Image.open(io.BytesIO(ref_bytes)).convert("RGB"), q, ref_bytes)
+        ref_img, q, ref_bytes = ref_cache[src]
         if im.kind == "grayscale" and _is_grey(ref_img):
             im.kind = "color"  # a grey photo cannot be greyed: record what was really done
         if im.role == "ref":
             data, fmt, mode, detail = ref_bytes, "JPEG", "RGB", f"reference: JPEG q={q}"
+        elif im.role == "view":
+            vq = int(rng_render.integers(70, 96))
+            view, detail = perspective_view(ref_img, rng_render)
+            data, fmt, mode = _encode(view, "JPEG", vq), "JPEG", "RGB"
+            detail += f"; saved JPEG q={vq}"
         elif im.kind == "identical":
             data, fmt, mode, detail = ref_bytes, "JPEG", "RGB", "byte-identical copy of the reference"
         else:
