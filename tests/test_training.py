@@ -129,3 +129,30 @@ def test_selection_split_chooses_on_validation_images_only(tmp_path):
     assert part.tolist() == ["", "train", "train", "test"]      # a.jpg was trained on: in neither part
     with pytest.raises(FileNotFoundError, match="02_balancing"):
         runs.selection_split(tmp_path, data, ["/x/a.jpg"])
+
+
+def test_online_mining_labels_are_copies_not_photos(tmp_path):
+    """Another crop of a photo shares the split group (no leak) but not the copy group (a negative to mine)."""
+    from nnutils.profiles import Params
+    run, imgs = tmp_path / "run", tmp_path / "images"
+    run.mkdir(), imgs.mkdir()
+    urls = ["a.jpg", "a2.jpg", "crop.jpg", "b.jpg"]
+    for u in urls:
+        (imgs / u).write_bytes(b"x")
+    pairs = pd.DataFrame({"image_url1": ["a.jpg", "a.jpg", "b.jpg"], "image_url2": ["a2.jpg", "crop.jpg", "a.jpg"],
+                          "is_same": [1, 0, 0]})
+    for name in ("pairs_train.csv", "pairs_val.csv", "pairs_train_balanced.csv"):
+        pairs.to_csv(run / name, index=False)
+    pd.DataFrame(columns=["anchor", "positive", "negative", "negative_kind"]).to_csv(run / "triplets_train.csv",
+                                                                                     index=False)
+    pd.DataFrame({"image_url": urls + ["unpaired.jpg"], "group": [0, 0, 0, 1, 0],
+                  "copy_group": [0, 0, 1, 2, None]}).to_csv(run / "groups.csv", index=False)
+    cfg = Params(run_dir=str(run), data_dir=str(tmp_path), images_dir=str(imgs))
+    data = runs.load_run_data(cfg)
+    assert data.groups["crop.jpg"] == data.groups["a.jpg"]             # one photo: one side of the split
+    assert data.copy_groups["crop.jpg"] != data.copy_groups["a.jpg"]   # but not a copy of it
+    assert data.copy_groups["a2.jpg"] == data.copy_groups["a.jpg"]
+    assert data.copy_groups["unpaired.jpg"] not in set(data.copy_groups.drop("unpaired.jpg"))
+    pd.DataFrame({"image_url": urls, "group": [0, 0, 0, 1]}).to_csv(run / "groups.csv", index=False)
+    old = runs.load_run_data(cfg)                                       # a run folder from before the column
+    assert old.copy_groups.equals(old.groups)

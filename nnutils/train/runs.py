@@ -39,11 +39,17 @@ class RunData:
     triplets : DataFrame
         Training triplets (``anchor, positive, negative, negative_kind``).
     groups : Series of int
-        URL → group id.
+        URL → group id of the split: images joined by positive pairs and, on the embedded
+        data, every image of one source photo (its other crops and views too), so that no
+        photo is on both sides of the split.
     path_of : dict of str to str or None
         URL → local file.
     urls : list of str
         Every train and validation image, in first-seen order.
+    copy_groups : Series of int or None
+        URL → group of copies of one photograph (positive pairs only; other crops and views
+        of a photo are other groups): the labels of online mining. None: same as ``groups``
+        (a run folder written before this column existed).
     """
 
     run_dir: Path
@@ -54,6 +60,11 @@ class RunData:
     groups: pd.Series
     path_of: dict
     urls: list = field(default_factory=list)
+    copy_groups: pd.Series | None = None
+
+    def __post_init__(self):
+        if self.copy_groups is None:
+            self.copy_groups = self.groups
 
     @property
     def train_urls(self) -> list:
@@ -95,7 +106,12 @@ def load_run_data(cfg) -> RunData:
         raise FileNotFoundError(f"{run_dir}: missing {missing}; run 02_balancing first "
                                 "(python -m nnutils.pipeline --only 01 02)")
     read = lambda n: pd.read_csv(run_dir / n, keep_default_na=False)  # noqa: E731
-    groups = pd.read_csv(run_dir / "groups.csv", index_col="image_url").group
+    group_table = pd.read_csv(run_dir / "groups.csv", index_col="image_url")
+    groups = group_table.group
+    copy_groups = None
+    if "copy_group" in group_table:   # images only linked by photo (in no kept pair): a group each
+        c = group_table.copy_group
+        copy_groups = c.fillna(pd.Series(-1 - np.arange(len(c)), index=c.index)).astype(int)
     train, val = read("pairs_train.csv"), read("pairs_val.csv")
     status_file = run_dir / "image_status.csv"
     if status_file.exists():
@@ -110,7 +126,8 @@ def load_run_data(cfg) -> RunData:
             f"written for another build of the data. Rerun 01_eda and 02_balancing "
             f"(python -m nnutils.pipeline --only 01 02)")
     data = RunData(run_dir, pair_kinds(cfg.data_dir, train, "train"), pair_kinds(cfg.data_dir, val, "train"),
-                   read("pairs_train_balanced.csv"), read("triplets_train.csv"), groups, path_of)
+                   read("pairs_train_balanced.csv"), read("triplets_train.csv"), groups, path_of,
+                   copy_groups=copy_groups)
     data.urls = list(dict.fromkeys(pd.concat([train.image_url1, train.image_url2, val.image_url1,
                                               val.image_url2])))
     return data
