@@ -10,7 +10,7 @@ embedded once, end to end (TFLite runtime). Thresholds are never tuned on test: 
 the k-fold cross-validated thresholds of notebook 07 (``metrics/07_threshold_sweep.csv``).
 Pairs with an unreadable image are predicted 0 (the documented policy) and count as
 errors when they are duplicates. When the run's decision verifies (notebook 10 ran), one more row runs its global model with local verification and the fused decision
-in the uncertain band (``predict --verify``); F1 and errors are of the final decisions, the
+in the decision's verify range (``predict --verify on``: every candidate pair, or the uncertain band); F1 and errors are of the final decisions, the
 ROC AUC of the global score. Prints one markdown table and the machine it ran on, then the
 false-positive rate of each hard-negative kind and the recall of each distortion for every
 row, each with its 95 % Wilson interval (``nnutils.decide.metrics.wilson_interval``).
@@ -41,7 +41,7 @@ from nnutils.data import pairs as P  # noqa: E402
 from nnutils.models.saving import list_models  # noqa: E402
 from nnutils.decide.decision import Decision  # noqa: E402
 from nnutils.data.tables import is_hard_negative, test_kinds  # noqa: E402
-from nnutils.decide.scoring import score_against_labels  # noqa: E402
+from nnutils.decide.scoring import kind_rates, score_against_labels  # noqa: E402
 from nnutils.models.embedders import load_embedder  # noqa: E402
 from nnutils.decide.predict import predict_pairs  # noqa: E402
 
@@ -80,7 +80,7 @@ def main(argv=None) -> int:
     jobs = [(n, m, None) for n, m in models.items()]
     verified = Decision.load_verified(run)
     if verified is not None and not args.no_verify and verified.model in models:
-        # the global model again, with 10's verification + fusion in its uncertain band
+        # the global model again, with 10's verification + fusion in its verify range
         source = run / ("decision.json" if decision.verifies else "decision_verified.json")
         jobs.append((verified.model, models[verified.model], source))
     for name, model, verify in jobs:
@@ -114,45 +114,11 @@ def main(argv=None) -> int:
     print(pd.DataFrame(rows).to_markdown(index=False, floatfmt=".4f"))
     for title, col, hard_only in (("false-positive rate per hard-negative kind", "negative_kind", True),
                                   ("recall per distortion", "distortion", False)):
-        table = kind_table_of(per_kind, col, hard_only)
+        table = kind_rates(per_kind, col, hard_only)
         if len(table):
             print(f"\n{title} (k/n, rate, 95 % Wilson interval)")
             print(table.to_markdown())
     return 0
-
-
-def kind_table_of(per_kind: dict, column: str, hard_only: bool) -> pd.DataFrame:
-    """One row per kind, one column per benchmark row: ``"k/n rate [low, high]"``.
-
-    Parameters
-    ----------
-    per_kind : dict
-        Row name -> ``score_against_labels(...)["breakdown"]`` of its decisions.
-    column : {"negative_kind", "distortion"}
-        Which breakdown: negatives (the rate is the false-positive rate) or positives (recall).
-    hard_only : bool
-        Keep only hard-negative kinds (``is_hard_negative``).
-
-    Returns
-    -------
-    pandas.DataFrame
-        Indexed by kind (sorted); empty when no row has the breakdown.
-    """
-    out = {}
-    for name, breakdown in per_kind.items():
-        t = breakdown.get(column)
-        if t is None or not len(t):
-            continue
-        cells = {}
-        for kind, r in t.iterrows():
-            if hard_only and not bool(is_hard_negative([kind])[0]):
-                continue
-            n, err = int(r["pairs"]), int(r["errors"])
-            k = err if column == "negative_kind" else n - err   # FPs of a negative kind, hits of a distortion
-            lo, hi = metrics.wilson_interval(k, n)
-            cells[kind] = f"{k}/{n} {k / n:.3f} [{lo:.3f}, {hi:.3f}]"
-        out[name] = cells
-    return pd.DataFrame(out).sort_index()
 
 
 if __name__ == "__main__":

@@ -192,3 +192,42 @@ def compare_decisions(y_true, decisions: dict, kinds: pd.DataFrame | None = None
         per_kind = pd.concat({name: pd.concat(list(m["breakdown"].values())).correct for name, m in scored.items()},
                              axis=1)
     return table, per_kind
+
+
+def kind_rates(per_kind: dict, column: str, hard_only: bool = False) -> pd.DataFrame:
+    """One row per kind, one column per decision: ``"k/n rate [low, high]"`` with a 95 % Wilson interval.
+
+    For negative kinds the rate is the false-positive rate (``k`` = pairs called the same);
+    for distortions it is the recall (``k`` = duplicates found).
+
+    Parameters
+    ----------
+    per_kind : dict
+        Decision name → ``score_against_labels(...)["breakdown"]`` of its decisions.
+    column : {"negative_kind", "distortion"}
+        Which breakdown: negatives or positives.
+    hard_only : bool, default False
+        Keep only hard-negative kinds (:func:`nnutils.data.tables.is_hard_negative`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by kind (sorted), one string column per decision; empty when no decision
+        has the breakdown.
+    """
+    out = {}
+    for name, breakdown in per_kind.items():
+        t = breakdown.get(column)
+        if t is None or not len(t):
+            continue
+        cells = {}
+        for kind, r in t.iterrows():
+            if hard_only and not bool(is_hard_negative([kind])[0]):
+                continue
+            n, err = int(r["pairs"]), int(r["errors"])
+            k = err if column == "negative_kind" else n - err   # FPs of a negative kind, hits of a distortion
+            lo, hi = M.wilson_interval(k, n)
+            cells[kind] = f"{k}/{n} {k / n:.3f} [{lo:.3f}, {hi:.3f}]"
+        out[name] = cells
+    return pd.DataFrame(out).sort_index()
+
