@@ -67,6 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", default=None, help="embedding cache folder (default: <out>/cache)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--out", required=True, help="output folder: groups.csv, to_remove.csv, unreadable.csv, report.json")
+    ap.add_argument("--verify", default="auto", metavar="off|auto|on|FILE",
+                    help="check every link with the run's local verification + fused decision (notebook 10) "
+                         "before grouping: auto (default: when the run folder's decision verifies), off, on, "
+                         "or a decision.json / run folder (not with --runner: the Beam pipeline links by the "
+                         "threshold alone)")
     ap.add_argument("--quiet", action="store_true")
     beam = ap.add_argument_group("Apache Beam (nnutils.scale.beam); other --options after these go to Beam unchanged")
     beam.add_argument("--runner", default=None,
@@ -84,9 +89,11 @@ def main(argv: list[str] | None = None) -> int:
             res = find_duplicates(a.images or a.csv, a.model, threshold=a.threshold, k=a.k, index=a.index,
                                   min2=a.min2, min2_threshold=a.min2_threshold, mutual=a.mutual, keep=a.keep,
                                   runtime=a.runtime, cache_dir=a.cache or Path(a.out) / "cache",
-                                  batch_size=a.batch_size, progress=not a.quiet)
+                                  batch_size=a.batch_size, progress=not a.quiet, verify=a.verify)
             files = res.save(a.out)
         else:
+            if a.verify not in ("off", "auto"):
+                ap.error("--verify with --runner: the Beam pipeline links by the threshold alone (use --verify off)")
             res = beam_find_duplicates(a.images or a.csv, a.model, a.out, runner=a.runner, workers=a.workers,
                                        pipeline_args=extra, threshold=a.threshold, k=a.k, index=a.index,
                                        min2=a.min2, min2_threshold=a.min2_threshold, mutual=a.mutual, keep=a.keep,
@@ -99,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     r = res.report
     print(f"{r['images']} images: {r['groups']} groups holding {r['images_in_groups']} images; "
           f"{r['files_to_remove']} files to remove; {r['unreadable']} unreadable ({r['seconds']} s)")
+    if r.get("verification"):
+        v = r["verification"]
+        print(f"  verification ({v['verified_with']}): {v['links_rejected']} of {v['links']} links rejected")
     for k_, p in files.items():
         print(f"  {k_}: {p}")
     return 0

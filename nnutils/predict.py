@@ -35,10 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache-dir", default="cache", help="embedding/download cache (default: %(default)s)")
     ap.add_argument("--scores", action="store_true", help="also write <out>_scores.csv")
     ap.add_argument("--labels", default=None, help="ID,is_same labels to score the submission against")
-    ap.add_argument("--verify", default="off", metavar="off|auto|on|FILE",
+    ap.add_argument("--verify", default="auto", metavar="off|auto|on|FILE",
                     help="local verification + fused decision in the decision's verify range (notebook 10): "
-                         "off (default), auto (if the run folder's decision verifies), on (required), or a "
-                         "decision.json / run folder whose verification to use")
+                         "auto (default: when the run folder's decision verifies), off (the global score alone), "
+                         "on (required), or a decision.json / run folder whose verification to use")
     ap.add_argument("--one-pass", action="store_true",
                     help="with verification: decode each image once for its embedding and local features "
                          "(faster when most pairs are verified; global scores move slightly, see nnutils.decide.predict)")

@@ -200,6 +200,42 @@ def test_command_groups_a_folder(collection, capsys):
     assert json.loads((out / "report.json").read_text())["embedded_now"] == 0
 
 
+def _verifying_run(collection, tmp_path, threshold: float):
+    """A run folder whose decision links at ``threshold`` and lets the ORB check decide every candidate."""
+    import math
+    import shutil
+    from nnutils.decide.decision import Decision
+    from nnutils.decide.fusion import Fusion
+    run = tmp_path / "run"
+    (run / "models").mkdir(parents=True)
+    shutil.copy(collection / "tiny.keras", run / "models" / "tiny.keras")
+    X = pd.DataFrame({"lf_passed": [1.0, 0.0] * 10})
+    fz = Fusion(kind="logistic", folds=2).fit(X, np.tile([1, 0], 10), importance_repeats=0)
+    d = Decision.chosen(run, "tiny", threshold).with_verification(fz, (threshold - 0.05, math.inf), "orb")
+    d.save(run)
+    return run
+
+
+def test_dedup_verifies_every_link_before_grouping(collection, tmp_path, capsys):
+    """At a threshold low enough to link different photos, the run's verification drops those links."""
+    run = _verifying_run(collection, tmp_path, threshold=0.2)
+    stem = lambda p: os.path.basename(p).split("_")[0].split(".")[0]  # noqa: E731
+    out_off, out_on = tmp_path / "off", tmp_path / "on"
+    assert main(["--images", str(collection / "photos"), "--model", str(run), "--k", "5", "--out", str(out_off),
+                 "--verify", "off", "--quiet"]) == 0
+    off = pd.read_csv(out_off / "groups.csv")
+    assert off.groupby("group").path.apply(lambda s: s.map(stem).nunique()).max() > 1   # the threshold alone mixes photos
+    assert main(["--images", str(collection / "photos"), "--model", str(run), "--k", "5", "--out", str(out_on),
+                 "--quiet"]) == 0                                                           # --verify auto: the run's check
+    assert "links rejected" in capsys.readouterr().out
+    on = pd.read_csv(out_on / "groups.csv")
+    assert on.groupby("group").path.apply(lambda s: s.map(stem).nunique()).max() == 1   # no mixed group left
+    assert sorted(on.path.map(stem).unique()) == ["astronaut", "chelsea", "coffee"]
+    v = json.loads((out_on / "report.json").read_text())["verification"]
+    assert v["verified_with"] == "orb" and 0 < v["links_rejected"] < v["links"]
+    assert json.loads((out_off / "report.json").read_text())["verification"] is None
+
+
 def test_command_errors_are_clear(collection, capsys):
     rc = main(["--images", str(collection / "nope"), "--model", str(collection / "tiny.keras"),
                "--out", str(collection / "o2"), "--quiet"])

@@ -128,3 +128,28 @@ def test_local_columns_measure_rotation_from_the_nearest_quarter_turn_and_keep_t
     c = local_columns(local)
     assert c.lf_rotation.tolist() == [2.0, 2.0, 20.0]          # a quarter turn is as plausible as upright
     assert c.lf_mirrored.tolist() == [0.0, 1.0, 0.0]
+
+
+def test_local_columns_keep_the_perspective_departure():
+    local = pd.DataFrame({"verifiable": [True, True, False], "passed": [False, True, False], "inliers": [60, 40, 0],
+                          "inlier_ratio": [0.9] * 3, "coverage1": [1.0] * 3, "coverage2": [0.9] * 3,
+                          "spread": [0.8] * 3, "scale": [1.0] * 3, "rotation_deg": [0.0] * 3,
+                          "perspective": [0.03, 0.001, np.nan]})
+    c = local_columns(local)
+    assert c.lf_perspective[0] == 0.03 and c.lf_perspective[1] == 0.001 and np.isnan(c.lf_perspective[2])
+
+
+def test_choose_local_method_does_not_pay_for_noise():
+    from nnutils.decide.fusion import choose_local_method
+    cost = {"orb": 5.0, "sift": 90.0, "delf": 12.0}
+    # one validation pair better is noise: the cheapest within the tolerance wins
+    assert choose_local_method({"orb": 4, "sift": 3, "delf": 3}, cost) == "orb"
+    # clearly better (more than 3 errors fewer) is worth its cost
+    assert choose_local_method({"orb": 10, "sift": 3, "delf": 6}, cost) == "delf"
+    assert choose_local_method({"orb": 10, "sift": 3, "delf": 7}, cost) == "sift"
+    assert choose_local_method({"orb": 4, "sift": 3}, cost, tolerance=0) == "sift"
+    assert choose_local_method({"orb": 3, "sift": 3}, cost, tolerance=0) == "orb"    # a tie goes to the cheaper
+    with pytest.raises(ValueError, match="no local methods"):
+        choose_local_method({}, cost)
+    with pytest.raises(ValueError, match="tolerance"):
+        choose_local_method({"orb": 1}, cost, tolerance=-1)

@@ -161,3 +161,19 @@ def test_local_verification_outputs(smoke_run):
     assert list(sub.columns) == ["ID", "is_same"] and len(sub) == len(pd.read_csv(tmp / "data" / "test.csv"))
     for fig in ("10_attention", "10_band", "10_importance", "10_calibration"):
         assert (run / "figures" / f"{fig}.png").exists(), fig
+    # every candidate is verified: from a bound below the lowest validation positive, up
+    assert d.verify_range[1] == float("inf")
+    val = pd.read_csv(run / "pairs_val.csv")
+    s = pd.read_csv(run / "val_scores.csv")[d.model]
+    assert d.verify_range[0] < s[val.is_same.to_numpy() == 1].min()
+    # the shifted benchmark is reported beside the test split, nothing fitted on it
+    shifted = {r["decision"]: r for r in m["shifted"]}
+    assert list(shifted) == names
+    assert shifted["global + verification + fusion"]["FP on hard negatives"] < shifted["global"]["FP on hard negatives"]
+    assert shifted["global + verification + fusion"]["F1"] > shifted["global"]["F1"]   # smoke: 0.72 -> 0.94
+
+
+def test_threshold_sweep_reports_the_shifted_set(smoke_run):
+    tmp, _ = smoke_run
+    t = pd.read_csv(tmp / "run" / "metrics" / "07_shifted.csv", index_col=0)
+    assert len(t) == 1 and 0 <= t["F1"].iloc[0] <= 1 and t["ms per pair"].iloc[0] > 0

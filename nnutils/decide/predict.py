@@ -20,6 +20,7 @@ verified pairs' images again.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,8 +57,31 @@ class Prediction:
     report: dict               # counts and timings
 
 
-def _verification(decision: Decision, verify, model) -> Decision:
-    """``decision`` with the verification that ``verify`` asks for (see :func:`predict_pairs`)."""
+def resolve_verification(decision: Decision, verify, model) -> Decision:
+    """``decision`` with the verification that ``verify`` asks for.
+
+    Parameters
+    ----------
+    decision : Decision
+        The global decision (:meth:`Decision.resolve` of ``model``).
+    verify : None, bool, str or path
+        None/False/"off": none; "auto": the run folder's verification when it has one that
+        fits the model and threshold, else none (with a warning when it does not fit);
+        "on" (or True): required; a path: the verification of that ``decision.json`` / run
+        folder.
+    model : str or Path
+        What ``decision`` came from (a run folder for "auto"/"on").
+
+    Returns
+    -------
+    Decision
+
+    Raises
+    ------
+    ValueError, FileNotFoundError
+        "on" without a run folder or without a verification; a verification fitted for
+        another model or threshold (unless "auto").
+    """
     if verify in (None, False, "off", "none"):
         return decision.without_verification()
     if verify in (True, "auto", "on"):
@@ -72,6 +96,12 @@ def _verification(decision: Decision, verify, model) -> Decision:
                 return decision.without_verification()
             raise FileNotFoundError(f"{Path(model) / 'decision.json'} has no verification: "
                                     "run 10_local_verification to train the fused decision")
+        if verify == "auto":
+            try:
+                return decision.verified_like(saved, source=str(model))
+            except ValueError as e:   # e.g. --threshold moved the global decision away from the fusion's
+                warnings.warn(f"verify=auto: deciding by the global score alone: {e}", stacklevel=3)
+                return decision.without_verification()
         return decision.verified_like(saved, source=str(model))
     return decision.verified_like(Decision.load(verify), source=str(verify))
 
@@ -111,7 +141,7 @@ def predict_pairs(pairs, images_dir, model, *, threshold: float | None = None, r
         ``images_decoded`` (decoded by the verification: 0 when the pass covered them).
     """
     t_load = time.perf_counter()
-    decision = _verification(Decision.resolve(model, threshold), verify, model)
+    decision = resolve_verification(Decision.resolve(model, threshold), verify, model)
     threshold, name = decision.threshold, decision.model
     embedder = None
     if decision.model_path is not None:  # loaded (and converted to TFLite, once) before the clock starts

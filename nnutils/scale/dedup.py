@@ -21,6 +21,7 @@ import pandas as pd
 from nnutils.data.images import inspect_image
 from nnutils.data.pairs import resolve_images
 from nnutils.decide.decision import Decision
+from nnutils.decide.predict import resolve_verification
 from nnutils.models.embedders import embed_cached
 from nnutils.scale.grouping import group_edges, grouping_options, neighbour_edges
 from nnutils.scale.index import build_index, index_kind, search
@@ -345,7 +346,7 @@ def dedup_settings(model, *, threshold: float | None = None, k: int | None = Non
 def find_duplicates(images, model, *, threshold: float | None = None, k: int | None = None, index: str = "auto",
                     min2: bool | None = None, min2_threshold: float | None = None, mutual: bool | None = None,
                     star: bool | None = None, keep: str = "largest", runtime: str = "tflite", cache_dir=None,
-                    batch_size: int = 32, progress: bool = True) -> DuplicateGroups:
+                    batch_size: int = 32, progress: bool = True, verify=None) -> DuplicateGroups:
     """Group the duplicates among ``images``: a folder, a CSV of paths/URLs, or a list of paths.
 
     From a run folder, settings left as None come from its ``grouping.json`` (written by
@@ -387,6 +388,13 @@ def find_duplicates(images, model, *, threshold: float | None = None, k: int | N
     progress : bool, default True
         Show progress bars.
 
+    verify : None, "off", "auto", "on" or path, default None
+        The run's local verification and fused decision (notebook 10) applied to every link
+        before grouping, as ``nnutils.predict`` applies it to pairs
+        (:func:`nnutils.decide.predict.resolve_verification`): a link the decision rejects
+        (another view of a scene, another crop of one photo) is dropped, so it cannot merge
+        two groups. None/"off": links by the threshold alone.
+
     Returns
     -------
     DuplicateGroups
@@ -411,6 +419,7 @@ def find_duplicates(images, model, *, threshold: float | None = None, k: int | N
     decision, opts = dedup_settings(model, threshold=threshold, k=k, min2=min2, min2_threshold=min2_threshold,
                                     mutual=mutual, star=star)
     k, min2, min2_threshold, mutual, star = (opts[n] for n in ("k", "min2", "min2_threshold", "mutual", "star"))
+    check = resolve_verification(decision, verify, model)
     model_path, threshold, name = decision.model_path, decision.threshold, decision.model
     embedder = decision.embedder(runtime=runtime, cache_dir=cache_dir)
     local = resolve_images(paths, None, cache_dir=(Path(cache_dir) / "downloads") if cache_dir else None,
@@ -424,6 +433,19 @@ def find_duplicates(images, model, *, threshold: float | None = None, k: int | N
     sub_labels, sub_edges, timing = group_embeddings(emb[good], threshold, k=k, index=index, min2=min2,
                                                      min2_threshold=min2_threshold, mutual=mutual, star=star,
                                                      progress=progress)
+    vreport = {}
+    if check.verifies and len(sub_edges):   # the fused decision on every link: a rejected one merges nothing
+        gfiles = [files[g] for g in good]
+        ii, jj = sub_edges.i.to_numpy(), sub_edges.j.to_numpy()
+        # a link's score is the grouping's cosine; the pair decision's own threshold and range apply to it
+        keep_link, vrep = check.decide(sub_edges.similarity.to_numpy(), [gfiles[i] for i in ii],
+                                       [gfiles[j] for j in jj], progress=progress)
+        keep_link = np.asarray(keep_link).astype(bool)
+        vreport = dict(links=int(len(sub_edges)), links_rejected=int((~keep_link).sum()),
+                       links_verified=int(vrep.get("pairs_verified", 0)), verify_s=vrep.get("verify_s"),
+                       verified_with=check.local_method)
+        sub_edges = sub_edges[keep_link].reset_index(drop=True)
+        sub_labels = group_edges(len(good), sub_edges, star=bool(star))
     labels[good] = sub_labels
     edges = sub_edges.assign(i=good[sub_edges.i.to_numpy()], j=good[sub_edges.j.to_numpy()]) if len(good) else sub_edges
     groups = group_table([paths[g] for g in good], sub_labels, emb[good], keep=keep)
@@ -435,5 +457,6 @@ def find_duplicates(images, model, *, threshold: float | None = None, k: int | N
                   groups=int(groups.group.nunique()) if len(groups) else 0, images_in_groups=len(groups),
                   files_to_remove=len(to_remove), model=name, threshold=float(threshold), k=k, min2=min2,
                   mutual=mutual, star=bool(star), keep=keep, embed_s=round(embed_s, 2), **timing,
+                  verification=vreport or None,
                   seconds=round(time.perf_counter() - t0, 2))
     return DuplicateGroups(groups, to_remove, edges, labels, paths, unreadable, report, emb, ok)
