@@ -64,6 +64,8 @@ def main(argv=None) -> int:
     ap.add_argument("--data-dir", default=str(ROOT / "data" / "lun-embedded"))
     ap.add_argument("--runtime", default="tflite", choices=["tflite", "keras"])
     ap.add_argument("--no-verify", action="store_true", help="skip the row with notebook 10's verification + fusion")
+    ap.add_argument("--one-pass", action="store_true",
+                    help="one more row: the verified decision with one decode per image (predict --one-pass)")
     args = ap.parse_args(argv)
     run, data = Path(args.run_dir), Path(args.data_dir)
     sweep = pd.read_csv(run / "metrics" / "07_threshold_sweep.csv").set_index("model")
@@ -77,13 +79,15 @@ def main(argv=None) -> int:
     hard = np.asarray(is_hard_negative(kinds), bool)
     models = {"phash": "phash", **{k: str(v) for k, v in list_models(run).items()}}
     rows, per_kind = [], {}
-    jobs = [(n, m, None) for n, m in models.items()]
+    jobs = [(n, m, None, False) for n, m in models.items()]
     verified = Decision.load_verified(run)
     if verified is not None and not args.no_verify and verified.model in models:
         # the global model again, with 10's verification + fusion in its verify range
         source = run / ("decision.json" if decision.verifies else "decision_verified.json")
-        jobs.append((verified.model, models[verified.model], source))
-    for name, model, verify in jobs:
+        jobs.append((verified.model, models[verified.model], source, False))
+        if args.one_pass:
+            jobs.append((verified.model, models[verified.model], source, True))
+    for name, model, verify, one_pass in jobs:
         if name not in sweep.index:
             continue
         thr = float(sweep.loc[name, "threshold"])
@@ -91,22 +95,24 @@ def main(argv=None) -> int:
             load_embedder(model, runtime=args.runtime)  # convert once, outside the timing
         with tempfile.TemporaryDirectory() as cache:
             pred = predict_pairs(test, data / "images", model, threshold=thr, runtime=args.runtime,
-                                 cache_dir=cache, progress=False, verify=verify)
+                                 cache_dir=cache, progress=False, verify=verify, one_pass=one_pass)
         s = np.nan_to_num(pred.scores, nan=-1.0)
         d = pred.submission.is_same.to_numpy()           # the decisions (fused ones in the band)
         m = metrics.pair_metrics(y, s, thr)
         md = metrics.pair_metrics(y, d, 0.5)
         label = LABELS.get(name, name) + (" ← default (07's choice)" if name == default and verify is None else "")
-        short = LABELS.get(name, name).split(" (")[0] + (" + verification" if verify else "")
+        short = LABELS.get(name, name).split(" (")[0] + (" + verification" if verify else "") + \
+            (" (one pass)" if one_pass else "")
         per_kind[short] = score_against_labels(y, d, kinds=kind_table)["breakdown"]
         rows.append({
             "model": label + (f" + verification + fusion ({pred.report['share_verified']:.0%} of pairs verified)"
-                              if verify else ""),
+                              if verify else "") + (", one pass" if one_pass else ""),
             "F1 class 1": md["f1"], "macro F1": md["macro_f1"], "ROC AUC (global score)": m["roc_auc"],
             "errors": md["fp"] + md["fn"],
             "FP on hard negatives": float((d[hard] == 1).mean()) if hard.any() else float("nan"),
             "threshold": thr, "img/s (decode+embed)": pred.report["images_per_s"],
             "ms/pair end to end": pred.report["ms_per_pair"],
+            "ms/verified pair": pred.report.get("ms_per_verified_pair"),
         })
     print(f"test split of {data}: {len(test)} pairs ({int(y.sum())} duplicates, {int(hard.sum())} hard negatives), "
           f"{pred.report['images']} distinct images; runtime {args.runtime}")
