@@ -1,14 +1,16 @@
 """Run the unit tests on the oldest TensorFlow/Keras pair the project claims, in a virtual environment of its own.
 
-    python bench/compat.py                       # oldest pair: tensorflow 2.18 / keras 3.10
+    python bench/compat.py                       # oldest pair: tensorflow 2.18 / keras 3.11
     python bench/compat.py --tf 2.21 --keras 3.15 --venv cache/compat-2.21
     python bench/compat.py --install-only        # build the environment, run nothing
 
-pyproject.toml claims ``tensorflow>=2.18,<2.22`` and ``keras>=3.10,<4`` (Kaggle's 2026 images
-fall in it: TensorFlow 2.19-2.20, Keras 3.10-3.13; ``nnutils.kaggle.IMAGE_HAS`` checks it in
-every kernel). Keras 3.8 and 3.9 are outside it: their ``TFSMLayer(trainable=False)`` cannot
-track a SavedModel's variables (the SavedModel/TF-Hub backbones fail) and 3.8's
-``model.export(verbose=False)`` still prints to stdout (the predict command's JSON report).
+pyproject.toml claims ``tensorflow>=2.18,<2.22`` and ``keras>=3.11,<4`` (the image the kernels
+are pinned to, Kaggle's v170 of 2026-06, has TensorFlow 2.20 and Keras 3.13;
+``nnutils.kaggle.IMAGE_HAS`` checks the range in every kernel). Older Keras fails here: 3.8 and
+3.9's ``TFSMLayer(trainable=False)`` cannot track a SavedModel's variables (the SavedModel/TF-Hub
+backbones), 3.8's ``model.export(verbose=False)`` still prints to stdout (the predict command's
+JSON report), and 3.10 loads a single-input ``.keras`` model with ``model.input`` a list (the
+TFLite conversion and the Keras embedder).
 This script creates ``--venv`` (default ``cache/compat-tf<tf>``) with ``python -m venv``,
 installs ``-e ".[all,dev]"`` with ``tensorflow==<tf>.*``, ``tensorboard==<tf>.*`` and
 ``keras==<keras>.*`` as pip constraints (so numpy and the rest resolve to what that TensorFlow
@@ -28,7 +30,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-OLDEST = {"tf": "2.18", "keras": "3.10"}
+OLDEST = {"tf": "2.18", "keras": "3.11"}
 
 
 def main(argv: list[str] | None = None) -> int:

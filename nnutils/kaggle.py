@@ -60,7 +60,7 @@ PLATFORMS = ("manylinux_2_27_x86_64", "manylinux2014_x86_64")
 DOCKER_IMAGE = "gcr.io/kaggle-gpu-images/python:v160"
 """The Kaggle image the kernels are pinned to (``docker_image`` of ``kernel-metadata.json``)."""
 
-IMAGE_HAS = {"tensorflow": ("tensorflow", ">=2.18,<2.22"), "keras": ("keras", ">=3.10,<4"),
+IMAGE_HAS = {"tensorflow": ("tensorflow", ">=2.18,<2.22"), "keras": ("keras", ">=3.11,<4"),
              "cv2": ("opencv-python", ">=4.10")}
 """Packages Kaggle's image provides and the bundle never replaces: import name → (distribution,
 the range this package is tested on). The kernel's set-up cell stops if the image's version is
