@@ -7,7 +7,7 @@ Reads ``pipeline.json`` (seconds per step) and the notebooks' ``metrics/*.json``
 03 (the untrained baseline on validation), 04 (fixed triplets vs semi-hard mining:
 validation hard-negative false-positive rate and training seconds), 09 (the collection,
 the grouping chosen on train images and its test row-wise F1, retrieval mAP per pooling
-and expansion) and 10 (the uncertain band, the share of pairs verified, the fused
+and expansion) and 10 (the verify range, the share of pairs verified, the fused
 decision's out-of-fold F1 per feature set, the test errors and ms per pair before/after).
 A notebook that has not run is reported as missing. Prints markdown; well under a second.
 """
@@ -119,7 +119,7 @@ def report_10(run: Path) -> list[str]:
         return ["10_local_verification: missing"]
     lo, hi = m["band"]
     t = m.get("test_report", {})
-    out = [f"10 uncertain band {lo:.2f} … {hi:.2f}: {m['share_verified_val']:.1%} of validation pairs, "
+    out = [f"10 verify range {lo:.2f} … {hi:.2f}: {m['share_verified_val']:.1%} of validation pairs, "
            f"{t.get('share_verified', float('nan')):.1%} of test pairs verified; fusion {t.get('fusion')}; "
            f"{t.get('ms_per_pair')} ms per pair end to end, {t.get('ms_per_verified_pair')} ms per verified pair",
            table([{"10 feature set (validation, out of fold)": x["features"], "F1": x["f1"], "ROC AUC": x["roc_auc"],

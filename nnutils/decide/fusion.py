@@ -8,10 +8,13 @@ gradient-boosted decision. This module does that with scikit-learn only:
    coverage of each image, spread, scale, rotation, passed; see :mod:`nnutils.local.verify`),
    size and aspect-ratio differences, byte and pixel identity. Missing values (an image
    without keypoints, an unreadable file) stay NaN: the gradient-boosted trees route them.
-2. :func:`choose_band` — the *uncertain band* of global scores, chosen on validation: the
-   narrowest interval around the global threshold that holds (almost) all of the global
-   model's validation errors. Outside it the global decision stands; only pairs inside it
-   pay for local verification and go to the fused decision.
+2. The *verify range* of global scores, chosen on validation: by default every candidate,
+   ``(thresholds.candidate_bound(...), inf)`` — from a bound below the lowest validation
+   positive up — or :func:`choose_band`, the *uncertain band*: the narrowest interval
+   around the global threshold that holds (almost) all of the global model's validation
+   errors (it does not carry to other data: the hard negatives that fool the global model
+   there score above it). Outside the range the global decision stands; pairs inside it pay
+   for local verification and go to the fused decision.
 3. :class:`Fusion` — ``HistGradientBoostingClassifier`` (or logistic regression),
    trained on validation pairs; its probability threshold and its honest F1 come from
    K-fold cross-validation (out-of-fold probabilities), then it is refit on all of them.
