@@ -47,8 +47,8 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 
 from nnutils import profiles as P
 
-__all__ = ["KAGGLE_PYTHON", "PLATFORMS", "DOCKER_IMAGE", "IMAGE_HAS", "IMAGE_LACKS", "OPTIONAL_LACKS",
-           "BundleError", "kaggle_owner", "has_credentials", "wheel_requirements", "download_wheels",
+__all__ = ["KAGGLE_PYTHON", "PLATFORMS", "DOCKER_IMAGE", "DOCKER_PINNING", "IMAGE_HAS", "IMAGE_LACKS",
+           "OPTIONAL_LACKS", "BundleError", "kaggle_owner", "has_credentials", "wheel_requirements", "download_wheels",
            "build_bundle", "push_commands", "push", "setup_cell_source", "main"]
 
 KAGGLE_PYTHON = "3.12"
@@ -57,8 +57,16 @@ KAGGLE_PYTHON = "3.12"
 PLATFORMS = ("manylinux_2_27_x86_64", "manylinux2014_x86_64")
 """Wheel platform tags accepted for Kaggle's image (glibc 2.35: both are installable there)."""
 
-DOCKER_IMAGE = "gcr.io/kaggle-gpu-images/python:v160"
-"""The Kaggle image the kernels are pinned to (``docker_image`` of ``kernel-metadata.json``)."""
+DOCKER_IMAGE = "gcr.io/kaggle-private-byod/python@sha256:bdf9e0538555f90453619adefb49ba40cfa136db44a9c9be7a42ea715c0aa068"
+"""The Kaggle image the kernels are pinned to (``docker_image`` of ``kernel-metadata.json``): the
+GPU image of Kaggle/docker-python's release v170 (2026-06-29, on Colab's 2026-05-14 runtime:
+Python 3.12, TensorFlow 2.20.0, Keras 3.13.2, OpenCV 4.13.0.92, NumPy 2.0.2), written the way
+``kaggle kernels pull -m`` writes an image (``<registry>/python@sha256:<digest>``)."""
+
+DOCKER_PINNING = "original"
+"""``docker_image_pinning_type`` of ``kernel-metadata.json`` (``kaggle kernels push`` accepts
+``"original"`` or ``"latest"``): new versions of a kernel stay on its image instead of moving to
+Kaggle's latest one (Colab, the base of Kaggle's images, moved to Python 3.13 in 2026-08)."""
 
 IMAGE_HAS = {"tensorflow": ("tensorflow", ">=2.18,<2.22"), "keras": ("keras", ">=3.11,<4"),
              "cv2": ("opencv-python", ">=4.10")}
@@ -393,6 +401,7 @@ def build_bundle(out: str | Path, owner: str | None = None, *, python_version: s
     weights_file : str or Path, optional
         A VGG16 "notop" ``.h5`` copied into ``weights/`` (so ``push`` uploads it).
     docker_image : str, default :data:`DOCKER_IMAGE`
+        Written with ``docker_image_pinning_type`` :data:`DOCKER_PINNING`.
     enable_gpu : bool, default True
     cache : str or Path, optional
         Wheel cache folder (default ``$NNUTILS_WHEEL_CACHE``).
@@ -469,10 +478,13 @@ def build_bundle(out: str | Path, owner: str | None = None, *, python_version: s
         setup = setup_cell_source(DATASET_SLUG, wheels, previous.split("/")[1] if previous else None, run_dir,
                                   kaggle_root)
         nbformat.write(_kernel_notebook(nb, setup), kd / nb.name)
+        # the fields of the kaggle CLI's docs/kernels_metadata.md, and three more that `kaggle kernels push`
+        # reads: enable_tpu, docker_image (from kaggle 1.8.0; 1.7.x drops it) and docker_image_pinning_type
         meta = dict(id=kid, title=_title(nb.stem), code_file=nb.name, language="python", kernel_type="notebook",
                     is_private=True, enable_gpu=enable_gpu, enable_tpu=False, enable_internet=False,
                     dataset_sources=[dataset_id, weights_dataset], competition_sources=[competition],
-                    kernel_sources=[previous] if previous else [], model_sources=[], docker_image=docker_image)
+                    kernel_sources=[previous] if previous else [], model_sources=[], docker_image=docker_image,
+                    docker_image_pinning_type=DOCKER_PINNING)
         _write_json(kd / "kernel-metadata.json", meta)
         previous = kid
     return manifest

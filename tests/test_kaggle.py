@@ -5,6 +5,7 @@ Wheels are downloaded from PyPI by ``pip download`` (as the bundle command does)
 """
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -23,12 +24,14 @@ ROOT = profiles.repo_root(Path(__file__).parent)
 PY = f"{sys.version_info.major}.{sys.version_info.minor}"
 SECRET = "0123456789abcdef-not-a-real-key"
 
-# the fields the kaggle CLI documents (docs/datasets_metadata.md, docs/kernels_metadata.md)
+# the fields the kaggle CLI documents (docs/datasets_metadata.md, docs/kernels_metadata.md) ...
 DATASET_FIELDS = {"title", "subtitle", "description", "id", "id_no", "licenses", "resources", "keywords",
                   "isPrivate", "expectedUpdateFrequency", "userSpecifiedSources", "collaborators", "data"}
 KERNEL_FIELDS = {"id", "id_no", "title", "code_file", "language", "kernel_type", "is_private", "enable_gpu",
-                 "enable_tpu", "enable_internet", "dataset_sources", "competition_sources", "kernel_sources",
-                 "model_sources", "docker_image", "machine_shape", "keywords"}
+                 "enable_internet", "machine_shape", "dataset_sources", "competition_sources", "kernel_sources",
+                 "model_sources"}
+# ... and those its `kernels push` reads besides (kaggle_api_extended.py; docker_image from kaggle 1.8.0)
+KERNEL_PUSH_READS = {"enable_tpu", "keywords", "docker_image", "docker_image_pinning_type"}
 
 
 @pytest.fixture(scope="module")
@@ -92,14 +95,16 @@ def test_metadata_has_the_documented_fields(bundle):
     previous = None
     for kd in kernels:
         meta = json.loads((kd / "kernel-metadata.json").read_text())
-        assert set(meta) <= KERNEL_FIELDS
+        assert set(meta) <= KERNEL_FIELDS | KERNEL_PUSH_READS
         assert meta["id"] == "jdoe/" + meta["title"].lower().replace(" ", "-")   # Kaggle's slug rule
         assert meta["language"] == "python" and meta["kernel_type"] == "notebook"
         assert meta["enable_internet"] is False and meta["enable_gpu"] is True
         assert meta["dataset_sources"] == ["jdoe/nnutils-bundle", "jdoe/keras-applications-weights"]
         assert meta["competition_sources"] == ["lun-ua-csc-2023"]
         assert meta["kernel_sources"] == ([previous] if previous else [])
-        assert meta["docker_image"] == K.DOCKER_IMAGE and ":" in meta["docker_image"]
+        assert meta["docker_image"] == K.DOCKER_IMAGE
+        assert re.fullmatch(r"gcr\.io/kaggle-[a-z-]+/python@sha256:[0-9a-f]{64}", meta["docker_image"])
+        assert meta["docker_image_pinning_type"] == "original"   # the CLI accepts "original" or "latest"
         nb = nbformat.read(kd / meta["code_file"], as_version=4)
         setup, params = nb.cells[0].source, next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
         assert 'profile = "kaggle"' in params.source
