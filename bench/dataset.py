@@ -23,7 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-HARD = ("other_crop", "same_scene", "similar_colour")
+from nnutils.data.tables import is_hard_negative  # noqa: E402
+
 TRIVIAL = ("identical", "pixel_identical", "reencode")
 
 
@@ -104,10 +105,10 @@ def summarise(data_dir: Path, requirements: Path) -> dict:
         positive_share=len(pos) / max(1, len(meta)),
         trivial_share=float(pos.distortion.isin(TRIVIAL).mean()),
         double_share=float((pos.distortion == "double").mean()),
-        hard_share=float(neg.negative_kind.isin(HARD).mean()),
+        hard_share=float(is_hard_negative(neg.negative_kind).mean()),
         negative_kinds={k: int(v) for k, v in neg.negative_kind.value_counts().items()},
         test=dict(pairs=len(test), duplicates=int(test.is_same.sum()),
-                  hard_negatives=int(test.negative_kind.isin(HARD).sum()),
+                  hard_negatives=int(is_hard_negative(test.negative_kind).sum()),
                   images=len(set(test.image_url1) | set(test.image_url2))),
     )
 
@@ -149,7 +150,7 @@ def main(argv=None) -> int:
         ("positives", f"{s['positive_share']:.1%} of pairs"),
         ("positives byte-identical, pixel-identical or only re-encoded", f"{s['trivial_share']:.1%}"),
         ("positives pairing two re-posts", f"{s['double_share']:.1%}"),
-        ("hard negatives (other crop, same scene, similar colour)", f"{s['hard_share']:.1%} of negatives"),
+        ("hard negatives (every kind but random: data.tables.is_hard_negative)", f"{s['hard_share']:.1%} of negatives"),
         ("negatives by kind", neg),
         ("test split", f"{t['pairs']} pairs ({t['duplicates']} duplicates, {t['hard_negatives']} hard negatives), "
                        f"{t['images']} distinct images"),
