@@ -64,8 +64,9 @@ def main(argv=None) -> int:
     ap.add_argument("--data-dir", default=str(ROOT / "data" / "lun-embedded"))
     ap.add_argument("--runtime", default="tflite", choices=["tflite", "keras"])
     ap.add_argument("--no-verify", action="store_true", help="skip the row with notebook 10's verification + fusion")
-    ap.add_argument("--one-pass", action="store_true",
-                    help="one more row: the verified decision with one decode per image (predict --one-pass)")
+    ap.add_argument("--two-decode", action="store_true",
+                    help="one more row: the verified decision decoding the verified pairs' images again "
+                         "(predict --no-one-pass; the default is one decode per image)")
     args = ap.parse_args(argv)
     run, data = Path(args.run_dir), Path(args.data_dir)
     sweep = pd.read_csv(run / "metrics" / "07_threshold_sweep.csv").set_index("model")
@@ -79,14 +80,14 @@ def main(argv=None) -> int:
     hard = np.asarray(is_hard_negative(kinds), bool)
     models = {"phash": "phash", **{k: str(v) for k, v in list_models(run).items()}}
     rows, per_kind = [], {}
-    jobs = [(n, m, None, False) for n, m in models.items()]
+    jobs = [(n, m, None, None) for n, m in models.items()]
     verified = Decision.load_verified(run)
     if verified is not None and not args.no_verify and verified.model in models:
         # the global model again, with 10's verification + fusion in its verify range
         source = run / ("decision.json" if decision.verifies else "decision_verified.json")
-        jobs.append((verified.model, models[verified.model], source, False))
-        if args.one_pass:
-            jobs.append((verified.model, models[verified.model], source, True))
+        jobs.append((verified.model, models[verified.model], source, None))   # predict's default
+        if args.two_decode:
+            jobs.append((verified.model, models[verified.model], source, False))
     for name, model, verify, one_pass in jobs:
         if name not in sweep.index:
             continue
@@ -102,11 +103,11 @@ def main(argv=None) -> int:
         md = metrics.pair_metrics(y, d, 0.5)
         label = LABELS.get(name, name) + (" ← default (07's choice)" if name == default and verify is None else "")
         short = LABELS.get(name, name).split(" (")[0] + (" + verification" if verify else "") + \
-            (" (one pass)" if one_pass else "")
+            (" (two decodes)" if one_pass is False else "")
         per_kind[short] = score_against_labels(y, d, kinds=kind_table)["breakdown"]
         rows.append({
             "model": label + (f" + verification + fusion ({pred.report['share_verified']:.0%} of pairs verified)"
-                              if verify else "") + (", one pass" if one_pass else ""),
+                              if verify else "") + (", two decodes" if one_pass is False else ""),
             "F1 class 1": md["f1"], "macro F1": md["macro_f1"], "ROC AUC (global score)": m["roc_auc"],
             "errors": md["fp"] + md["fn"],
             "FP on hard negatives": float((d[hard] == 1).mean()) if hard.any() else float("nan"),

@@ -39,9 +39,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="local verification + fused decision in the decision's verify range (notebook 10): "
                          "auto (default: when the run folder's decision verifies), off (the global score alone), "
                          "on (required), or a decision.json / run folder whose verification to use")
-    ap.add_argument("--one-pass", action="store_true",
+    ap.add_argument("--one-pass", action=argparse.BooleanOptionalAction, default=None,
                     help="with verification: decode each image once for its embedding and local features "
-                         "(faster when most pairs are verified; global scores move slightly, see nnutils.decide.predict)")
+                         "(default when the decision verifies every candidate; --no-one-pass decodes the "
+                         "verified pairs' images again, see nnutils.decide.predict)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
     try:

@@ -188,3 +188,14 @@ def test_verify_is_one_pass_per_image_cached_by_content(setup, tmp_path, monkeyp
     assert b.submission.is_same.tolist() == a.submission.is_same.tolist()
     np.testing.assert_array_equal(b.scores, a.scores)
     assert len(list((tmp_path / "c" / "local").glob("*/*.npz"))) == 3
+
+
+def test_one_pass_is_the_default_for_a_decision_that_verifies_every_candidate(setup, tmp_path):
+    import math
+    band = predict_pairs(setup / "test.csv", setup / "images", setup / "run", cache_dir=tmp_path / "c", progress=False,
+                         verify=_fit_fusion(setup, tmp_path / "band"))
+    assert "one_pass" not in band.report                  # a band: the two-decode path it was fitted for
+    cand = predict_pairs(setup / "test.csv", setup / "images", setup / "run", cache_dir=tmp_path / "c", progress=False,
+                         verify=_fit_fusion(setup, tmp_path / "cand", band=(-1.0, math.inf)))
+    assert cand.report["one_pass"]["extracted"] == 3 and cand.report["images_decoded"] == 0
+    assert cand.submission.is_same.tolist() == band.submission.is_same.tolist() == [1, 0, 0, 0]

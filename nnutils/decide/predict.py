@@ -6,16 +6,18 @@ same images costs almost nothing. Pairs with an unreadable image are predicted 0
 (the unreadable-image policy). Notebook 08 and ``python -m nnutils.predict`` call
 :func:`predict_pairs`.
 
-With a decision that verifies, ``one_pass=True`` makes prediction one pass per image
+With a decision that verifies, prediction is one pass per image by default
 (:func:`nnutils.decide.onepass.embed_and_describe`): each distinct image is decoded once
 and gives its embedding, its local features (the decision's local check) and the facts of
 the fused decision, all cached by content; verifying a pair then matches two cached
-feature sets and fits the geometric model, decoding nothing. It is not the default yet:
-its embedding is resized from the local extractor's decode, not from
-:func:`decode_square`'s, so global scores move slightly (smoke: median 0.004, max 0.031)
-away from the validation scores the threshold and band were fitted on; the default
-(``one_pass=False``) embeds with :func:`decode_square`, then decodes and extracts the
-verified pairs' images again.
+feature sets and fits the geometric model, decoding nothing. Its embedding is resized from
+the local extractor's decode, not from :func:`decode_square`'s, so global scores move
+slightly (smoke: median 0.004, max 0.031) away from the validation scores the fusion was
+fitted on. With every candidate verified (the verify range ``(bound, inf)``, the bound 0.05
+below the lowest validation positive) that does not change a decision of the embedded test
+split (cpu run of 2026-12-01: F1 0.9804 and the same 10 errors both ways, ``python
+bench/quality.py --two-decode``). ``one_pass=False`` embeds with :func:`decode_square`, then
+decodes and extracts the verified pairs' images again (the path the band was fitted for).
 """
 from __future__ import annotations
 
@@ -108,7 +110,7 @@ def resolve_verification(decision: Decision, verify, model) -> Decision:
 
 def predict_pairs(pairs, images_dir, model, *, threshold: float | None = None, runtime: str = "tflite",
                   cache_dir=None, batch_size: int = 32, progress: bool = True, verify=None,
-                  one_pass: bool = False) -> Prediction:
+                  one_pass: bool | None = None) -> Prediction:
     """Decide every pair of a LUN ``test``-format table or CSV path.
 
     Parameters
@@ -125,7 +127,9 @@ def predict_pairs(pairs, images_dir, model, *, threshold: float | None = None, r
         folder's verification when it has one), "on" (required), or a path of a
         ``decision.json`` / run folder whose verification to use (same model and threshold)
     one_pass : with a verifying decision, decode each image once for its embedding, local
-        features and facts; False (default): the two-decode path (see the module docstring)
+        features and facts; None (default): one pass when the decision verifies every
+        candidate (its verify range is unbounded above), the two-decode path for a band;
+        False: always the two-decode path (see the module docstring)
 
     Returns
     -------
@@ -166,6 +170,8 @@ def predict_pairs(pairs, images_dir, model, *, threshold: float | None = None, r
         scores = hash_similarity(hashes, test.image_url1.map(path_of), test.image_url2.map(path_of))
         embedded = int(ok.sum())
     else:
+        if one_pass is None:   # a band was fitted on decode_square's scores; the candidates range is not sensitive
+            one_pass = bool(decision.verifies and np.isinf(decision.verify_range[1]))
         if decision.verifies and decision.local_method and one_pass:
             spec = LocalSpec.from_decision(decision.local_method, decision.local_kw, decision.local_model)
             emb, ok, records, pass_report = embed_and_describe(embedder, decision.model_path, runtime, paths, spec,
