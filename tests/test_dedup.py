@@ -201,7 +201,7 @@ def test_command_groups_a_folder(collection, capsys):
 
 
 def _verifying_run(collection, tmp_path, threshold: float):
-    """A run folder whose decision links at ``threshold`` and lets the ORB check decide every candidate."""
+    """A run folder that groups at ``threshold`` and whose pair decision lets the ORB check decide every candidate."""
     import math
     import shutil
     from nnutils.decide.decision import Decision
@@ -211,8 +211,11 @@ def _verifying_run(collection, tmp_path, threshold: float):
     shutil.copy(collection / "tiny.keras", run / "models" / "tiny.keras")
     X = pd.DataFrame({"lf_passed": [1.0, 0.0] * 10})
     fz = Fusion(kind="logistic", folds=2).fit(X, np.tile([1, 0], 10), importance_repeats=0)
-    d = Decision.chosen(run, "tiny", threshold).with_verification(fz, (threshold - 0.05, math.inf), "orb")
+    d = Decision.chosen(run, "tiny", threshold + 0.1).with_verification(fz, (threshold - 0.05, math.inf), "orb")
     d.save(run)
+    # the grouping links at its own threshold (below the pair threshold); the pair decision still checks every link
+    from nnutils.scale.grouping import save_grouping
+    save_grouping(run, threshold=threshold, variant="plain", k=5)
     return run
 
 

@@ -419,7 +419,9 @@ def find_duplicates(images, model, *, threshold: float | None = None, k: int | N
     decision, opts = dedup_settings(model, threshold=threshold, k=k, min2=min2, min2_threshold=min2_threshold,
                                     mutual=mutual, star=star)
     k, min2, min2_threshold, mutual, star = (opts[n] for n in ("k", "min2", "min2_threshold", "mutual", "star"))
-    check = resolve_verification(decision, verify, model)
+    # the run's pair decision checks the links, at its own threshold (the grouping threshold is another)
+    pair_decision = Decision.load(model).for_embeddings() if Path(str(model)).is_dir() else decision
+    check = resolve_verification(pair_decision, verify, model)
     model_path, threshold, name = decision.model_path, decision.threshold, decision.model
     embedder = decision.embedder(runtime=runtime, cache_dir=cache_dir)
     local = resolve_images(paths, None, cache_dir=(Path(cache_dir) / "downloads") if cache_dir else None,
