@@ -101,7 +101,7 @@ def test_decision_and_submission(smoke_run):
     tmp, _ = smoke_run
     run = tmp / "run"
     decision = Decision.load(run)
-    assert math.isfinite(decision.threshold) and decision.info["cv_f1"] >= 0.8   # smoke: 0.90 (phash)
+    assert math.isfinite(decision.threshold) and decision.info["cv_f1"] >= 0.7   # smoke, data v4 (turns, mirrors, views): 0.80 (phash)
     sweep = pd.read_csv(run / "metrics" / "07_threshold_sweep.csv")
     assert {"phash", "00_pretrained", "06_hard_negatives"} <= set(sweep.model)
     assert decision.model == sweep.sort_values("cv_f1", ascending=False).model.iloc[0]   # 07 picks the best CV F1
@@ -116,7 +116,7 @@ def test_decision_and_submission(smoke_run):
     report = json.loads((run / "metrics" / "08_submission.json").read_text())
     assert report["pairs"] == len(test) and report["ms_per_pair"] > 0
     assert report["pairs_unreadable"] >= 1          # the embedded test split has broken files
-    assert report["test_f1"] >= 0.7                 # smoke: 0.81
+    assert report["test_f1"] >= 0.65                # smoke, data v4: 0.74 (global score alone)
 
 
 def test_find_duplicates_outputs(smoke_run):
@@ -129,7 +129,7 @@ def test_find_duplicates_outputs(smoke_run):
     assert not set(rm.path) & set(groups[groups.representative].path)
     m = json.loads((run / "metrics" / "09_find_duplicates.json").read_text())
     g = m["grouping"]
-    assert g["variant"] in {"plain", "min2", "mutual", "mutual+min2", "star", "min2+star"} and g["test_rowwise_f1"] >= 0.85  # smoke: 0.96
+    assert g["variant"] in {"plain", "min2", "mutual", "mutual+min2", "star", "min2+star"} and g["test_rowwise_f1"] >= 0.7  # smoke, data v4: 0.82
     assert m["report"]["unreadable"] >= 1                      # the embedded data's broken files are listed
     settings = {r["setting"] for r in m["retrieval"]}
     assert settings == {"baseline", "alpha-QE", "DBA", "DBA + alpha-QE"}
