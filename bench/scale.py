@@ -3,8 +3,8 @@
     python bench/scale.py                         # N = 10k, 100k, 1M at 512-d (~35 min on 2 shared cores)
     python bench/scale.py --quick                 # N = 10k, 100k (~10 min)
     python bench/scale.py --sizes 10000 --dim 5120 --kinds flat hnsw --out scale.csv
-    python bench/scale.py --sizes 10000000 --kinds ivfpq-rerank ivfsq8-rerank --sample-queries 10000
-                                                  # 10M × 512 (20.5 GB on disk) within 24 GiB RAM (~40 min)
+    python bench/scale.py --sizes 10000000 --kinds ivfpq-rerank ivfsq8 --sample-queries 10000 \
+        --data-cache /tmp/scale-data              # 10M × 512 (20.5 GB on disk), peak RSS ≤ 9.2 GiB (~1.2 h)
 
 What it measures, for each N, on synthetic embeddings that look like ours: float32 unit
 vectors, 512-d by default (our trained heads; the untrained pretrained grid features are
@@ -42,17 +42,28 @@ embeddings) fits easily in 24 GiB. The exact top 10 of the recall queries is com
 streaming over that file in chunks (one (1000 × chunk) product at a time), and each query's
 planted duplicates come from the sorted labels, so neither needs the N vectors in RAM.
 
-Compact indexes for N beyond RAM (10M × 512 float32 is 19 GiB): the kinds
-``ivfpq-rerank`` (faiss ``IVF<nlist>,PQ<m>np``: m bytes per vector, 64 by default) and
-``ivfsq8-rerank`` (``IVF<nlist>,SQ8``: one byte per dimension) are built with
+Compact indexes for N beyond RAM (10M × 512 float32 is 19 GiB), built with
 ``faiss.index_factory`` on the file itself: the coarse k-means and the codebooks are trained
 on a random sample of ``--train-size`` rows (default 200k), then the vectors are added in
 chunks read with plain file reads (never memory-mapped, so the file's pages are the kernel's
-page cache, not the process's RSS). A search asks the index for ``--rerank`` candidates
-(k' = 100) with ``--nprobe`` cells (32) and re-scores them exactly with their float32 rows
-read from the file, keeping the top 10 (``search s`` includes these reads). Only these two
-kinds run when the embeddings are larger than ``--ram-max-gib`` (default a third of the RAM);
-the in-RAM kinds (flat / ivf / hnsw / ivfpq / dense) are then listed as not run.
+page cache, not the process's RSS); ``--nlist`` cells (4096), ``--nprobe`` searched (32):
+
+- ``ivfpq-rerank``: ``IVF<nlist>,PQ<m>np`` (m = ``--pq-m`` bytes per vector, 64) finds
+  ``--rerank`` candidates (k' = 100) per query, re-scored, keeping the top 10. With
+  ``--rerank-from sq8`` (default) the re-scoring uses 8-bit scalar-quantised copies of the
+  vectors held in RAM (faiss ``IndexRefine`` with an ``IndexScalarQuantizer``: D more bytes
+  per vector); with ``--rerank-from file`` it uses the exact float32 rows read back from the
+  file, which is exact but bound by the disk: on this machine's disk ~500–1,000 random
+  2 KiB reads/s once the file is larger than the page cache (10M: ~0.1–0.2 s per query for
+  k' = 100, so weeks for a full self-kNN).
+- ``ivfsq8``: ``IVF<nlist>,SQ8`` (D bytes per vector), its own SQ8 scores, no re-ranking
+  (with ``--rerank-from file``: k' candidates re-scored from the file).
+
+``search s`` includes the re-scoring. Only these two kinds run when the embeddings are
+larger than ``--ram-max-gib`` (default a third of the RAM); the in-RAM kinds (flat / ivf /
+hnsw / ivfpq / dense) are then listed as not run. ``--data-cache DIR`` keeps the generated
+vectors, labels and exact top 10 there (named by N, dim and seed) and reuses them in later
+runs (10M: ~17 min of generation and ~10 min of exact search saved).
 
 Prints one markdown table per run (and writes it as CSV with ``--out``); no asserts. Timings depend on the other load on
 the machine: run it on an idle one.
@@ -78,7 +89,7 @@ import numpy as np  # noqa: E402
 K = 10
 CHUNK = 65_536                    # generation chunk (part of the data's definition: keep it)
 READ_CHUNK = 131_072              # rows per sequential read of the file (256 MiB at 512-d)
-STREAM_KINDS = ("ivfpq-rerank", "ivfsq8-rerank")
+STREAM_KINDS = ("ivfpq-rerank", "ivfsq8")
 IN_RAM_KINDS = ("flat", "ivf", "hnsw", "ivfpq")
 GROUP_SIZES = np.array([1, 2, 3, 4, 5, 6, 8])
 GROUP_P = np.array([0.70, 0.12, 0.07, 0.04, 0.03, 0.02, 0.02])   # of groups; ~60 % of vectors are in groups ≥ 2
@@ -243,19 +254,30 @@ def _rerank(rows: NpyRows, q: np.ndarray, cand: np.ndarray, k: int) -> tuple[np.
 
 
 def run_stream_case(a: dict) -> dict:
-    """Build and search a compact IVF index (PQ or SQ8 codes) over the file, re-ranking from the file."""
+    """Build and search a compact IVF index (PQ or SQ8 codes) over the file, re-ranking as asked."""
     import faiss
     from nnutils.scale import index as I
     rows = NpyRows(a["data"])
     n, d = rows.shape
-    codes = f"PQ{a['pq_m']}np" if a["kind"] == "ivfpq-rerank" else "SQ8"     # np: no polysemous training
+    pq = a["kind"] == "ivfpq-rerank"
+    codes = f"PQ{a['pq_m']}np" if pq else "SQ8"                   # np: no polysemous training
     nlist = int(min(a["nlist"], max(1, n // 39)))
+    from_file = a["rerank_from"] == "file"
     out = dict(N=n, method=a["kind"], data_gib=round(n * d * 4 / 2**30, 2))
     t0 = time.perf_counter()
-    index = faiss.index_factory(d, f"IVF{nlist},{codes}", faiss.METRIC_INNER_PRODUCT)
-    ivf = faiss.extract_index_ivf(index)
+    base = faiss.index_factory(d, f"IVF{nlist},{codes}", faiss.METRIC_INNER_PRODUCT)
+    ivf = faiss.extract_index_ivf(base)
     ivf.cp.seed, ivf.cp.verbose = int(a["seed"]), False
-    n_train = int(min(n, max(a["train_size"], 39 * nlist, 256 * 39 if codes != "SQ8" else 0)))
+    kp = int(min(n, max(K, a["rerank"])))
+    if pq and not from_file:                                        # PQ short list re-scored by in-RAM SQ8 codes
+        index = faiss.IndexRefine(base, faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_8bit,
+                                                                    faiss.METRIC_INNER_PRODUCT))
+        index.k_factor = kp / K
+        rerank = f"rerank k'={kp} by SQ8 codes in RAM"
+    else:
+        index = base
+        rerank = f"rerank k'={kp} exact from the file" if from_file else "no rerank (SQ8 scores)"
+    n_train = int(min(n, max(a["train_size"], 39 * nlist, 256 * 39 if pq else 0)))
     train_ids = np.sort(np.random.default_rng(a["seed"]).choice(n, n_train, replace=False))
     index.train(rows.take(train_ids))
     for _, x in rows.chunks():
@@ -263,14 +285,16 @@ def run_stream_case(a: dict) -> dict:
     out["build_s"] = time.perf_counter() - t0
     ivf.nprobe = int(min(nlist, a["nprobe"]))
     out["index_mib"] = I.memory_bytes(index) / 2**20
-    kp = int(min(n, max(K, a["rerank"])))
 
     def search(ids_q: np.ndarray, batch: int = 500) -> np.ndarray:
         res = np.empty((len(ids_q), K), np.int64)
         for s in range(0, len(ids_q), batch):
             q = rows.take(ids_q[s:s + batch])
-            _, cand = index.search(q, kp)
-            res[s:s + batch] = _rerank(rows, q, cand, K)[1]
+            if from_file:
+                _, cand = index.search(q, kp)
+                res[s:s + batch] = _rerank(rows, q, cand, K)[1]
+            else:
+                res[s:s + batch] = index.search(q, K)[1]
         return res
 
     m = min(n, a["sample_queries"]) if n > a["full_max"] else n
@@ -278,9 +302,9 @@ def run_stream_case(a: dict) -> dict:
     t0 = time.perf_counter()
     search(sample)
     out["search_s"] = (time.perf_counter() - t0) * n / m
-    out["search_note"] = ("" if m == n else f"extrapolated from {m:,} queries; ") + "data read from disk"
+    out["search_note"] = ("" if m == n else f"extrapolated from {m:,} queries; ") + "data on disk"
     ids_q = search(np.array(a["qids"], np.int64))
-    out["params"] = f"nlist={nlist} nprobe={ivf.nprobe} {codes} rerank k'={kp} train={n_train:,}"
+    out["params"] = f"nlist={nlist} nprobe={ivf.nprobe} {codes} {rerank} train={n_train:,}"
     rows.close()
     return _score(out, ids_q, a)
 
@@ -355,13 +379,17 @@ def main(argv=None) -> int:
                     help="queries timed above --full-max (default 10k)")
     ap.add_argument("--recall-queries", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--nlist", type=int, default=4096, help="IVF cells of the *-rerank kinds (default 4096)")
-    ap.add_argument("--nprobe", type=int, default=32, help="cells searched by the *-rerank kinds (default 32)")
+    ap.add_argument("--nlist", type=int, default=4096, help="IVF cells of ivfpq-rerank / ivfsq8 (default 4096)")
+    ap.add_argument("--nprobe", type=int, default=32, help="cells searched by ivfpq-rerank / ivfsq8 (default 32)")
     ap.add_argument("--pq-m", type=int, default=64, help="ivfpq-rerank bytes per vector (8-bit sub-quantisers)")
-    ap.add_argument("--rerank", type=int, default=100, help="candidates k' re-scored exactly (default 100)")
-    ap.add_argument("--train-size", type=int, default=200_000, help="training sample of the *-rerank kinds")
+    ap.add_argument("--rerank", type=int, default=100, help="ivfpq-rerank: candidates k' re-scored (default 100)")
+    ap.add_argument("--rerank-from", choices=["sq8", "file"], default="sq8",
+                    help="re-score with SQ8 codes in RAM (default) or the exact float32 rows read from the file")
+    ap.add_argument("--data-cache", default=None,
+                    help="keep and reuse the generated vectors, labels and exact top 10 in this folder")
+    ap.add_argument("--train-size", type=int, default=200_000, help="training sample of ivfpq-rerank / ivfsq8")
     ap.add_argument("--ram-max-gib", type=float, default=None,
-                    help="above this many GiB of embeddings only the *-rerank kinds run (default: RAM / 3)")
+                    help="above this many GiB of embeddings only ivfpq-rerank / ivfsq8 run (default: RAM / 3)")
     ap.add_argument("--tmp-dir", default=None, help="where the temporary .npy goes (default $TMPDIR or /tmp)")
     ap.add_argument("--out", help="also write the table as CSV here")
     ap.add_argument("--_case", help=argparse.SUPPRESS)
@@ -380,14 +408,27 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="nnutils-scale-", dir=a.tmp_dir) as tmp:
         for n in sizes:
             t0 = time.perf_counter()
-            data, labels = make_embeddings(Path(tmp) / f"emb{n}", n, a.dim, a.seed)
+            folder = Path(a.data_cache or tmp)
+            folder.mkdir(parents=True, exist_ok=True)
+            stem = folder / f"emb{n}_d{a.dim}_s{a.seed}"
+            data, labels = Path(str(stem) + ".npy"), Path(str(stem) + "_labels.npy")
+            reused = bool(a.data_cache and data.is_file() and labels.is_file())
+            if not reused:
+                data, labels = make_embeddings(stem, n, a.dim, a.seed)
             t_gen = time.perf_counter() - t0
             qids = np.sort(np.random.default_rng(a.seed + 7).choice(n, min(n, a.recall_queries), replace=False))
-            gt = exact_topk(data, qids, K)
+            gt_file = Path(str(stem) + f"_gt{len(qids)}.npy")
+            if a.data_cache and gt_file.is_file():
+                gt = np.load(gt_file)
+            else:
+                gt = exact_topk(data, qids, K)
+                if a.data_cache:
+                    np.save(gt_file, gt)
             partners = planted_partners(np.load(labels), qids)
             exact_dup = dup_recall(gt, partners)
             print(f"N={n:,}: data {t_gen:.1f} s generation, {time.perf_counter() - t0 - t_gen:.1f} s exact top-10 "
-                  f"of {len(qids)} queries (streamed); exact dup recall@10 {exact_dup:.4f}", flush=True)
+                  f"of {len(qids)} queries (streamed){' (data reused from ' + str(folder) + ')' if reused else ''}; "
+                  f"exact dup recall@10 {exact_dup:.4f}", flush=True)
             cases = list(a.kinds)
             data_bytes = n * a.dim * 4
             if data_bytes > ram_max:
@@ -404,7 +445,8 @@ def main(argv=None) -> int:
             for kind in cases:
                 spec = dict(kind=kind, data=str(data), labels=str(labels), qids=qids.tolist(), gt=gt.tolist(),
                             partners=partners, full_max=a.full_max, sample_queries=a.sample_queries, seed=a.seed,
-                            nlist=a.nlist, nprobe=a.nprobe, pq_m=a.pq_m, rerank=a.rerank, train_size=a.train_size)
+                            nlist=a.nlist, nprobe=a.nprobe, pq_m=a.pq_m, rerank=a.rerank, train_size=a.train_size,
+                            rerank_from=a.rerank_from)
                 spec_path = Path(tmp) / "case.json"
                 spec_path.write_text(json.dumps(spec))
                 t1 = time.perf_counter()
@@ -418,8 +460,9 @@ def main(argv=None) -> int:
                 r.update(exact_dup_recall=exact_dup, dup_ratio=r["dup_recall@10"] / exact_dup)
                 rows.append(r)
                 print(f"  {kind}: {time.perf_counter() - t1:.0f} s wall  {r}", flush=True)
-            for p in (data, labels):
-                p.unlink()
+            if not a.data_cache:
+                for p in (data, labels):
+                    p.unlink()
     df = pd.DataFrame(rows)
     cols = ["N", "method", "params", "build_s", "search_s", "search_note", "peak_rss_gib", "data_gib", "index_mib",
             "recall@10", "dup_recall@10", "exact_dup_recall", "dup_ratio"]
