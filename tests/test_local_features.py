@@ -151,6 +151,20 @@ def test_match_any_float_descriptors():
     assert v.passed and abs(v.scale - 0.5) < 0.01
 
 
+def test_binary_nearest_neighbours_match_brute_force():
+    """Hamming two-NN (faiss binary index) against a numpy popcount, incl. a one-row database."""
+    from nnutils.local.keypoints import _two_nn_binary
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 256, (300, 32), dtype=np.uint8)
+    for nb in (1, 2, 257):
+        b = rng.integers(0, 256, (nb, 32), dtype=np.uint8)
+        dist = np.unpackbits(a[:, None, :] ^ b[None, :, :], axis=2).sum(2)
+        j, d1, d2 = _two_nn_binary(a, b)
+        assert np.array_equal(d1, dist.min(1)) and np.array_equal(dist[np.arange(len(a)), j], d1)
+        second = np.sort(dist, axis=1)[:, 1] if nb > 1 else np.full(len(a), np.inf)
+        assert np.array_equal(d2, second)
+
+
 # ----------------------------------------------------------------------------- verification: positives
 def test_resized_half_passes_with_scale(room, kp_room):
     half = room.resize((room.width // 2, room.height // 2), Image.Resampling.LANCZOS)

