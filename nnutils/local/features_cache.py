@@ -38,7 +38,7 @@ __all__ = ["LocalSpec", "FeatureCache", "ImageRecord", "save_record", "load_reco
            "CACHE_VERSION"]
 
 #: Bumped when the stored format or the extraction changes meaning (part of the cache key).
-CACHE_VERSION = 1
+CACHE_VERSION = 2   # 2: ORB keypoints at their pyramid level's exact pixel centres
 
 
 def to_original_pixels(kp: Keypoints, size: tuple[int, int]) -> Keypoints:

@@ -220,7 +220,7 @@ def extract(image, method: str = "sift", *, max_keypoints: int = 1000, max_side:
         kps, desc = [kps[i] for i in keep], desc[keep]
     # working pixels → original pixels (per axis: a draft decode / rounding may differ slightly)
     sx, sy = w0 / grey.shape[1], h0 / grey.shape[0]
-    pts = np.array([k.pt for k in kps], np.float64)
+    pts = _orb_exact_points(det, kps, grey.shape) if binary else np.array([k.pt for k in kps], np.float64)
     xy = np.empty_like(pts)
     xy[:, 0] = (pts[:, 0] + 0.5) * sx - 0.5
     xy[:, 1] = (pts[:, 1] + 0.5) * sy - 0.5
@@ -242,8 +242,33 @@ def extract(image, method: str = "sift", *, max_keypoints: int = 1000, max_side:
     return Keypoints(xy.astype(np.float32), scale, score, desc, (int(w0), int(h0)), method, "", angle, mirrored)
 
 
+def _orb_exact_points(det, kps, shape: tuple[int, int]) -> np.ndarray:
+    """Where ORB's keypoints lie in the working image, in its pixels (n, 2), pixel centres at integers.
+
+    ORB detects on a pyramid whose level ``k`` is the image resized to ``round(W / s)`` ×
+    ``round(H / s)`` (``s = scaleFactor ** k``) and reports a level's pixel ``x_k`` as
+    ``x_k · s``; the pixel's centre lies at ``(x_k + 0.5) · W / round(W / s) - 0.5``. The
+    difference, up to 3 px at level 7 of a 640 px image, is the same in two copies at the
+    same orientation and cancels; under a mirror or a quarter turn it changes sign along one
+    axis and adds a systematic, level-dependent error to every match — as large as the
+    inlier threshold at the coarse levels, and a false perspective signal.
+    """
+    h, w = shape
+    f = float(det.getScaleFactor())
+    out = np.empty((len(kps), 2), np.float64)
+    for i, k in enumerate(kps):
+        s = f ** k.octave
+        out[i, 0] = (k.pt[0] / s + 0.5) * w / max(1, round(w / s)) - 0.5
+        out[i, 1] = (k.pt[1] / s + 0.5) * h / max(1, round(h / s)) - 0.5
+    return out
+
+
 def _mirror_orb(det, grey: np.ndarray, kps, size: tuple[int, int], s: tuple[float, float]) -> Keypoints:
     """ORB descriptors of ``grey`` mirrored left-right at the mirrored keypoints ``kps`` (working pixels).
+
+    Each keypoint is mirrored in its own pyramid level (``x_k → round(W / s) - 1 - x_k``), so
+    the descriptor is computed where the mirrored image's level holds that pixel
+    (:func:`_orb_exact_points`).
 
     Returns
     -------
@@ -254,12 +279,18 @@ def _mirror_orb(det, grey: np.ndarray, kps, size: tuple[int, int], s: tuple[floa
     import cv2
 
     W = grey.shape[1]
-    mk = [cv2.KeyPoint(W - 1 - k.pt[0], k.pt[1], k.size, (180.0 - k.angle) % 360.0, k.response, k.octave, i)
+    f = float(det.getScaleFactor())
+
+    def flip_x(k):
+        sc = f ** k.octave
+        return sc * (max(1, round(W / sc)) - 1 - k.pt[0] / sc)
+
+    mk = [cv2.KeyPoint(flip_x(k), k.pt[1], k.size, (180.0 - k.angle) % 360.0, k.response, k.octave, i)
           for i, k in enumerate(kps)]
     mk, md = det.compute(np.ascontiguousarray(grey[:, ::-1]), mk)
     if md is None or not mk:
         return Keypoints.empty("orb", size, reason="too flat", dim=32, binary=True)
-    pts = np.array([k.pt for k in mk], np.float64)
+    pts = _orb_exact_points(det, mk, grey.shape)
     xy = np.stack([(pts[:, 0] + 0.5) * s[0] - 0.5, (pts[:, 1] + 0.5) * s[1] - 0.5], 1).astype(np.float32)
     return Keypoints(xy, np.array([k.size for k in mk], np.float32) * np.float32(math.sqrt(s[0] * s[1])),
                      np.array([k.response for k in mk], np.float32), np.ascontiguousarray(md, np.uint8), size, "orb",
