@@ -137,8 +137,10 @@ def embed_and_describe(embedder, model_path, runtime: str, paths: Sequence, spec
         if p and (i in emb_todo or rec is None):
             todo.append(i)
     local_ms: list[float] = []
+    digest_of = {p: ecache.digests[i] for i, p in enumerate(paths) if p}
 
     def prepare(path, size):
+        # in the decoding threads: the payload keeps the features and facts, never the pixels
         rgb, orig, reason = read_any(path, side)          # THE decode of this file
         if rgb is None:
             return None, None
@@ -148,7 +150,8 @@ def embed_and_describe(embedder, model_path, runtime: str, paths: Sequence, spec
         t = time.perf_counter()
         kp = spec.extract(rgb, orig)
         local_ms.append(1e3 * (time.perf_counter() - t))
-        return square, (rgb, orig, kp)
+        return square, ImageRecord(kp, image_facts_of(path, rgb, hash_kinds, size=orig,
+                                                      digest=digest_of.get(path)))
 
     extracted = 0
     if todo:
@@ -156,18 +159,16 @@ def embed_and_describe(embedder, model_path, runtime: str, paths: Sequence, spec
         e, o, payloads = embedder.embed_prepared(tp, prepare, batch_size=batch_size, decode_workers=decode_workers,
                                                  progress=progress)
         done = set()
-        for i, ei, oi, pay in zip(todo, e, o, payloads):
+        for i, ei, oi, rec in zip(todo, e, o, payloads):
             p = paths[i]
             if i in emb_todo:
                 emb[i], ok[i] = ei, oi
                 if oi:
                     ecache.store(i, ei)
-            if pay is None or p in done:
+            if rec is None or p in done:
                 continue
             done.add(p)
             if p not in records:
-                rgb, orig, kp = pay
-                rec = ImageRecord(kp, image_facts_of(p, rgb, hash_kinds, size=orig, digest=ecache.digests[i]))
                 records[p] = rec
                 fcache.put(ecache.digests[i], rec)
                 extracted += 1
