@@ -253,13 +253,16 @@ def _orb_exact_points(det, kps, shape: tuple[int, int]) -> np.ndarray:
     axis and adds a systematic, level-dependent error to every match — as large as the
     inlier threshold at the coarse levels, and a false perspective signal.
     """
+    import cv2
+
     h, w = shape
-    f = float(det.getScaleFactor())
-    out = np.empty((len(kps), 2), np.float64)
-    for i, k in enumerate(kps):
-        s = f ** k.octave
-        out[i, 0] = (k.pt[0] / s + 0.5) * w / max(1, round(w / s)) - 0.5
-        out[i, 1] = (k.pt[1] / s + 0.5) * h / max(1, round(h / s)) - 0.5
+    if not kps:
+        return np.zeros((0, 2), np.float64)
+    pts = cv2.KeyPoint_convert(kps).astype(np.float64).reshape(-1, 2)
+    s = float(det.getScaleFactor()) ** np.array([k.octave for k in kps], np.float64)
+    out = np.empty_like(pts)
+    out[:, 0] = (pts[:, 0] / s + 0.5) * w / np.maximum(1, np.round(w / s)) - 0.5
+    out[:, 1] = (pts[:, 1] / s + 0.5) * h / np.maximum(1, np.round(h / s)) - 0.5
     return out
 
 
@@ -279,14 +282,11 @@ def _mirror_orb(det, grey: np.ndarray, kps, size: tuple[int, int], s: tuple[floa
     import cv2
 
     W = grey.shape[1]
-    f = float(det.getScaleFactor())
-
-    def flip_x(k):
-        sc = f ** k.octave
-        return sc * (max(1, round(W / sc)) - 1 - k.pt[0] / sc)
-
-    mk = [cv2.KeyPoint(flip_x(k), k.pt[1], k.size, (180.0 - k.angle) % 360.0, k.response, k.octave, i)
-          for i, k in enumerate(kps)]
+    octave = np.array([k.octave for k in kps], np.int64)
+    sc = float(det.getScaleFactor()) ** octave
+    x = sc * (np.maximum(1, np.round(W / sc)) - 1 - cv2.KeyPoint_convert(kps)[:, 0] / sc)
+    mk = [cv2.KeyPoint(float(xi), k.pt[1], k.size, (180.0 - k.angle) % 360.0, k.response, k.octave, i)
+          for i, (xi, k) in enumerate(zip(x.tolist(), kps))]
     mk, md = det.compute(np.ascontiguousarray(grey[:, ::-1]), mk)
     if md is None or not mk:
         return Keypoints.empty("orb", size, reason="too flat", dim=32, binary=True)
