@@ -44,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from nnutils.data import pairs as P  # noqa: E402
+from nnutils.data.tables import read_test_labels  # noqa: E402
 from nnutils.train.features import load_square  # noqa: E402
 from nnutils.data.decode import decode_square  # noqa: E402
 from nnutils.models.embedders import load_embedder, score_pairs
@@ -276,17 +277,14 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     data = Path(args.data_dir)
-    lun = P.load_lun_folder(data)
-    test = lun["test"]
+    test = P.read_pairs(data / "test.csv", "test")   # no train.csv needed: the shifted benchmark has none
     urls = P.unique_urls(test)
     path_of = P.resolve_images(urls, data / "images", progress=False)
     paths = [path_of[u] for u in urls]
     row_of = {u: i for i, u in enumerate(urls)}
     i1 = test.image_url1.map(row_of).to_numpy()
     i2 = test.image_url2.map(row_of).to_numpy()
-    y = None
-    if "test_labels" in lun:
-        y = test[["ID"]].merge(lun["test_labels"], on="ID", how="left").is_same.to_numpy()
+    y = read_test_labels(data, test.ID)
 
     print(f"# Prediction speed: {Path(args.model)}\n")
     print(f"- machine: {machine()}")
