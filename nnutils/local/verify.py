@@ -46,10 +46,12 @@ frame mapped by ``T`` into image 2). A pair passes when all of these hold:
    residuals, is 1.0: off). ORB keypoints are placed at their pyramid level's exact pixel
    centres (:func:`nnutils.local.keypoints.extract`), so a mirrored or turned copy has no
    systematic residual left for the F-test to mistake for perspective. Chosen on the
-   embedded train split (978 positives, 220 other views reaching the rule) and
-   ``bench/geometry.py``: the rule rejects 219 of the 220 views and 1 positive (a resized copy with
-   16 inliers; the same one as before); the previous setting (p < 0.001, 1.1 × lower RMS
-   residual, 0.002 of the side) rejected 215 views and the same positive. Measured on
+   embedded train split (978 positives, 220 other views reaching the rule; ``python
+   bench/perspective_rule.py`` prints the grid) and ``bench/geometry.py``: the rule rejects
+   219 of the 220 views and 1 positive (a resized copy with 16 inliers; the same one as
+   before); the previous setting (p < 0.001, 1.1 × lower RMS residual, 0.002 of the side)
+   rejected 215 views and the same positive. p < 1e-4 does the same there; 1e-5 keeps ~2
+   decades from the most significant positive kept (p = 10^-3.2). Measured on
    ``bench/geometry.py``'s synthetic cases: re-posts have a residual ratio ≤ 1.03 and a
    departure ≤ 0.002 of the side; second views of a plane sharing ≥ 80 % of the frame
    (corners moved by 2–12 %) 1.23–37 and 0.002–0.07; all are rejected. (The
