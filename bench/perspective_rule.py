@@ -38,21 +38,11 @@ BEFORE = (1e-3, 0.002, 1.1)
 
 def rule_stats(p1, p2, side2: float, robust: str, thresh: float, max_iters: int, confidence: float) -> dict:
     """The statistics :func:`nnutils.local.verify._nonaffine` decides on, for one pair's matches."""
-    H, _, mask = V._fit(p1, p2, "homography", robust, thresh, max_iters, confidence)
-    n = int(mask.sum())
-    if H is None or n < 9:
-        return dict(n=n)
-    q1, q2 = np.asarray(p1, np.float64)[mask], np.asarray(p2, np.float64)[mask]
-    hq = V._apply(H, q1)
-    X = np.hstack([q1, np.ones((n, 1))])
-    A_h, *_ = np.linalg.lstsq(X, hq, rcond=None)
-    A_d, *_ = np.linalg.lstsq(X, q2, rcond=None)
-    rss_a = float(((X @ A_d - q2) ** 2).sum())
-    rss_h = max(float(((hq - q2) ** 2).sum()), 1e-12)
-    f = max(0.0, (rss_a - rss_h) / 2 / (rss_h / (2 * n - 8)))
-    return dict(n=n, d=float(np.linalg.norm(X @ A_h - hq, axis=1).max()) / side2,
-                ratio=math.sqrt(max(rss_a, 1e-12) / rss_h),
-                log10p=float(np.log10(max(1e-300, 1.0 - fdtr(2, 2 * n - 8, f)))))
+    st = V.nonaffine_stats(p1, p2, side2, robust, thresh, max_iters, confidence)
+    if st is None:
+        return dict(n=0)
+    return dict(n=st["n"], d=st["d"], ratio=math.sqrt(max(st["rss_a"], 1e-12) / st["rss_h"]),
+                log10p=float(np.log10(max(1e-300, 1.0 - fdtr(2, 2 * st["n"] - 8, st["f"])))))
 
 
 def main(argv=None) -> None:

@@ -259,11 +259,21 @@ def _orb_exact_points(det, kps, shape: tuple[int, int]) -> np.ndarray:
     if not kps:
         return np.zeros((0, 2), np.float64)
     pts = cv2.KeyPoint_convert(kps).astype(np.float64).reshape(-1, 2)
-    s = float(det.getScaleFactor()) ** np.array([k.octave for k in kps], np.float64)
+    s = _orb_level_scales(det, kps)
     out = np.empty_like(pts)
-    out[:, 0] = (pts[:, 0] / s + 0.5) * w / np.maximum(1, np.round(w / s)) - 0.5
-    out[:, 1] = (pts[:, 1] / s + 0.5) * h / np.maximum(1, np.round(h / s)) - 0.5
+    out[:, 0] = (pts[:, 0] / s + 0.5) * w / _orb_level_size(w, s) - 0.5
+    out[:, 1] = (pts[:, 1] / s + 0.5) * h / _orb_level_size(h, s) - 0.5
     return out
+
+
+def _orb_level_scales(det, kps) -> np.ndarray:
+    """(n,) the scale ``s = scaleFactor ** octave`` of each keypoint's pyramid level."""
+    return float(det.getScaleFactor()) ** np.array([k.octave for k in kps], np.float64)
+
+
+def _orb_level_size(side: int, s: np.ndarray) -> np.ndarray:
+    """(n,) a side of ``side`` pixels at pyramid scales ``s``: ``round(side / s)``, at least 1."""
+    return np.maximum(1, np.round(side / s))
 
 
 def _mirror_orb(det, grey: np.ndarray, kps, size: tuple[int, int], s: tuple[float, float]) -> Keypoints:
@@ -281,10 +291,8 @@ def _mirror_orb(det, grey: np.ndarray, kps, size: tuple[int, int], s: tuple[floa
     """
     import cv2
 
-    W = grey.shape[1]
-    octave = np.array([k.octave for k in kps], np.int64)
-    sc = float(det.getScaleFactor()) ** octave
-    x = sc * (np.maximum(1, np.round(W / sc)) - 1 - cv2.KeyPoint_convert(kps)[:, 0] / sc)
+    sc = _orb_level_scales(det, kps)
+    x = sc * (_orb_level_size(grey.shape[1], sc) - 1 - cv2.KeyPoint_convert(kps)[:, 0] / sc)
     mk = [cv2.KeyPoint(float(xi), k.pt[1], k.size, (180.0 - k.angle) % 360.0, k.response, k.octave, i)
           for i, (xi, k) in enumerate(zip(x.tolist(), kps))]
     mk, md = det.compute(np.ascontiguousarray(grey[:, ::-1]), mk)
@@ -336,9 +344,10 @@ def _two_nn_binary(da: np.ndarray, db: np.ndarray):
         faiss.omp_set_num_threads(threads)
     j = idx[:, 0].astype(np.int64)
     d1 = dist[:, 0].astype(np.float32)
-    d2 = dist[:, 1].astype(np.float32) if dist.shape[1] > 1 else np.full(len(da), np.inf, np.float32)
     if dist.shape[1] > 1:
-        d2[idx[:, 1] < 0] = np.inf
+        d2 = np.where(idx[:, 1] < 0, np.inf, dist[:, 1]).astype(np.float32)
+    else:
+        d2 = np.full(len(da), np.inf, np.float32)
     return j, d1, d2
 
 

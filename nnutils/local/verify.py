@@ -578,26 +578,49 @@ def _nonaffine(p1, p2, side2: float, robust, thresh, max_iters, confidence, max_
     view : bool
         True: another view.
     """
+    st = nonaffine_stats(p1, p2, side2, robust, thresh, max_iters, confidence)
+    if st is None:
+        return 0.0, False
+    view = (st["f"] > fdtri(2, 2 * st["n"] - 8, 1 - p_value) and math.sqrt(st["rss_a"] / st["rss_h"]) >= gain
+            and st["d"] > max_nonaffine)
+    return st["d"], view
+
+
+def nonaffine_stats(p1, p2, side2: float, robust, thresh, max_iters, confidence) -> dict | None:
+    """The statistics the perspective rule (:func:`_nonaffine`) decides on, for one pair's matches.
+
+    Parameters
+    ----------
+    p1, p2, side2, robust, thresh, max_iters, confidence
+        As in :func:`_nonaffine`.
+
+    Returns
+    -------
+    dict or None
+        None when no homography with ≥ 9 inliers; else ``n`` (its inliers), ``d`` (the
+        largest departure of the homography from its least-squares affine map over the
+        inliers, as a share of ``side2``), ``rss_a`` / ``rss_h`` (residual sums of squares of
+        the affine and the homography fits to image 2's points, pixels²; ``rss_h`` ≥ 1e-12)
+        and ``f`` (the F statistic of the nested models, 2 and 2n − 8 degrees of freedom; 0
+        when the affine map fits at least as well).
+    """
     H, _, mask = _fit(p1, p2, "homography", robust, thresh, max_iters, confidence)
     n = int(mask.sum())
     if H is None or n < 9:
-        return 0.0, False
+        return None
     q1 = np.asarray(p1, np.float64)[mask]
     q2 = np.asarray(p2, np.float64)[mask]
     hq = _apply(H, q1)
     if hq is None:
-        return 0.0, False
+        return None
     X = np.hstack([q1, np.ones((n, 1))])
     A_h, *_ = np.linalg.lstsq(X, hq, rcond=None)
     A_d, *_ = np.linalg.lstsq(X, q2, rcond=None)
     d = float(np.linalg.norm(X @ A_h - hq, axis=1).max()) / side2
     rss_a = float(((X @ A_d - q2) ** 2).sum())
     rss_h = max(float(((hq - q2) ** 2).sum()), 1e-12)
-    if rss_a <= rss_h:
-        return d, False
-    f = (rss_a - rss_h) / 2 / (rss_h / (2 * n - 8))
-    view = (f > fdtri(2, 2 * n - 8, 1 - p_value) and math.sqrt(rss_a / rss_h) >= gain and d > max_nonaffine)
-    return d, view
+    f = (rss_a - rss_h) / 2 / (rss_h / (2 * n - 8)) if rss_a > rss_h else 0.0
+    return dict(n=n, d=d, rss_a=rss_a, rss_h=rss_h, f=f)
 
 
 def _split_kw(kw: dict) -> tuple[dict, dict]:
