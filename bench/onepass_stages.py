@@ -1,0 +1,130 @@
+"""Where one image's one-pass time goes, stage by stage, and which thread counts run it fastest.
+
+    python bench/onepass_stages.py                                 # runs/cpu decision on data/lun-shift
+    python bench/onepass_stages.py --data-dir data/lun-embedded --images 200
+
+The one pass (:func:`nnutils.decide.onepass.embed_and_describe`) decodes each image once and
+derives the global model's input, the local features and the facts of the fused decision.
+Part 1 times each stage of that work on one thread, per image (ms, mean over ``--images``
+distinct test images, page cache warm): the DCT-scaled decode at the local extractor's
+side, the model's square, the local features (ORB with and without the mirrored
+descriptors), the facts (file and pixel digests, the thumbnail, each perceptual hash) and
+the feature-cache write, and the model alone (ms of wall time per image at batch 32, 1 and 2
+interpreter threads). Part 2 runs the whole pass from a cold cache for each combination of
+1 or 2 interpreter threads and 1 or 2 decoding threads (img/s). For reporting the cost
+split; nothing is chosen here. No asserts.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from nnutils.data.images import file_digest, pixel_digest, read_any  # noqa: E402
+from nnutils.decide.decision import Decision  # noqa: E402
+from nnutils.decide.fusion import HASH_KINDS, image_facts_of  # noqa: E402
+from nnutils.decide.hashes import HASHES  # noqa: E402
+from nnutils.decide.onepass import embed_and_describe  # noqa: E402
+from nnutils.local.features_cache import FeatureCache, ImageRecord, LocalSpec  # noqa: E402
+from nnutils.models.embedders import square_from_rgb  # noqa: E402
+
+
+def test_images(data: Path, n: int) -> list[str]:
+    """The first ``n`` distinct images of ``data``'s test.csv, in pair order (paths)."""
+    t = pd.read_csv(data / "test.csv")
+    urls = list(dict.fromkeys(t.image_url1.tolist() + t.image_url2.tolist()))[:n]
+    return [str(data / "images" / u) for u in urls]
+
+
+def stage_times(paths: list[str], spec: LocalSpec, size: int) -> dict:
+    """Mean ms per image of each stage, one thread (see the module docstring)."""
+    ms: dict = defaultdict(float)
+    cache = FeatureCache(tempfile.mkdtemp(prefix="bench_stages_"), spec.key(HASH_KINDS))
+
+    def clock(name, fn):
+        t = time.perf_counter()
+        out = fn()
+        ms[name] += 1e3 * (time.perf_counter() - t)
+        return out
+
+    n = 0
+    for p in paths:
+        rgb, orig, _ = clock("decode (DCT-scaled, local side)", lambda: read_any(p, spec.decode_side))
+        if rgb is None:
+            continue
+        n += 1
+        clock(f"model square ({size} px)", lambda: square_from_rgb(rgb, size))
+        kp = clock(f"{spec.method} + mirrored descriptors", lambda: spec.extract(rgb, orig))
+        if spec.method == "orb":
+            plain = LocalSpec("orb", {**spec.extract_kw, "mirror": False})
+            clock("orb without the mirror", lambda: plain.extract(rgb, orig))
+        digest = clock("facts: file digest", lambda: file_digest(p))
+        clock("facts: pixel digest", lambda: pixel_digest(rgb))
+
+        def thumb():
+            im = Image.fromarray(rgb)
+            im.thumbnail((128, 128))
+            return im
+        im = clock("facts: thumbnail", thumb)
+        for k in HASH_KINDS:
+            clock(f"facts: {k}", lambda k=k: HASHES[k](im, hash_size=8))
+        facts = image_facts_of(p, rgb, HASH_KINDS, size=orig, digest=digest)
+        clock("feature-cache write", lambda: cache.put(digest, ImageRecord(kp, facts)))
+    return {k: v / max(1, n) for k, v in ms.items()}
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run-dir", default=str(ROOT / "runs" / "cpu"))
+    ap.add_argument("--data-dir", default=str(ROOT / "data" / "lun-shift"))
+    ap.add_argument("--images", type=int, default=300)
+    args = ap.parse_args(argv)
+    dec = Decision.load(args.run_dir)
+    if not dec.verifies:
+        dec = Decision.load_verified(args.run_dir)
+    if dec is None or not dec.verifies:
+        sys.exit(f"{args.run_dir}: no verifying decision (run notebook 10 first)")
+    spec = LocalSpec.from_decision(dec.local_method, dec.local_kw, dec.local_model)
+    paths = test_images(Path(args.data_dir), args.images)
+    cache = tempfile.mkdtemp(prefix="bench_stages_tflite_")
+    emb = {th: dec.embedder(runtime="tflite", cache_dir=cache, threads=th) for th in (1, 2)}
+    size = emb[2].size
+    print(f"# One-pass stages: {dec.model} + {dec.local_method}, {len(paths)} images of {args.data_dir}\n")
+    print(f"- load average at the start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
+    rows = stage_times(paths, spec, size)
+    batch = np.random.default_rng(0).uniform(0, 255, (32, size, size, 3)).astype(np.float32)
+    for th, e in emb.items():
+        e._embed_batch(batch)
+        t = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            e._embed_batch(batch)
+            t.append(time.perf_counter() - t0)
+        rows[f"model alone, {th} interpreter thread(s) (wall)"] = 1e3 * float(np.median(t)) / len(batch)
+    print("| stage (one thread unless said) | ms per image |\n|---|---|")
+    for k, v in rows.items():
+        print(f"| {k} | {v:.2f} |")
+    print("\n| interpreter threads | decoding threads | one pass img/s (cold cache) | local ms per image |\n|---|---|---|---|")
+    for th in (2, 1):
+        for dw in (2, 1):
+            t0 = time.perf_counter()
+            _, ok, _, rep = embed_and_describe(emb[th], dec.model_path, "tflite", paths, spec, None, decode_workers=dw)
+            secs = time.perf_counter() - t0
+            print(f"| {th} | {dw} | {int(ok.sum()) / secs:.1f} | {rep['ms_local_per_image']} |")
+    print(f"\n- load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()
