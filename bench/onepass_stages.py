@@ -78,8 +78,8 @@ def stage_times(paths: list[str], spec: LocalSpec, size: int) -> dict:
             im.thumbnail((128, 128))
             return im
         im = clock("facts: thumbnail", thumb)
-        for k in HASH_KINDS:
-            clock(f"facts: {k}", lambda k=k: HASHES[k](im, hash_size=8))
+        for k in HASHES:   # every hash the project knows
+            clock(f"facts: {k}{'' if k in HASH_KINDS else ' (not in HASH_KINDS)'}", lambda k=k: HASHES[k](im, hash_size=8))
         facts = image_facts_of(p, rgb, HASH_KINDS, size=orig, digest=digest)
         clock("feature-cache write", lambda: cache.put(digest, ImageRecord(kp, facts)))
     return {k: v / max(1, n) for k, v in ms.items()}

@@ -165,7 +165,8 @@ def bench_one_pass(run_dir: Path, data: Path, test, paths: list[str], runtime: s
         (_, ok), t_plain = _timed(lambda: emb.embed_paths(paths))
         spec = LocalSpec.from_decision(dec.local_method, dec.local_kw, dec.local_model)
         (e, ok1, records, rep), t_pass = _timed(lambda: embed_and_describe(emb, dec.model_path, runtime, paths, spec,
-                                                                            tmp / "c_pass"))
+                                                                            tmp / "c_pass",
+                                                                            hash_kinds=dec.fusion.hash_kinds))
         # matching + geometry only, on cached features, over the decision's verified pairs
         row = {u: p for u, p in zip(P.unique_urls(test), paths)}
         p1, p2 = test.image_url1.map(row).tolist(), test.image_url2.map(row).tolist()

@@ -3,8 +3,9 @@
 The second-place LUN.UA solution combined perceptual hashes with ORB/SIFT matching and a
 gradient-boosted decision. This module does that with scikit-learn only:
 
-1. :func:`pair_features` — one row per pair: the global model's cosine similarity, pHash /
-   dHash / wHash similarities, the local-feature geometric check (inliers, inlier ratio,
+1. :func:`pair_features` — one row per pair: the global model's cosine similarity, the
+   perceptual-hash similarities (:data:`HASH_KINDS`: pHash, dHash, wHash; at decision time
+   only those the fusion was fitted with, :attr:`Fusion.hash_kinds`), the local-feature geometric check (inliers, inlier ratio,
    coverage of each image, spread, scale, rotation, passed; see :mod:`nnutils.local.verify`),
    size and aspect-ratio differences, byte and pixel identity. Missing values (an image
    without keypoints, an unreadable file) stay NaN: the gradient-boosted trees route them.
@@ -61,6 +62,14 @@ __all__ = ["HASH_KINDS", "local_columns", "image_facts_of", "pair_features", "ch
            "compare_feature_sets", "choose_local_method",
            "apply_fusion", "verify_band"]
 
+#: The perceptual hashes new fusions are fitted with (a fusion reads its own: :attr:`Fusion.hash_kinds`).
+#: All three are kept. On the cpu run's validation pairs (2026-12-02, ``python
+#: bench/hash_ablation.py``: 07's model + ORB, out of fold, 5 fold splits) the fusion made 16.8
+#: ± 3.8 errors with pHash, dHash and wHash, 18.0 ± 2.0 with pHash alone and 21.4 without pHash;
+#: on notebook 10's own split 12 against 20. Dropping dHash and wHash would save ~1 ms per image
+#: in the one pass (``python bench/onepass_stages.py``); the validation evidence that it costs
+#: nothing is too weak, and a check on the shifted set (3 more errors, 3/160 other crops passed
+#: instead of 0) did not bear it out.
 HASH_KINDS = ("phash", "dhash", "whash")
 
 
@@ -347,6 +356,15 @@ class Fusion:
             return make_pipeline(SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
                                  StandardScaler(), LogisticRegression(max_iter=2000, C=1.0))
         raise ValueError(f"kind must be 'hgb' or 'logistic', got {self.kind!r}")
+
+    @property
+    def hash_kinds(self) -> tuple[str, ...]:
+        """The perceptual hashes this fusion reads (``<kind>_sim`` among its features), in :data:`HASHES` order.
+
+        The one pass and :func:`verify_band` compute these and no others, so a fusion fitted on
+        fewer hashes than :data:`HASH_KINDS` costs only the ones it reads.
+        """
+        return tuple(k for k in HASHES if f"{k}_sim" in self.features)
 
     def fit(self, X: pd.DataFrame, y, *, importance_repeats: int = 5) -> "Fusion":
         """Cross-validate (out-of-fold probabilities → threshold, F1, AUC, importances), then refit on all rows.
@@ -673,7 +691,8 @@ def verify_band(fusion: Fusion, paths1: Sequence[str | None], paths2: Sequence[s
                 return have[p].keypoints if p in have else extract(_or_path(images, p), local_method, **ekw)
             local = verify_pairs(p1, p2, local_method, progress=progress, **kw, extractor=kp_of)
         X = pair_features(p1, p2, global_scores={"global": s[idx]}, local=local, images=images,
-                          facts={p: r.facts for p, r in have.items()}, progress=progress)
+                          facts={p: r.facts for p, r in have.items()}, hash_kinds=fusion.hash_kinds,
+                          progress=progress)
         fused[idx] = fusion.decide(X)
     secs = time.perf_counter() - t0
     report = dict(pairs_verified=int(len(idx)), share_verified=round(len(idx) / max(1, len(s)), 4),

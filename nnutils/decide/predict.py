@@ -175,7 +175,8 @@ def predict_pairs(pairs, images_dir, model, *, threshold: float | None = None, r
         if decision.verifies and decision.local_method and one_pass:
             spec = LocalSpec.from_decision(decision.local_method, decision.local_kw, decision.local_model)
             emb, ok, records, pass_report = embed_and_describe(embedder, decision.model_path, runtime, paths, spec,
-                                                               cache_dir, batch_size=batch_size, progress=progress)
+                                                               cache_dir, hash_kinds=decision.fusion.hash_kinds,
+                                                               batch_size=batch_size, progress=progress)
             embedded = pass_report["embedded"]
         else:
             emb, ok, embedded = embed_cached(embedder, decision.model_path, runtime, paths, cache_dir, batch_size,

@@ -1,0 +1,75 @@
+"""Which perceptual hashes the fused decision needs: out-of-fold errors on validation without each.
+
+    python bench/hash_ablation.py                     # the cpu profile's run (runs/cpu)
+    python bench/hash_ablation.py --profile smoke
+
+Rebuilds notebook 10's validation features the way its cell "fused decision" does (07's
+global model, the ORB check, hashes, sizes, identity: :func:`nnutils.decide.fusion.pair_features`),
+then compares (every hash of :data:`nnutils.decide.hashes.HASHES` computed), with :func:`nnutils.decide.fusion.compare_feature_sets` (the notebook's own
+folds, fusion kind and seed; nested out-of-fold thresholds), the feature set with every hash
+against the same set without one or two of them. Each hash costs time in the one pass
+(``python bench/onepass_stages.py``: wavelet hash ~0.9 ms per image, pHash ~0.3, dHash ~0.1,
+plus the shared thumbnail ~0.9); a hash whose removal costs no more than the noise of a few
+validation pairs is not worth its time. Validation only: the shifted set is never read here.
+No asserts.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import pandas as pd  # noqa: E402
+
+from nnutils import profiles  # noqa: E402
+from nnutils.decide.compare import model_scores  # noqa: E402
+from nnutils.decide.decision import Decision  # noqa: E402
+from nnutils.decide.fusion import compare_feature_sets, local_columns, pair_features  # noqa: E402
+from nnutils.decide.hashes import HASHES  # noqa: E402
+from nnutils.local.verify import verify_pairs  # noqa: E402
+from nnutils.train.runs import load_run_data  # noqa: E402
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", default="cpu")
+    ap.add_argument("--seeds", type=int, default=5, help="fold splits (seeds cfg.seed, cfg.seed+1, ...)")
+    args = ap.parse_args(argv)
+    cfg = profiles.resolve("10_local_verification", args.profile, {})
+    run_dir = Path(cfg.run_dir)
+    decision = Decision.load(run_dir).for_embeddings().without_verification()
+    data = load_run_data(cfg)
+    val = data.val.reset_index(drop=True)
+    p1, p2 = list(val.image_url1.map(data.path_of)), list(val.image_url2.map(data.path_of))
+    y = val.is_same.to_numpy()
+    s_val = model_scores(decision.model_path, val, data.path_of, cache_dir=run_dir / "features", progress=True)
+    orb = verify_pairs(p1, p2, "orb", progress=True)
+    X = pd.concat([pair_features(p1, p2, global_scores={"global": s_val}, hash_kinds=tuple(HASHES), progress=True),
+                   local_columns(orb, "lf")], axis=1)
+    hashes = [f"{k}_sim" for k in HASHES]
+    sets = {"every hash (" + ", ".join(HASHES) + ")": X}
+    for drop in [[h] for h in hashes] + [["dhash_sim", "whash_sim"], hashes]:
+        sets["without " + ", ".join(d.removesuffix("_sim") for d in drop)] = X.drop(columns=drop)
+    runs = []
+    for seed in range(cfg.seed, cfg.seed + args.seeds):
+        t = compare_feature_sets(sets, y, kind=cfg.fusion_kind, folds=cfg.folds, seed=seed,
+                                 calibration=cfg.fusion_calibration).astype(float)
+        t["errors"] = t.fp + t.fn
+        runs.append(t)
+    both = pd.concat(runs, keys=range(len(runs)))
+    g = both.groupby(level=1, sort=False)
+    table = g[["f1", "roc_auc", "brier", "fp", "fn", "errors"]].mean()
+    table["errors sd"] = g["errors"].std()
+    table["errors per split"] = g["errors"].apply(lambda e: " ".join(str(int(v)) for v in e))
+    print(f"\n{args.profile}: {decision.model} + ORB, {len(val)} validation pairs ({int(y.sum())} positives), "
+          f"{cfg.fusion_kind} fusion, {cfg.folds} folds, out of fold, mean over {args.seeds} fold splits\n")
+    print(table.round(4).to_markdown())
+
+
+if __name__ == "__main__":
+    main()
