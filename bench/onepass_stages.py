@@ -30,11 +30,10 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from PIL import Image  # noqa: E402
 
 from nnutils.data.images import file_digest, pixel_digest, read_any  # noqa: E402
 from nnutils.decide.decision import Decision  # noqa: E402
-from nnutils.decide.fusion import HASH_KINDS, image_facts_of  # noqa: E402
+from nnutils.decide.fusion import HASH_KINDS, hash_bits, hash_thumbnail, image_facts_of  # noqa: E402
 from nnutils.decide.hashes import HASHES  # noqa: E402
 from nnutils.decide.onepass import embed_and_describe  # noqa: E402
 from nnutils.local.features_cache import FeatureCache, ImageRecord, LocalSpec  # noqa: E402
@@ -59,6 +58,7 @@ def stage_times(paths: list[str], spec: LocalSpec, size: int) -> dict:
         ms[name] += 1e3 * (time.perf_counter() - t)
         return out
 
+    plain = LocalSpec("orb", {**spec.extract_kw, "mirror": False}) if spec.method == "orb" else None
     n = 0
     for p in paths:
         rgb, orig, _ = clock("decode (DCT-scaled, local side)", lambda: read_any(p, spec.decode_side))
@@ -67,20 +67,14 @@ def stage_times(paths: list[str], spec: LocalSpec, size: int) -> dict:
         n += 1
         clock(f"model square ({size} px)", lambda: square_from_rgb(rgb, size))
         kp = clock(f"{spec.method} + mirrored descriptors", lambda: spec.extract(rgb, orig))
-        if spec.method == "orb":
-            plain = LocalSpec("orb", {**spec.extract_kw, "mirror": False})
+        if plain is not None:
             clock("orb without the mirror", lambda: plain.extract(rgb, orig))
         digest = clock("facts: file digest", lambda: file_digest(p))
         clock("facts: pixel digest", lambda: pixel_digest(rgb))
-
-        def thumb():
-            im = Image.fromarray(rgb)
-            im.thumbnail((128, 128))
-            return im
-        im = clock("facts: thumbnail", thumb)
+        im = clock("facts: thumbnail", lambda: hash_thumbnail(rgb))
         for k in HASHES:   # every hash the project knows
-            clock(f"facts: {k}{'' if k in HASH_KINDS else ' (not in HASH_KINDS)'}", lambda k=k: HASHES[k](im, hash_size=8))
-        facts = image_facts_of(p, rgb, HASH_KINDS, size=orig, digest=digest)
+            clock(f"facts: {k}{'' if k in HASH_KINDS else ' (not in HASH_KINDS)'}", lambda k=k: hash_bits(im, k))
+        facts = image_facts_of(p, rgb, HASH_KINDS, size=orig, digest=digest)   # untimed: the record to write
         clock("feature-cache write", lambda: cache.put(digest, ImageRecord(kp, facts)))
     return {k: v / max(1, n) for k, v in ms.items()}
 

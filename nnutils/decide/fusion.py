@@ -155,13 +155,27 @@ def image_facts_of(path, rgb: np.ndarray | None, hash_kinds: Sequence[str] = HAS
             r["width"], r["height"] = size
         r["file_digest"] = digest or file_digest(path)
         r["pixel_digest"] = pixel_digest(rgb)
-        im = Image.fromarray(rgb)
-        im.thumbnail((128, 128))               # hashes look at 32×32 at most; shrinking first is 5× cheaper
+        im = hash_thumbnail(rgb)
         for k in hash_kinds:
-            r[k] = HASHES[k](im, hash_size=8).hash.flatten()
+            r[k] = hash_bits(im, k)
     except (UnreadableImageError, OSError, ValueError):
         pass
     return r
+
+
+def hash_thumbnail(rgb: np.ndarray) -> Image.Image:
+    """The image the perceptual hashes of :func:`image_facts_of` read: ``rgb`` shrunk to ≤ 128 px.
+
+    The hashes look at 32 × 32 pixels at most; shrinking first makes them ~5× cheaper.
+    """
+    im = Image.fromarray(rgb)
+    im.thumbnail((128, 128))
+    return im
+
+
+def hash_bits(thumbnail: Image.Image, kind: str) -> np.ndarray:
+    """bool (64,): the ``kind`` hash (a key of :data:`HASHES`) of a :func:`hash_thumbnail`."""
+    return HASHES[kind](thumbnail, hash_size=8).hash.flatten()
 
 
 def _image_facts(paths: Sequence[str | None], hash_kinds: Sequence[str], progress: bool,
