@@ -1,4 +1,4 @@
-"""Which perceptual hashes the fused decision needs: out-of-fold errors on validation without each.
+"""Which perceptual hashes the fused decision needs, and whether monotone constraints help: out-of-fold errors on validation.
 
     python bench/hash_ablation.py                     # the cpu profile's run (runs/cpu)
     python bench/hash_ablation.py --profile smoke
@@ -8,7 +8,9 @@ global model, the ORB check, hashes, sizes, identity: :func:`nnutils.decide.fusi
 then compares, with :func:`nnutils.decide.fusion.compare_feature_sets` (the notebook's own
 folds, fusion kind and seed; nested out-of-fold thresholds), the feature set with every hash
 of :data:`nnutils.decide.fusion.HASH_KINDS` (what notebook 10 fits with) against the same set
-without each one, with the first alone, and with none. Each hash costs time in the one pass
+without each one, with the first alone, and with none; and the full set fitted under the
+monotone constraints of :func:`nnutils.decide.fusion.monotone_signs` (``Fusion(monotone=True)``).
+Each hash costs time in the one pass
 (``python bench/onepass_stages.py``: wavelet hash ~0.9 ms per image, pHash ~0.3, dHash ~0.1,
 plus the shared thumbnail ~0.9); a hash whose removal costs no more than the noise of a few
 validation pairs is not worth its time. Validation only: the shifted set is never read here.
@@ -55,10 +57,12 @@ def main(argv=None) -> None:
     sets = {"every hash (" + ", ".join(HASH_KINDS) + ")": X}
     for drop in [[h] for h in hashes] + [hashes[1:], hashes]:   # ... one less; the first alone; none
         sets["without " + ", ".join(d.removesuffix("_sim") for d in drop)] = X.drop(columns=drop)
+    full = next(iter(sets))
     runs = []
     for seed in range(cfg.seed, cfg.seed + args.seeds):
-        t = compare_feature_sets(sets, y, kind=cfg.fusion_kind, folds=cfg.folds, seed=seed,
-                                 calibration=cfg.fusion_calibration).astype(float)
+        kw = dict(kind=cfg.fusion_kind, folds=cfg.folds, seed=seed, calibration=cfg.fusion_calibration)
+        t = pd.concat([compare_feature_sets(sets, y, **kw),
+                       compare_feature_sets({full + ", monotone": sets[full]}, y, monotone=True, **kw)]).astype(float)
         t["errors"] = t.fp + t.fn
         runs.append(t)
     both = pd.concat(runs, keys=range(len(runs)))

@@ -177,3 +177,28 @@ def test_a_fusion_reads_the_hashes_it_was_fitted_with(files, monkeypatch):
         # verification computes the hashes this fusion reads: no "features missing" error either way
         dec, rep = verify_band(fz, p1, p2, s, global_threshold=0.75, band=(0.0, np.inf))
         assert rep["pairs_verified"] == len(y) and dec.tolist() == y.tolist()
+
+
+def test_monotone_signs_by_feature_name():
+    from nnutils.decide.fusion import monotone_signs
+    names = ["cos_global", "phash_sim", "same_pixels", "lf_passed", "lf_inliers", "delf_coverage_min",
+             "lf_perspective", "lf_rotation", "log_area_ratio", "lf_mirrored", "noise"]
+    assert monotone_signs(names) == [1, 1, 1, 1, 1, 1, -1, 0, 0, 0, 0]
+
+
+def test_a_monotone_fusion_never_lowers_a_copy_for_a_higher_global_score():
+    # the free model learns a non-monotone quirk of its training rows: in a window of high global
+    # scores every pair is a negative; under the constraint its probability cannot dip there
+    X, y = make_xy(400, seed=3)
+    quirk = (X.cos_m > 0.86) & (X.cos_m < 0.9)
+    y = np.where(quirk, 0, y)
+    free = Fusion(folds=3).fit(X, y, importance_repeats=0)
+    mono = Fusion(folds=3, monotone=True).fit(X, y, importance_repeats=0)
+    grid = pd.DataFrame({"cos_m": np.linspace(0.0, 1.0, 201), "lf_inliers": 60.0, "noise": 0.5})
+    p_free, p_mono = free.predict_proba(grid), mono.predict_proba(grid)
+    assert np.all(np.diff(p_mono) >= -1e-12)                       # non-decreasing in the global score
+    assert np.any(np.diff(p_free) < -1e-3)                         # the free model did learn the dip
+    again = Fusion.from_dict(json.loads(json.dumps(mono.to_dict())), mono.model)
+    assert again.monotone and np.array_equal(again.predict_proba(grid), p_mono)
+    with pytest.raises(ValueError, match="hgb"):
+        Fusion(kind="logistic", monotone=True).fit(X, y)

@@ -58,7 +58,8 @@ from nnutils.local.delf import DelfExtractor
 from nnutils.local.keypoints import EXTRACT_KEYS, extract
 from nnutils.local.verify import verify_pairs
 
-__all__ = ["HASH_KINDS", "local_columns", "image_facts_of", "pair_features", "choose_band", "in_band", "Fusion",
+__all__ = ["HASH_KINDS", "MONOTONE_SIGNS", "monotone_signs", "local_columns", "image_facts_of", "pair_features",
+           "choose_band", "in_band", "Fusion",
            "compare_feature_sets", "choose_local_method",
            "apply_fusion", "verify_band"]
 
@@ -71,6 +72,35 @@ __all__ = ["HASH_KINDS", "local_columns", "image_facts_of", "pair_features", "ch
 #: nothing is too weak, and a check on the shifted set (3 more errors, 3/160 other crops passed
 #: instead of 0) did not bear it out.
 HASH_KINDS = ("phash", "dhash", "whash")
+
+#: Signs of the monotone constraints a fusion may be fitted with (``Fusion(monotone=True)``), by
+#: feature-name suffix: more global similarity, hash agreement, identical bytes or pixels, a
+#: passed check, more inliers and more covered area never make a copy less likely (+1); a
+#: larger departure from an affine map (another view) never makes it more likely (-1). Every
+#: other feature (sizes, scale, rotation, mirroring, verifiability) is free (0). Prior knowledge
+#: of what a re-post does, not fitted: it keeps a model fitted on a few hundred validation
+#: pairs from learning a non-monotone quirk of them.
+MONOTONE_SIGNS = {"_sim": 1, "same_bytes": 1, "same_pixels": 1, "_passed": 1, "_inliers": 1,
+                  "_inlier_ratio": 1, "_coverage_max": 1, "_coverage_min": 1, "_perspective": -1}
+
+
+def monotone_signs(features: Sequence[str]) -> list[int]:
+    """The monotone constraint of each feature: +1, -1 or 0 (free), from :data:`MONOTONE_SIGNS`.
+
+    Parameters
+    ----------
+    features : sequence of str
+        Feature column names, as :func:`pair_features` writes them (``cos_<name>`` is +1).
+
+    Returns
+    -------
+    list of int, one per feature
+    """
+    def sign(f):
+        if f.startswith("cos_"):
+            return 1
+        return next((v for k, v in MONOTONE_SIGNS.items() if f.endswith(k)), 0)
+    return [sign(f) for f in features]
 
 
 def local_columns(local: pd.DataFrame, prefix: str = "lf") -> pd.DataFrame:
@@ -313,6 +343,8 @@ class Fusion:
 
     ``kind``: ``"hgb"`` (HistGradientBoostingClassifier: NaN-aware, non-linear; default) or
     ``"logistic"`` (median-imputed, standardised logistic regression: a readable baseline).
+    ``monotone``: fit the gradient boosting under the monotone constraints of
+    :func:`monotone_signs` (hgb only).
     ``calibration``: ``"none"`` (default: gradient boosting's log-loss probabilities, already
     close to calibrated; check ``cv["brier"]``, the out-of-fold Brier score, and the
     reliability plot of notebook 10) or an inner 3-fold ``CalibratedClassifierCV``:
@@ -335,6 +367,8 @@ class Fusion:
     folds : int, default 5
         Outer cross-validation folds (at most the smaller class's count, at least 2).
     calibration : {"none", "sigmoid", "isotonic"}, default "none"
+    monotone : bool, default False
+        Constrain the gradient boosting with :func:`monotone_signs` of its features.
     seed : int, default 0
         Seed of the folds and of the gradient boosting.
     features, threshold, model, cv, importances, oof, oof_pred
@@ -344,6 +378,7 @@ class Fusion:
     kind: str = "hgb"
     folds: int = 5
     calibration: str = "none"           # "none" | "sigmoid" (Platt) | "isotonic": an inner CalibratedClassifierCV
+    monotone: bool = False              # hgb under monotone_signs(features)
     seed: int = 0
     features: list = field(default_factory=list)
     threshold: float = 0.5
@@ -365,7 +400,10 @@ class Fusion:
         if self.kind == "hgb":
             return HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, max_leaf_nodes=15,
                                                   min_samples_leaf=10, l2_regularization=1.0,
+                                                  monotonic_cst=monotone_signs(self.features) if self.monotone else None,
                                                   random_state=self.seed)
+        if self.monotone:
+            raise ValueError(f"monotone constraints need kind 'hgb', got {self.kind!r}")
         if self.kind == "logistic":
             return make_pipeline(SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
                                  StandardScaler(), LogisticRegression(max_iter=2000, C=1.0))
@@ -505,10 +543,11 @@ class Fusion:
         Returns
         -------
         dict
-            ``kind``, ``folds``, ``calibration``, ``seed``, ``features``, ``threshold``, ``cv``,
+            ``kind``, ``folds``, ``calibration``, ``seed``, ``monotone``, ``features``, ``threshold``, ``cv``,
             ``importances`` (column lists or None), ``oof`` and ``oof_pred`` (lists or None).
         """
         return {"kind": self.kind, "folds": self.folds, "calibration": self.calibration, "seed": self.seed,
+                "monotone": bool(self.monotone),
                 "features": list(self.features), "threshold": float(self.threshold),
                 "cv": {k: (float(v) if isinstance(v, (float, np.floating)) else int(v) if isinstance(v, (int, np.integer))
                            else v) for k, v in self.cv.items()},
@@ -532,6 +571,7 @@ class Fusion:
         Fusion
         """
         fz = cls(kind=d["kind"], folds=int(d["folds"]), calibration=d["calibration"], seed=int(d["seed"]),
+                 monotone=bool(d.get("monotone", False)),
                  features=list(d["features"]), threshold=float(d["threshold"]), model=model, cv=dict(d["cv"]))
         if d.get("importances") is not None:
             fz.importances = pd.DataFrame(d["importances"])
@@ -543,13 +583,15 @@ class Fusion:
 
 
 def compare_feature_sets(sets: dict, y, *, kind: str = "hgb", folds: int = 5, seed: int = 0,
-                         calibration: str = "none") -> pd.DataFrame:
+                         calibration: str = "none", monotone: bool = False) -> pd.DataFrame:
     """Score each feature set by the same cross-validated protocol (out-of-fold probabilities, F1-optimal threshold).
 
     Parameters
     ----------
     sets : ``{name: (P, F) DataFrame}`` of :func:`pair_features` columns for the same P pairs
     y : (P,) 0/1 labels
+    kind, folds, seed, calibration, monotone
+        :class:`Fusion`'s settings, the same for every set.
 
     Returns
     -------
@@ -559,7 +601,8 @@ def compare_feature_sets(sets: dict, y, *, kind: str = "hgb", folds: int = 5, se
     """
     rows = {}
     for name, X in sets.items():
-        fz = Fusion(kind=kind, folds=folds, seed=seed, calibration=calibration).fit(X, y, importance_repeats=0)
+        fz = Fusion(kind=kind, folds=folds, seed=seed, calibration=calibration,
+                    monotone=monotone).fit(X, y, importance_repeats=0)
         rows[name] = {**fz.cv, "threshold": fz.threshold}
     return pd.DataFrame(rows).T[["f1", "macro_f1", "roc_auc", "brier", "fp", "fn", "threshold"]]
 
