@@ -202,3 +202,5 @@ def test_a_monotone_fusion_never_lowers_a_copy_for_a_higher_global_score():
     assert again.monotone and np.array_equal(again.predict_proba(grid), p_mono)
     with pytest.raises(ValueError, match="hgb"):
         Fusion(kind="logistic", monotone=True).fit(X, y)
+    with pytest.raises(ValueError, match="kind must be 'hgb' or 'logistic'"):  # an unknown kind says so first
+        Fusion(kind="forest", monotone=True).fit(X, y)

@@ -402,9 +402,9 @@ class Fusion:
                                                   min_samples_leaf=10, l2_regularization=1.0,
                                                   monotonic_cst=monotone_signs(self.features) if self.monotone else None,
                                                   random_state=self.seed)
-        if self.monotone:
-            raise ValueError(f"monotone constraints need kind 'hgb', got {self.kind!r}")
         if self.kind == "logistic":
+            if self.monotone:
+                raise ValueError("monotone constraints need kind 'hgb', got 'logistic'")
             return make_pipeline(SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
                                  StandardScaler(), LogisticRegression(max_iter=2000, C=1.0))
         raise ValueError(f"kind must be 'hgb' or 'logistic', got {self.kind!r}")
