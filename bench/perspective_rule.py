@@ -30,6 +30,7 @@ from scipy.special import fdtr  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from nnutils.local import verify as V  # noqa: E402
+from nnutils.local.dense import SIDE  # noqa: E402
 from nnutils.local.keypoints import extract  # noqa: E402
 
 DEFAULT = (1e-5, 0.001, 1.0)
@@ -73,9 +74,10 @@ def main(argv=None) -> None:
     try:
         for r in tqdm(meta.itertuples(), total=len(meta), desc="verifying", unit="pair"):
             seen.clear()
-            v = V.verify(features(r.image_url1), features(r.image_url2))
+            # the dense rule measured (math.inf: never applied) for the pairs the perspective rule passes
+            v = V.verify(features(r.image_url1), features(r.image_url2), max_dense_residual=math.inf)
             if seen:
-                rows.append(dict(positive=bool(r.is_same), passed=v.passed, **seen[-1]))
+                rows.append(dict(positive=bool(r.is_same), passed=v.passed, dense=v.dense_residual, **seen[-1]))
     finally:
         V._nonaffine = real
     df = pd.DataFrame(rows).dropna(subset=["d"])
@@ -94,6 +96,18 @@ def main(argv=None) -> None:
                       f"{int(rejects(views).sum())} of {len(views)} | {mark} |")
     print("\npositives closest to the rule (most significant F-test):")
     print(pos.sort_values("log10p").head(5).round(4).to_string(index=False))
+
+    # the dense rule (nnutils.local.dense), after the perspective rule: the pairs it passes
+    dpos, dviews = pos.dense.dropna(), views.dense.dropna()
+    print(f"\ndense rule (90th-percentile residual of the cells' shifts, px of a {SIDE}-px frame), on the "
+          f"{len(dpos)} positives and {len(dviews)} views the perspective rule passes with dense evidence:")
+    q = [0.5, 0.9, 0.99, 1.0]
+    print("positives: " + ", ".join(f"q{int(100 * k)} {dpos.quantile(k):.2f}" for k in q) if len(dpos) else "positives: none")
+    print("views:     " + ", ".join(f"q{int(100 * k)} {dviews.quantile(k):.2f}" for k in q) if len(dviews) else "views: none")
+    print("\n| residual > (px) | positives rejected | views rejected | |\n|---|---|---|---|")
+    for t in (1.0, 1.25, 1.5, 2.0, 3.0):
+        mark = "default" if t == V.DENSE_RESIDUAL else ""
+        print(f"| {t:g} | {int((dpos > t).sum())} of {len(dpos)} | {int((dviews > t).sum())} of {len(dviews)} | {mark} |")
 
 
 if __name__ == "__main__":

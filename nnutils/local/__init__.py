@@ -1,1 +1,1 @@
-"""Local features and the geometric check: SIFT/ORB keypoints, verification, DELF-style features."""
+"""Local features and the geometric check: SIFT/ORB keypoints, verification, the dense alignment check, DELF-style features."""

@@ -14,7 +14,8 @@ and the per-image facts of the fused decision. This module holds the local part:
 * :class:`FeatureCache` — ``<cache_dir>/local/<key>/<sha1 of the file>.npz`` beside the
   embedding cache (``<cache_dir>/embeddings/<key>/<sha1>.npy``), one file per image with
   the keypoints (``xy``, ``scale``, ``score``, ``desc``, ``angle``, ``size``, ``kind``,
-  ``reason``, and ORB's mirrored descriptors when present) and the facts (width, height,
+  ``reason``, the greyscale thumbnail of the dense check, and ORB's mirrored descriptors
+  when present) and the facts (width, height,
   file and pixel digests, perceptual hashes). Readable images only: an unreadable file is
   decided by policy and recomputed (cheaply: it fails fast) on the next run.
 
@@ -32,13 +33,13 @@ from pathlib import Path
 import numpy as np
 
 from nnutils.data.cache import model_key
-from nnutils.local.keypoints import EXTRACT_KEYS, Keypoints, extract
+from nnutils.local.keypoints import EXTRACT_KEYS, Keypoints, extract, mirror_thumb
 
 __all__ = ["LocalSpec", "FeatureCache", "ImageRecord", "save_record", "load_record", "to_original_pixels",
            "CACHE_VERSION"]
 
 #: Bumped when the stored format or the extraction changes meaning (part of the cache key).
-CACHE_VERSION = 2   # 2: ORB keypoints at their pyramid level's exact pixel centres
+CACHE_VERSION = 3   # 2: ORB keypoints at their pyramid level's exact pixel centres; 3: + the thumbnail
 
 
 def to_original_pixels(kp: Keypoints, size: tuple[int, int]) -> Keypoints:
@@ -68,7 +69,7 @@ def to_original_pixels(kp: Keypoints, size: tuple[int, int]) -> Keypoints:
         xy = k.xy.astype(np.float64)
         xy = np.stack([(xy[:, 0] + 0.5) * sx - 0.5, (xy[:, 1] + 0.5) * sy - 0.5], axis=1).astype(np.float32)
         out = Keypoints(xy, (k.scale * np.float32(math.sqrt(sx * sy))).astype(np.float32), k.score, k.desc,
-                        (w0, h0), k.kind, k.reason, k.angle)
+                        (w0, h0), k.kind, k.reason, k.angle, thumb=k.thumb)
         return out
 
     out = one(kp)
@@ -201,13 +202,16 @@ def _kp_arrays(kp: Keypoints, prefix: str) -> dict:
     out[f"{prefix}reason"] = np.asarray(kp.reason)
     if kp.angle is not None:
         out[f"{prefix}angle"] = kp.angle
+    if kp.thumb is not None and prefix == "kp_":   # the mirror's is this one flipped
+        out[f"{prefix}thumb"] = kp.thumb
     return out
 
 
 def _kp_from(z, prefix: str) -> Keypoints:
     angle = z[f"{prefix}angle"] if f"{prefix}angle" in z else None
+    thumb = z[f"{prefix}thumb"] if f"{prefix}thumb" in z else None
     return Keypoints(*(z[f"{prefix}{n}"] for n in _KP), tuple(int(v) for v in z[f"{prefix}size"]),
-                     str(z[f"{prefix}kind"]), str(z[f"{prefix}reason"]), angle)
+                     str(z[f"{prefix}kind"]), str(z[f"{prefix}reason"]), angle, thumb=thumb)
 
 
 def save_record(path: str | os.PathLike, rec: ImageRecord) -> None:
@@ -257,6 +261,7 @@ def load_record(path: str | os.PathLike) -> ImageRecord:
         kp = _kp_from(z, "kp_")
         if "mirror_xy" in z:
             kp.mirror = _kp_from(z, "mirror_")
+            kp.mirror.thumb = mirror_thumb(kp.thumb)
         facts = {}
         for k in z.files:
             if k.startswith("fact_"):

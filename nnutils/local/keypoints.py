@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from nnutils.data.images import read_any
+from nnutils.local.dense import thumbnail
 
 #: Keyword arguments of :func:`extract` (routed there by :func:`verify_pair` / :func:`verify_pairs`).
 EXTRACT_KEYS = ("max_keypoints", "max_side", "root", "min_side", "min_keypoints", "mirror")
@@ -60,6 +61,10 @@ class Keypoints:
     angle : (n,) float32 keypoint orientation in degrees (OpenCV's convention), or None
     mirror : the keypoints of the image mirrored left-right (in ITS pixels), when the producer
         computed them (:func:`extract` does for ORB); use :meth:`mirrored`
+    thumb : uint8 (h, w) greyscale thumbnail of the image (longer side
+        :data:`nnutils.local.dense.SIDE`), made by :func:`extract` from its working image, for
+        the dense alignment check (:mod:`nnutils.local.dense`); None when the producer made
+        none (DELF): the check is then skipped
     """
 
     xy: np.ndarray
@@ -71,6 +76,7 @@ class Keypoints:
     reason: str = ""
     angle: np.ndarray | None = field(default=None, repr=False)
     mirror: "Keypoints | None" = field(default=None, repr=False)
+    thumb: np.ndarray | None = field(default=None, repr=False)
 
     def mirrored(self) -> "Keypoints | None":
         """The keypoints of this image mirrored left-right, or None when they are not known.
@@ -94,7 +100,7 @@ class Keypoints:
         xy[:, 0] = (self.image_size[0] - 1) - xy[:, 0]
         angle = None if self.angle is None else ((180.0 - self.angle) % 360.0).astype(np.float32)
         return Keypoints(xy, self.scale, self.score, np.ascontiguousarray(self.desc[:, _SIFT_MIRROR]),
-                         self.image_size, self.kind, self.reason, angle)
+                         self.image_size, self.kind, self.reason, angle, thumb=mirror_thumb(self.thumb))
 
     def __len__(self) -> int:
         return int(self.xy.shape[0])
@@ -107,6 +113,11 @@ class Keypoints:
     def empty(cls, kind: str, image_size=(0, 0), reason: str = "", dim: int = 128, binary: bool = False):
         return cls(np.zeros((0, 2), np.float32), np.zeros(0, np.float32), np.zeros(0, np.float32),
                    np.zeros((0, dim), np.uint8 if binary else np.float32), tuple(image_size), kind, reason)
+
+
+def mirror_thumb(thumb: np.ndarray | None) -> np.ndarray | None:
+    """The thumbnail of the image mirrored left-right (None stays None)."""
+    return None if thumb is None else np.ascontiguousarray(thumb[:, ::-1])
 
 
 _local = threading.local()
@@ -211,6 +222,7 @@ def extract(image, method: str = "sift", *, max_keypoints: int = 1000, max_side:
         grey = cv2.resize(grey, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
     if int(grey.max()) - int(grey.min()) < 2:  # constant: skip the detector
         return empty(size, "too flat")
+    thumb = thumbnail(grey)
     det = _detector(method, max_keypoints)
     kps, desc = det.detectAndCompute(grey, None)
     if desc is None or len(kps) < min_keypoints:
@@ -232,6 +244,7 @@ def extract(image, method: str = "sift", *, max_keypoints: int = 1000, max_side:
         desc = np.ascontiguousarray(desc, np.uint8)
         if mirror:
             mirrored = _mirror_orb(det, grey, kps, (int(w0), int(h0)), (sx, sy))
+            mirrored.thumb = mirror_thumb(thumb)
     else:
         desc = desc.astype(np.float32)
         if root:
@@ -239,7 +252,8 @@ def extract(image, method: str = "sift", *, max_keypoints: int = 1000, max_side:
             np.sqrt(desc, out=desc)
         else:
             desc /= np.linalg.norm(desc, axis=1, keepdims=True) + 1e-7
-    return Keypoints(xy.astype(np.float32), scale, score, desc, (int(w0), int(h0)), method, "", angle, mirrored)
+    return Keypoints(xy.astype(np.float32), scale, score, desc, (int(w0), int(h0)), method, "", angle, mirrored,
+                     thumb)
 
 
 def _orb_exact_points(det, kps, shape: tuple[int, int]) -> np.ndarray:
