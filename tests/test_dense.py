@@ -76,14 +76,14 @@ def test_second_views_the_keypoint_rules_miss_mostly_fail_the_dense_rule(room):
     the cells away from the matches are displaced by pixels, and the dense rule rejects most.
 
     Views whose map departs from an affine one by ≥ 4 % of the side over the frame measure
-    1.0–3.9 px (a re-post: ~0.2–0.4), so the 2-px bound rejects about two in three: the
-    rule adds to the keypoint F-test (which has the power when there are hundreds of
-    inliers), it does not replace it.
+    1.2–5.3 px (a re-post: ~0.2–0.4), so the 2-px bound rejects one half to two thirds of
+    them: the rule adds to the keypoint F-test (which has the power when there are hundreds
+    of inliers), it does not replace it.
     """
     rng = np.random.default_rng(3)
     loose = dict(max_nonaffine=1.0, max_anisotropy=2.0, min_inlier_ratio=0.2, min_coverage=0.5, min_spread=0.3)
     rejected, residuals = 0, []
-    for _ in range(6):
+    for _ in range(12):
         img1, img2, _ = _second_view(room, rng, move=(0.05, 0.15), min_nonaffine=0.04)
         a, b = extract(img1, "orb"), extract(img2, "orb")
         off = verify(a, b, max_dense_residual=None, **loose)
@@ -93,7 +93,7 @@ def test_second_views_the_keypoint_rules_miss_mostly_fail_the_dense_rule(room):
         if not v.passed:
             assert v.reason.startswith("implausible transform: not affine everywhere") and v.dense_residual > DENSE_RESIDUAL
             rejected += 1
-    assert rejected >= 4, residuals
+    assert rejected >= 6, residuals
     assert min(residuals) > 1.0                                   # every view is displaced well beyond a re-post
 
 

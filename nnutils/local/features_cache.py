@@ -39,7 +39,7 @@ __all__ = ["LocalSpec", "FeatureCache", "ImageRecord", "save_record", "load_reco
            "CACHE_VERSION"]
 
 #: Bumped when the stored format or the extraction changes meaning (part of the cache key).
-CACHE_VERSION = 3   # 2: ORB keypoints at their pyramid level's exact pixel centres; 3: + the thumbnail
+CACHE_VERSION = 4   # 2: ORB keypoints at their pyramid level's exact pixel centres; 3: + the thumbnail; 4: equalised
 
 
 def to_original_pixels(kp: Keypoints, size: tuple[int, int]) -> Keypoints:

@@ -36,7 +36,7 @@ from nnutils.data.images import read_any
 from nnutils.local.dense import thumbnail
 
 #: Keyword arguments of :func:`extract` (routed there by :func:`verify_pair` / :func:`verify_pairs`).
-EXTRACT_KEYS = ("max_keypoints", "max_side", "root", "min_side", "min_keypoints", "mirror")
+EXTRACT_KEYS = ("max_keypoints", "max_side", "root", "min_side", "min_keypoints", "mirror", "equalize")
 
 # SIFT descriptor layout (OpenCV): index = (row * 4 + col) * 8 + orientation bin, rows and columns of
 # the 4 × 4 grid in the keypoint's rotated frame. Mirroring the image reverses the rows and
@@ -151,7 +151,8 @@ def _read_grey(image, max_side: int | None) -> tuple[np.ndarray | None, tuple[in
 
 
 def extract(image, method: str = "sift", *, max_keypoints: int = 1000, max_side: int | None = 640,
-            root: bool = True, min_side: int = 32, min_keypoints: int = 8, mirror: bool = True) -> Keypoints:
+            root: bool = True, min_side: int = 32, min_keypoints: int = 8, mirror: bool = True,
+            equalize: bool = True) -> Keypoints:
     """Detect keypoints and compute descriptors of one image; never raises for a bad image.
 
     Parameters
@@ -183,6 +184,16 @@ def extract(image, method: str = "sift", *, max_keypoints: int = 1000, max_side:
         (:attr:`Keypoints.mirror`, used by :func:`nnutils.local.verify.verify` to accept a
         mirrored copy); about +35 % of the ORB time. SIFT needs nothing (its mirror is a
         permutation, see :meth:`Keypoints.mirrored`).
+    equalize : bool
+        Equalise the grey histogram before detecting (default True; ``cv2.equalizeHist``).
+        The detectors' thresholds are absolute grey differences, so a low-contrast photo (a
+        white room, std ~6 grey levels) gives FAST no corners at all, while a copy whose
+        contrast or gamma changed gets other keypoints than its original. Equalising maps
+        every image through its own monotone lookup table: a global contrast, brightness or
+        gamma change nearly vanishes, and binary tests and gradient orientations keep their
+        meaning. The thumbnail (:attr:`Keypoints.thumb`) is made before it (equalised, a flat
+        wall's JPEG noise becomes texture that the dense check would read as displacement:
+        train positives' 99th percentile 2.6 px instead of 1.3).
 
     Returns
     -------
@@ -222,7 +233,9 @@ def extract(image, method: str = "sift", *, max_keypoints: int = 1000, max_side:
         grey = cv2.resize(grey, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
     if int(grey.max()) - int(grey.min()) < 2:  # constant: skip the detector
         return empty(size, "too flat")
-    thumb = thumbnail(grey)
+    thumb = thumbnail(grey)   # before equalising: it would turn a flat wall's JPEG noise into texture
+    if equalize:
+        grey = cv2.equalizeHist(grey)
     det = _detector(method, max_keypoints)
     kps, desc = det.detectAndCompute(grey, None)
     if desc is None or len(kps) < min_keypoints:
