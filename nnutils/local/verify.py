@@ -472,6 +472,16 @@ def verify(a: Keypoints, b: Keypoints, *, model: str = "affine", matcher: str = 
     return w
 
 
+#: the verdicts that are evidence of another view of the scene (not mere lack of evidence): the
+#: matches need a perspective map, or the fitted map leaves the overlap misaligned (rules 2 and 5)
+VIEW_REASONS = ("implausible transform: perspective", "implausible transform: not affine everywhere")
+
+
+def is_other_view(reason: str) -> bool:
+    """Whether a :attr:`Verification.reason` says the pair is another view (:data:`VIEW_REASONS`)."""
+    return str(reason).startswith(VIEW_REASONS)
+
+
 #: reasons for which a mirrored copy fails the direct check: its descriptors hardly match, or the
 #: few that do (symmetric details) need a reflection
 _NO_EVIDENCE = ("few matches", "few inliers", "low inlier ratio", "no transform",
