@@ -83,10 +83,14 @@ def thumbnail(grey: np.ndarray, side: int = SIDE) -> np.ndarray:
     return cv2.resize(grey, size, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
 
 
-def _to_thumb(size, thumb) -> np.ndarray:
-    """3×3 map from original pixels to thumbnail pixels (pixel centres kept)."""
-    sx, sy = thumb.shape[1] / size[0], thumb.shape[0] / size[1]
+def _resize_map(sx: float, sy: float) -> np.ndarray:
+    """3×3 map of a resize by (sx, sy), from the old image's pixels to the new one's (pixel centres kept)."""
     return np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1.0]])
+
+
+def _to_thumb(size, thumb) -> np.ndarray:
+    """3×3 map from original pixels to thumbnail pixels."""
+    return _resize_map(thumb.shape[1] / size[0], thumb.shape[0] / size[1])
 
 
 def dense_residual(thumb1: np.ndarray, size1, thumb2: np.ndarray, size2, matrix) -> float:
@@ -125,8 +129,7 @@ def dense_residual(thumb1: np.ndarray, size1, thumb2: np.ndarray, size2, matrix)
     if scale > 1.5:   # shrink the moving image to about the reference's scale first (no aliasing)
         mh, mw = mov.shape
         mov = cv2.resize(mov, (max(8, round(mw / scale)), max(8, round(mh / scale))), interpolation=cv2.INTER_AREA)
-        fx, fy = mov.shape[1] / mw, mov.shape[0] / mh
-        T = np.array([[fx, 0, 0.5 * fx - 0.5], [0, fy, 0.5 * fy - 0.5], [0, 0, 1.0]]) @ T
+        T = _resize_map(mov.shape[1] / mw, mov.shape[0] / mh) @ T
     h, w = ref.shape
     A = T[:2]
     warped = cv2.warpAffine(mov, A, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderValue=0)
@@ -151,10 +154,12 @@ def _cell_shifts(ref: np.ndarray, warped: np.ndarray, valid: np.ndarray) -> tupl
     """
     import cv2
 
-    c, step = CELL, CELL
-    view = np.lib.stride_tricks.sliding_window_view
-    w1, w2 = view(ref, (c, c))[::step, ::step], view(warped, (c, c))[::step, ::step]
-    covered = view(valid, (c, c))[::step, ::step].min(axis=(2, 3)) > 0
+    c = CELL
+
+    def grid(img):   # (rows, cols, c, c): the non-overlapping cells
+        return np.lib.stride_tricks.sliding_window_view(img, (c, c))[::c, ::c]
+    w1, w2 = grid(ref), grid(warped)
+    covered = grid(valid).min(axis=(2, 3)) > 0
     keep = covered & (w1.std(axis=(2, 3)) >= _MIN_STD) & (w2.std(axis=(2, 3)) >= _MIN_STD)
     iy, ix = np.nonzero(keep)
     if len(iy) < MIN_CELLS:
@@ -179,5 +184,5 @@ def _cell_shifts(ref: np.ndarray, warped: np.ndarray, valid: np.ndarray) -> tupl
     sy = np.where(sy > c / 2, sy - c, sy)                       # circular → signed shifts
     sx = np.where(sx > c / 2, sx - c, sx)
     ok = response >= MIN_RESPONSE
-    centres = np.stack([ix * step + c / 2, iy * step + c / 2], axis=1)[ok]
+    centres = np.stack([ix * c + c / 2, iy * c + c / 2], axis=1)[ok]
     return centres.astype(np.float64), np.stack([sx, sy], axis=1)[ok]
