@@ -139,6 +139,24 @@ def test_local_columns_keep_the_perspective_departure():
     assert c.lf_perspective[0] == 0.03 and c.lf_perspective[1] == 0.001 and np.isnan(c.lf_perspective[2])
 
 
+def test_local_columns_keep_the_dense_residual():
+    local = pd.DataFrame({"verifiable": [True, True, False], "passed": [False, True, False], "inliers": [60, 40, 0],
+                          "inlier_ratio": [0.9] * 3, "coverage1": [1.0] * 3, "coverage2": [0.9] * 3,
+                          "spread": [0.8] * 3, "scale": [1.0] * 3, "rotation_deg": [0.0] * 3,
+                          "dense_residual": [4.5, 0.3, 0.2]})
+    c = local_columns(local)
+    assert c.lf_dense[0] == 4.5 and c.lf_dense[1] == 0.3 and np.isnan(c.lf_dense[2])   # not verifiable: unknown
+
+
+def test_a_fusion_leaves_out_a_feature_never_measured():
+    rng = np.random.default_rng(0)
+    y = np.r_[np.ones(40, int), np.zeros(40, int)]
+    X = pd.DataFrame({"cos_global": y * 0.5 + rng.random(80) * 0.6, "lf_dense": np.nan})   # a check without thumbnails
+    fz = Fusion(folds=3).fit(X, y, importance_repeats=0)
+    assert fz.features == ["cos_global"]
+    assert fz.predict_proba(X).shape == (80,)
+
+
 def test_choose_local_method_does_not_pay_for_noise():
     from nnutils.decide.fusion import choose_local_method
     cost = {"orb": 5.0, "sift": 90.0, "delf": 12.0}

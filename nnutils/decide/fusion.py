@@ -81,7 +81,7 @@ HASH_KINDS = ("phash", "dhash", "whash")
 #: of what a re-post does, not fitted: it keeps a model fitted on a few hundred validation
 #: pairs from learning a non-monotone quirk of them.
 MONOTONE_SIGNS = {"_sim": 1, "same_bytes": 1, "same_pixels": 1, "_passed": 1, "_inliers": 1,
-                  "_inlier_ratio": 1, "_coverage_max": 1, "_coverage_min": 1, "_perspective": -1}
+                  "_inlier_ratio": 1, "_coverage_max": 1, "_coverage_min": 1, "_perspective": -1, "_dense": -1}
 
 
 def monotone_signs(features: Sequence[str]) -> list[int]:
@@ -124,7 +124,9 @@ def local_columns(local: pd.DataFrame, prefix: str = "lf") -> pd.DataFrame:
         plausible as an upright one), ``_mirrored`` (0/1, when the rows say whether the
         match needed a mirror) and ``_perspective`` (how far a homography departs from an
         affine map, a share of the image side: large for another view; NaN where the check
-        stopped before the perspective rule).
+        stopped before the perspective rule) and ``_dense`` (the dense rule's residual,
+        thumbnail pixels: large for another view whose keypoints an affine map explains; NaN
+        where the check stopped before the dense rule).
     """
     v = local["verifiable"].astype(bool).to_numpy()
     nan = lambda c: np.where(v, local[c].astype(float).to_numpy(), np.nan)  # noqa: E731
@@ -141,6 +143,7 @@ def local_columns(local: pd.DataFrame, prefix: str = "lf") -> pd.DataFrame:
         f"{prefix}_rotation": _from_quarter_turn(nan("rotation_deg")),
         **({f"{prefix}_mirrored": nan("mirrored")} if "mirrored" in local else {}),
         **({f"{prefix}_perspective": nan("perspective")} if "perspective" in local else {}),
+        **({f"{prefix}_dense": nan("dense_residual")} if "dense_residual" in local else {}),
     }, index=local.index)
 
 
@@ -421,8 +424,9 @@ class Fusion:
     def fit(self, X: pd.DataFrame, y, *, importance_repeats: int = 5) -> "Fusion":
         """Cross-validate (out-of-fold probabilities → threshold, F1, AUC, importances), then refit on all rows.
 
-        Sets ``features``, ``threshold``, ``cv``, ``oof``, ``oof_pred``, ``importances`` (when
-        ``importance_repeats``) and ``model``.
+        Sets ``features`` (the columns of ``X`` that are measured in at least one row: an
+        all-NaN column is left out), ``threshold``, ``cv``, ``oof``, ``oof_pred``,
+        ``importances`` (when ``importance_repeats``) and ``model``.
 
         Parameters
         ----------
@@ -450,8 +454,10 @@ class Fusion:
             raise ValueError(f"X has {len(X)} rows, y {len(y)}")
         if len(np.unique(y)) < 2:
             raise ValueError("fusion needs both classes in its training pairs")
-        self.features = list(X.columns)
-        Xv = X.to_numpy(float)
+        # a feature never measured in these rows (all NaN: e.g. the dense residual of a check
+        # without thumbnails) carries nothing, and the gradient-boosting binner cannot bin it
+        self.features = [c for c in X.columns if X[c].notna().any()]
+        Xv = X[self.features].to_numpy(float)
         folds = int(max(2, min(self.folds, np.bincount(y).min())))
         skf = StratifiedKFold(folds, shuffle=True, random_state=self.seed)
         oof = np.zeros(len(y))
