@@ -93,6 +93,17 @@ def test_other_views_share_most_of_the_frame_through_a_perspective_map(built):
     assert (shared >= 0.8).all() and (shared < 0.99).all()
 
 
+def test_perspective_views_turn_the_camera_a_little_as_often_as_a_lot():
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (120, 160, 3), np.uint8))
+    rng = np.random.default_rng(3)
+    details = [S.perspective_view(img, rng)[1] for _ in range(200)]
+    shrink = np.array([float(re.search(r"shrunk (\d\.\d+)", d).group(1)) for d in details])
+    shared = np.array([float(re.search(r"shared (\d\.\d+)", d).group(1)) for d in details])
+    assert shrink.min() >= 0.04 and shrink.max() <= 0.28
+    assert 0.4 < np.mean(shrink < 0.105) < 0.6     # log-uniform: the geometric middle of 4–28 % is 10.6 %
+    assert (shared >= 0.8).all() and (shared < 0.99).all()
+
+
 def test_identical_kinds_really_identical_and_distortions_differ(built):
     meta = pd.read_csv(built / "metadata.csv", keep_default_na=False)
     pos = meta[(meta.is_same == 1) & (meta.broken1 == "") & (meta.broken2 == "")]
