@@ -54,10 +54,15 @@ RUNTIMES = {"keras": ("keras", "none"), "tflite": ("tflite", "none"), "tflite-dy
             "tflite-float16": ("tflite", "float16")}
 
 
-def default_model() -> str:
-    models = ROOT / "runs" / "cpu" / "models"
-    best = models / "06_hard_negatives.keras"
-    return str(best if best.exists() else models / "00_pretrained.keras")
+def default_model(run_dir: Path = ROOT / "runs" / "cpu") -> str:
+    """The run's chosen model (notebook 07's, in ``decision.json``), else the untrained baseline."""
+    from nnutils.decide.decision import Decision
+
+    try:
+        path = Decision.load(run_dir).model_path
+    except (OSError, ValueError, KeyError):
+        path = None
+    return str(path) if path else str(run_dir / "models" / "00_pretrained.keras")
 
 
 def machine() -> str:
@@ -261,7 +266,8 @@ def bench_delg(run_dir: Path, paths: list[str], threads: int = 2, batch: int = 3
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default=default_model(), help="a .keras embedder")
+    ap.add_argument("--model", default=None, help="a .keras embedder (default: the chosen model of --decision, "
+                                                  "else of runs/cpu)")
     ap.add_argument("--data-dir", default=str(ROOT / "data" / "lun-embedded"))
     ap.add_argument("--runtimes", default="keras,tflite,tflite-dynamic",
                     help=f"comma-separated, from {', '.join(RUNTIMES)}")
@@ -276,6 +282,8 @@ def main(argv=None) -> int:
     ap.add_argument("--delg", action="store_true", help="with --decision: DELF features from the global model's pass")
     ap.add_argument("--only-one-pass", action="store_true", help="skip the runtime and decoding tables")
     args = ap.parse_args(argv)
+    if args.model is None:
+        args.model = default_model(Path(args.decision)) if args.decision else default_model()
 
     data = Path(args.data_dir)
     test = P.read_pairs(data / "test.csv", "test")   # no train.csv needed: the shifted benchmark has none
