@@ -3,8 +3,9 @@
     python bench/errors.py                              # runs/cpu on data/lun-embedded (test split)
     python bench/errors.py --data-dir data/lun-shift    # the shifted benchmark (reporting only)
 
-Runs ``predict_pairs`` with ``--verify on`` (the default decision's path, empty cache), then
-for each wrong pair prints its kind (distortion or hard-negative kind, and the view type
+Runs ``predict_pairs`` with ``--verify on`` (the default decision's path, empty cache) and its
+per-pair verification rows (``details=True``, what ``predict --explain`` writes), then for
+each wrong pair prints its kind (distortion or hard-negative kind, and the view type
 of a shifted ``other_view``), the global score, the fused probability and the geometric
 check's verdict (``reason``: empty when it passed), inliers, scale, rotation, coverage,
 the perspective departure and the dense residual. It is for reading the errors: nothing
@@ -27,10 +28,7 @@ import pandas as pd  # noqa: E402
 
 from nnutils.data import pairs as P  # noqa: E402
 from nnutils.decide.decision import Decision  # noqa: E402
-from nnutils.decide.fusion import _decode_once, pair_features  # noqa: E402
 from nnutils.decide.predict import predict_pairs  # noqa: E402
-from nnutils.local.keypoints import extract  # noqa: E402
-from nnutils.local.verify import EXTRACT_KEYS, verify_pairs  # noqa: E402
 
 CHECK = ["reason", "inliers", "inlier_ratio", "scale", "rotation_deg", "coverage1", "coverage2", "perspective",
          "dense_residual", "mirrored"]
@@ -47,28 +45,22 @@ def main(argv=None) -> int:
     meta = pd.read_csv(data / "metadata.csv")
     meta = meta[meta.split == "test"].set_index("row").reindex(test.ID)
     with tempfile.TemporaryDirectory() as cache:
-        pred = predict_pairs(test, data / "images", run, verify="on", cache_dir=cache, progress=False)
+        pred = predict_pairs(test, data / "images", run, verify="on", cache_dir=cache, progress=False, details=True)
     wrong = np.flatnonzero(pred.submission.is_same.to_numpy() != y)
     dec = Decision.resolve(run, None)
     print(f"{dec}; {len(wrong)} wrong of {len(test)} pairs in {data}")
     if not len(wrong):
         return 0
     sub = test.iloc[wrong]
-    p1 = [str(data / "images" / u) for u in sub.image_url1]
-    p2 = [str(data / "images" / u) for u in sub.image_url2]
-    kw = dict(dec.local_kw or {})
-    ekw = {k: v for k, v in kw.items() if k in EXTRACT_KEYS}
-    images = _decode_once(p1 + p2)
-    local = verify_pairs(p1, p2, dec.local_method, progress=False,
-                         extractor=lambda p: extract(images[p], dec.local_method, **ekw), **kw)
-    X = pair_features(p1, p2, global_scores={"global": pred.scores[wrong]}, local=local, images=images,
-                      hash_kinds=dec.fusion.hash_kinds, progress=False)
+    why = pred.verification.set_index("ID").reindex(sub.ID)    # NaN: not a candidate (below the verify range)
     col = lambda c: meta[c].fillna("").to_numpy()[wrong] if c in meta else [""] * len(wrong)  # noqa: E731
     table = pd.DataFrame({"ID": sub.ID.to_numpy(), "is_same": y[wrong], "distortion": col("distortion"),
                           "negative_kind": col("negative_kind"), "view": col("view"),
                           "global": np.round(pred.scores[wrong], 3),
-                          "fused p": np.round(dec.fusion.predict_proba(X[dec.fusion.features]), 3)})
-    table = pd.concat([table, local[CHECK].reset_index(drop=True).round(4)], axis=1)
+                          "fused p": np.round(why.fused_p.to_numpy(float), 3)})
+    check = why[CHECK].reset_index(drop=True)
+    check["reason"] = check.reason.where(why.fused_p.notna().to_numpy(), "(not verified: below the verify range)")
+    table = pd.concat([table, check.round(4)], axis=1)
     with pd.option_context("display.width", 250, "display.max_columns", 30, "display.max_colwidth", 72):
         print(table.to_string(index=False))
     print(f"fusion threshold {dec.fusion.threshold:.4f}; candidates: global score >= {dec.verify_range[0]:.4f}")

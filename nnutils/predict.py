@@ -10,6 +10,10 @@ is decoded and embedded once, batched, with the TFLite runtime by default; embed
 cached on disk by image content, so a rerun or another CSV over the same images costs
 almost nothing. Pairs with an unreadable image are predicted 0 and counted (the
 unreadable-image policy). Notebook 08 calls :func:`predict_pairs`, the same code path.
+``--explain why.csv`` (with a verifying decision) writes why each verified pair was decided
+so: its global score, the fused probability and threshold, and the geometric check's verdict
+(``reason``, empty when it passed) with its inliers, scale, rotation, coverage, perspective
+departure and dense residual.
 """
 from __future__ import annotations
 
@@ -43,14 +47,22 @@ def main(argv: list[str] | None = None) -> int:
                     help="with verification: decode each image once for its embedding and local features "
                          "(default when the decision verifies every candidate; --no-one-pass decodes the "
                          "verified pairs' images again, see nnutils.decide.predict)")
+    ap.add_argument("--explain", default=None, metavar="CSV",
+                    help="with verification: write one row per verified pair: its ID, global score, fused "
+                         "probability and the geometric check's verdict and measurements")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
     try:
         pred = predict_pairs(args.pairs, args.images, args.model, threshold=args.threshold, runtime=args.runtime,
                              cache_dir=args.cache_dir, progress=not args.quiet, verify=args.verify,
-                             one_pass=args.one_pass)
+                             one_pass=args.one_pass, details=bool(args.explain))
         test_ids = pred.submission.ID
         out = write_submission(pred.submission, args.out, test_ids, pred.scores if args.scores else None)
+        if args.explain:
+            if pred.verification is None:
+                raise ValueError("--explain needs a verifying decision (notebook 10's; see --verify)")
+            pred.verification.to_csv(args.explain, index=False)
+            print(f"wrote {args.explain} ({len(pred.verification)} verified pairs)", file=sys.stderr)
         if args.labels:
             lab = read_pairs(args.labels, "labels").set_index("ID").is_same.reindex(test_ids)
             if lab.isna().any():

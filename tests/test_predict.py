@@ -134,6 +134,30 @@ def test_verify_runs_the_fused_decision_in_the_band(setup, tmp_path):
     assert n.report["pairs_verified"] == 0 and n.submission.is_same.tolist() == plain.submission.is_same.tolist()
 
 
+def test_explain_says_why_each_verified_pair_was_decided(setup, tmp_path, capsys):
+    path = _fit_fusion(setup, tmp_path)
+    v = predict_pairs(setup / "test.csv", setup / "images", setup / "run", cache_dir=tmp_path / "c", progress=False,
+                      verify=path, details=True)
+    why = v.verification
+    assert len(why) == v.report["pairs_verified"] == 2 and why.ID.tolist() == [0, 1]   # unreadable pairs: not verified
+    decided = v.submission.set_index("ID").is_same.loc[why.ID].to_numpy()
+    assert ((why.fused_p >= why.fused_threshold).astype(int).to_numpy() == decided).all()
+    assert not why.vetoed.any()
+    assert why.reason.tolist()[0] == "" and why.inliers[0] > why.inliers[1]          # the copy passed the check
+    assert {"scale", "rotation_deg", "coverage1", "perspective", "dense_residual", "mirrored"} <= set(why.columns)
+    assert "details" not in v.report
+    json.dumps(v.report)                                                          # the report stays JSON
+    assert predict_pairs(setup / "test.csv", setup / "images", setup / "run", cache_dir=tmp_path / "c",
+                         progress=False, verify=path).verification is None        # only when asked for
+    args = ["--pairs", str(setup / "test.csv"), "--images", str(setup / "images"), "--model", str(setup / "run"),
+            "--out", str(tmp_path / "s.csv"), "--cache-dir", str(tmp_path / "c"), "--quiet"]
+    assert main(args + ["--verify", str(path), "--explain", str(tmp_path / "why.csv")]) == 0
+    written = pd.read_csv(tmp_path / "why.csv", keep_default_na=False)
+    assert written.ID.tolist() == [0, 1] and {"global", "fused_p", "reason", "inliers"} <= set(written.columns)
+    assert main(args + ["--verify", "off", "--explain", str(tmp_path / "w2.csv")]) == 2
+    assert "--explain needs a verifying decision" in capsys.readouterr().err
+
+
 def test_verify_refuses_a_fusion_for_another_model_or_threshold(setup, tmp_path, capsys):
     other = _fit_fusion(setup, tmp_path / "o", model="another")
     with pytest.raises(ValueError, match="another"):

@@ -351,7 +351,8 @@ class Decision:
         return in_band(scores, self.verify_range)
 
     def decide(self, scores, paths1: Sequence | None = None, paths2: Sequence | None = None, *,
-               features: dict | None = None, progress: bool = False) -> tuple[np.ndarray, dict]:
+               features: dict | None = None, details: bool = False,
+               progress: bool = False) -> tuple[np.ndarray, dict]:
         """Final (P,) 0/1 decisions for pairs with global ``scores`` (NaN = unreadable image).
 
         Without verification: the global threshold. With it, the pairs in
@@ -359,7 +360,8 @@ class Decision:
         then) and decided by the fusion; ``features`` (``{path: cached record}`` from
         :func:`nnutils.decide.onepass.embed_and_describe`) lets verification decode nothing. Returns ``(decisions, report)``; the report holds
         ``pairs_verified``, ``share_verified``, ``verify_s``, ``ms_per_verified_pair`` and
-        ``fusion`` when it verifies, and is empty otherwise.
+        ``fusion`` when it verifies, and is empty otherwise; ``details=True`` adds
+        ``details``, one row per verified pair (:func:`nnutils.decide.fusion.verify_band`).
         """
         if not self.verifies:
             return self.global_decisions(scores), {}
@@ -368,7 +370,8 @@ class Decision:
         decisions, report = verify_band(self.fusion, list(paths1), list(paths2), scores,
                                         global_threshold=self.threshold, band=self.verify_range,
                                         local_method=self.local_method, local_model=self.local_model,
-                                        local_kw=self.local_kw, features=features, progress=progress)
+                                        local_kw=self.local_kw, features=features, details=details,
+                                        progress=progress)
         report["fusion"] = f"{self.fusion.kind}+{self.local_method or 'no local'}"
         return decisions, report
 

@@ -697,7 +697,8 @@ def _or_path(images: dict, p):
 def verify_band(fusion: Fusion, paths1: Sequence[str | None], paths2: Sequence[str | None], global_scores, *,
                 global_threshold: float, band: tuple[float, float], local_method: str | None = None,
                 local_model=None, local_kw: dict | None = None, features: dict | None = None,
-                veto_views: bool = False, progress: bool = False) -> tuple[np.ndarray, dict]:
+                veto_views: bool = False, details: bool = False,
+                progress: bool = False) -> tuple[np.ndarray, dict]:
     """Final (P,) 0/1 decisions with local verification and the fused decision inside ``band``.
 
     Parameters
@@ -725,13 +726,21 @@ def verify_band(fusion: Fusion, paths1: Sequence[str | None], paths2: Sequence[s
         removes 10 of the shifted benchmark's 16 errors and adds 4 on the test split (copies
         the dense rule rejects at 2.1–2.8 px, which the fusion had accepted).
 
+    details : bool, default False
+        Also return why each verified pair was decided as it was (``report["details"]``).
+
     Returns
     -------
     decisions : (P,) int 0/1; NaN scores are 0 (the unreadable-image policy)
     report : dict with ``pairs_verified``, ``share_verified``, ``pairs_vetoed`` (decided 0 by
         ``veto_views``), ``verify_s`` (seconds),
         ``ms_per_verified_pair`` and ``images_decoded`` (images this call decoded: 0 when
-        ``features`` covers the band)
+        ``features`` covers the band); with ``details``, ``details``: a DataFrame with one
+        row per verified pair, ``pair`` (its index in the input), ``global`` (its score),
+        ``fused_p`` (the fusion's probability; a copy when ≥ ``fused_threshold``),
+        ``vetoed`` and the check's row (:func:`nnutils.local.verify.verify_pairs`:
+        ``reason`` — empty when it passed —, ``inliers``, ``scale``, ``rotation_deg``,
+        ``coverage1``, ``perspective``, ``dense_residual``, ``mirrored``, ...)
 
     Only the pairs in the band are verified (local features, hashes, sizes, identity), each
     of their images decoded once (or not at all, with ``features``).
@@ -740,6 +749,8 @@ def verify_band(fusion: Fusion, paths1: Sequence[str | None], paths2: Sequence[s
     m = in_band(s, band)
     idx = np.flatnonzero(m)
     fused = np.full(len(s), -1)
+    detail_frame = pd.DataFrame({"pair": np.zeros(0, int), "global": np.zeros(0), "fused_p": np.zeros(0),
+                                 "fused_threshold": np.zeros(0), "vetoed": np.zeros(0, bool)})
     t0 = time.perf_counter()
     n_decoded = n_vetoed = 0
     if len(idx):
@@ -765,14 +776,23 @@ def verify_band(fusion: Fusion, paths1: Sequence[str | None], paths2: Sequence[s
         X = pair_features(p1, p2, global_scores={"global": s[idx]}, local=local, images=images,
                           facts={p: r.facts for p, r in have.items()}, hash_kinds=fusion.hash_kinds,
                           progress=progress)
-        fused[idx] = fusion.decide(X)
+        proba = fusion.predict_proba(X)
+        fused[idx] = (proba >= fusion.threshold).astype(int)    # Fusion.decide, keeping the probabilities
+        view = np.zeros(len(idx), bool)
         if veto_views and local is not None:
             view = local["reason"].map(is_other_view).to_numpy(bool)
             fused[idx[view]] = 0
             n_vetoed = int(view.sum())
+        if details:
+            rows = pd.DataFrame({"pair": idx, "global": s[idx], "fused_p": proba,
+                                 "fused_threshold": fusion.threshold, "vetoed": view})
+            check = local.drop(columns=["ms"], errors="ignore").reset_index(drop=True) if local is not None else None
+            detail_frame = rows if check is None else pd.concat([rows, check], axis=1)
     secs = time.perf_counter() - t0
     report = dict(pairs_verified=int(len(idx)), share_verified=round(len(idx) / max(1, len(s)), 4),
                   pairs_vetoed=n_vetoed,
                   verify_s=round(secs, 3), ms_per_verified_pair=round(1000 * secs / len(idx), 2) if len(idx) else None,
                   images_decoded=int(n_decoded))
+    if details:
+        report["details"] = detail_frame
     return apply_fusion(s, global_threshold, band, fused), report

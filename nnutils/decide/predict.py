@@ -52,11 +52,18 @@ class Prediction:
         Pairs decided by the unreadable-image policy.
     report : dict
         Counts and timings (seconds).
+    verification : DataFrame or None
+        With ``predict_pairs(details=True)`` and a verifying decision: one row per verified
+        pair, ``ID`` and why it was decided so (``global``, ``fused_p``,
+        ``fused_threshold``, ``vetoed`` and the geometric check's ``reason``, ``inliers``,
+        ``scale``, ``rotation_deg``, coverage, ``perspective``, ``dense_residual``,
+        ``mirrored``, ...; :func:`nnutils.decide.fusion.verify_band`); else None.
     """
     submission: pd.DataFrame   # ID, is_same
     scores: np.ndarray         # (N,) cosine similarity (or hash similarity), NaN if unreadable
     unreadable: np.ndarray     # (N,) bool: pairs decided by the unreadable-image policy
     report: dict               # counts and timings
+    verification: pd.DataFrame | None = None   # details=True: one row per verified pair
 
 
 def resolve_verification(decision: Decision, verify, model) -> Decision:
@@ -110,7 +117,7 @@ def resolve_verification(decision: Decision, verify, model) -> Decision:
 
 def predict_pairs(pairs, images_dir, model, *, threshold: float | None = None, runtime: str = "tflite",
                   cache_dir=None, batch_size: int = 32, progress: bool = True, verify=None,
-                  one_pass: bool | None = None) -> Prediction:
+                  one_pass: bool | None = None, details: bool = False) -> Prediction:
     """Decide every pair of a LUN ``test``-format table or CSV path.
 
     Parameters
@@ -130,6 +137,8 @@ def predict_pairs(pairs, images_dir, model, *, threshold: float | None = None, r
         features and facts; None (default): one pass when the decision verifies every
         candidate (its verify range is unbounded above), the two-decode path for a band;
         False: always the two-decode path (see the module docstring)
+    details : with a verifying decision, also return each verified pair's check and fused
+        probability (:attr:`Prediction.verification`)
 
     Returns
     -------
@@ -187,9 +196,14 @@ def predict_pairs(pairs, images_dir, model, *, threshold: float | None = None, r
     unreadable = np.isnan(scores)
     sub = make_submission(test, scores, threshold, unreadable)
     vreport = {}
+    verification = None
     if decision.verifies:
         p1, p2 = list(test.image_url1.map(path_of)), list(test.image_url2.map(path_of))
-        decisions, vreport = decision.decide(scores, p1, p2, features=records, progress=progress)
+        decisions, vreport = decision.decide(scores, p1, p2, features=records, details=details, progress=progress)
+        if details:
+            d = vreport.pop("details")
+            verification = pd.concat([pd.DataFrame({"ID": test.ID.to_numpy()[d.pair.to_numpy(int)]}),
+                                      d.drop(columns="pair").reset_index(drop=True)], axis=1)
         if records is not None:
             vreport["one_pass"] = pass_report
         sub = sub.assign(is_same=decisions)
@@ -202,4 +216,4 @@ def predict_pairs(pairs, images_dir, model, *, threshold: float | None = None, r
                   model_load_s=round(load_s, 2),
                   runtime=runtime if embedder is not None else "imagehash", model=name, threshold=float(threshold),
                   **vreport)
-    return Prediction(sub, scores, unreadable, report)
+    return Prediction(sub, scores, unreadable, report, verification)
