@@ -7,8 +7,9 @@ Rebuilds notebook 10's validation features the way its cell "fused decision" doe
 global model, the ORB check, hashes, sizes, identity: :func:`nnutils.decide.fusion.pair_features`),
 then compares, with :func:`nnutils.decide.fusion.compare_feature_sets` (the notebook's own
 folds, fusion kind and seed; nested out-of-fold thresholds), the feature set with every hash
-of :data:`nnutils.decide.fusion.HASH_KINDS` (what notebook 10 fits with) against the same set
-without each one, with the first alone, and with none; and the full set fitted under the
+of :data:`KINDS` (pHash, dHash, wHash; notebook 10 fits with
+:data:`nnutils.decide.fusion.HASH_KINDS`, pHash alone since this bench said so) against the same
+set without each one, with the first alone, and with none; and the full set fitted under the
 monotone constraints of :func:`nnutils.decide.fusion.monotone_signs` (``Fusion(monotone=True)``).
 Each hash costs time in the one pass
 (``python bench/onepass_stages.py``: wavelet hash ~0.9 ms per image, pHash ~0.3, dHash ~0.1,
@@ -32,9 +33,13 @@ import pandas as pd  # noqa: E402
 from nnutils import profiles  # noqa: E402
 from nnutils.decide.compare import model_scores  # noqa: E402
 from nnutils.decide.decision import Decision  # noqa: E402
-from nnutils.decide.fusion import HASH_KINDS, compare_feature_sets, local_columns, pair_features  # noqa: E402
+from nnutils.decide.fusion import compare_feature_sets, local_columns, pair_features  # noqa: E402
 from nnutils.local.verify import verify_pairs  # noqa: E402
 from nnutils.train.runs import load_run_data  # noqa: E402
+
+
+#: the hashes compared (the first one is the one kept alone)
+KINDS = ("phash", "dhash", "whash")
 
 
 def main(argv=None) -> None:
@@ -51,10 +56,10 @@ def main(argv=None) -> None:
     y = val.is_same.to_numpy()
     s_val = model_scores(decision.model_path, val, data.path_of, cache_dir=run_dir / "features", progress=True)
     orb = verify_pairs(p1, p2, "orb", progress=True)
-    X = pd.concat([pair_features(p1, p2, global_scores={"global": s_val}, hash_kinds=HASH_KINDS, progress=True),
+    X = pd.concat([pair_features(p1, p2, global_scores={"global": s_val}, hash_kinds=KINDS, progress=True),
                    local_columns(orb, "lf")], axis=1)
-    hashes = [f"{k}_sim" for k in HASH_KINDS]
-    sets = {"every hash (" + ", ".join(HASH_KINDS) + ")": X}
+    hashes = [f"{k}_sim" for k in KINDS]
+    sets = {"every hash (" + ", ".join(KINDS) + ")": X}
     for drop in [[h] for h in hashes] + [hashes[1:], hashes]:   # ... one less; the first alone; none
         sets["without " + ", ".join(d.removesuffix("_sim") for d in drop)] = X.drop(columns=drop)
     full = next(iter(sets))

@@ -176,15 +176,17 @@ def test_choose_local_method_does_not_pay_for_noise():
 def test_a_fusion_reads_the_hashes_it_was_fitted_with(files, monkeypatch):
     from nnutils.decide.fusion import HASH_KINDS, verify_band
     from nnutils.decide.hashes import HASHES
+    assert HASH_KINDS == ("phash",)                  # the default, chosen on validation (fusion.HASH_KINDS)
+    three = ("phash", "dhash", "whash")
     p1 = [files["a"], files["a"], files["a"], files["b"]] * 6
     p2 = [files["a_copy"], files["a_big"], files["b"], files["a_resaved"]] * 6
     y = np.array([1, 1, 0, 0] * 6)
     s = np.array([0.9, 0.8, 0.7, 0.6] * 6)
-    every = pair_features(p1, p2, global_scores={"global": s})
-    assert {f"{k}_sim" for k in HASH_KINDS} <= set(every.columns)
-    only = pair_features(p1, p2, global_scores={"global": s}, hash_kinds=("phash",))
+    every = pair_features(p1, p2, global_scores={"global": s}, hash_kinds=three)
+    assert {f"{k}_sim" for k in three} <= set(every.columns)
+    only = pair_features(p1, p2, global_scores={"global": s})
     assert "phash_sim" in only and not {"dhash_sim", "whash_sim"} & set(only.columns)
-    for X, kinds in ((every, HASH_KINDS), (only, ("phash",))):
+    for X, kinds in ((every, three), (only, ("phash",))):
         fz = Fusion(kind="logistic", folds=2, seed=0).fit(X, y, importance_repeats=0)
         assert fz.hash_kinds == kinds
         if kinds == ("phash",):      # the hashes it does not read are never computed
