@@ -569,7 +569,7 @@ def test_one_pass_decodes_each_image_once_and_caches(tfl, tflite_file, photo_fil
     for p in rec:
         np.testing.assert_array_equal(rec2[p].keypoints.desc, rec[p].keypoints.desc)
         np.testing.assert_array_equal(rec2[p].keypoints.xy, rec[p].keypoints.xy)
-        np.testing.assert_array_equal(rec2[p].facts["dhash"], rec[p].facts["dhash"])
+        np.testing.assert_array_equal(rec2[p].facts["phash"], rec[p].facts["phash"])
     # other extractor settings: another cache folder, features recomputed (embeddings reused)
     calls.clear()
     _, _, _, rep3 = onepass.embed_and_describe(tfl, tflite_file, "tflite", paths, LocalSpec("orb", {"max_keypoints": 300}),
