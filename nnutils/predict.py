@@ -56,11 +56,11 @@ def main(argv: list[str] | None = None) -> int:
         pred = predict_pairs(args.pairs, args.images, args.model, threshold=args.threshold, runtime=args.runtime,
                              cache_dir=args.cache_dir, progress=not args.quiet, verify=args.verify,
                              one_pass=args.one_pass, details=bool(args.explain))
+        if args.explain and pred.verification is None:
+            raise ValueError("--explain needs a verifying decision (notebook 10's; see --verify)")
         test_ids = pred.submission.ID
         out = write_submission(pred.submission, args.out, test_ids, pred.scores if args.scores else None)
         if args.explain:
-            if pred.verification is None:
-                raise ValueError("--explain needs a verifying decision (notebook 10's; see --verify)")
             pred.verification.to_csv(args.explain, index=False)
             print(f"wrote {args.explain} ({len(pred.verification)} verified pairs)", file=sys.stderr)
         if args.labels:

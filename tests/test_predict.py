@@ -154,8 +154,10 @@ def test_explain_says_why_each_verified_pair_was_decided(setup, tmp_path, capsys
     assert main(args + ["--verify", str(path), "--explain", str(tmp_path / "why.csv")]) == 0
     written = pd.read_csv(tmp_path / "why.csv", keep_default_na=False)
     assert written.ID.tolist() == [0, 1] and {"global", "fused_p", "reason", "inliers"} <= set(written.columns)
+    (tmp_path / "s.csv").unlink()
     assert main(args + ["--verify", "off", "--explain", str(tmp_path / "w2.csv")]) == 2
     assert "--explain needs a verifying decision" in capsys.readouterr().err
+    assert not (tmp_path / "s.csv").exists() and not (tmp_path / "w2.csv").exists()   # nothing half-written
 
 
 def test_verify_refuses_a_fusion_for_another_model_or_threshold(setup, tmp_path, capsys):
