@@ -749,8 +749,7 @@ def verify_band(fusion: Fusion, paths1: Sequence[str | None], paths2: Sequence[s
     m = in_band(s, band)
     idx = np.flatnonzero(m)
     fused = np.full(len(s), -1)
-    detail_frame = pd.DataFrame({"pair": np.zeros(0, int), "global": np.zeros(0), "fused_p": np.zeros(0),
-                                 "fused_threshold": np.zeros(0), "vetoed": np.zeros(0, bool)})
+    local, proba, view = None, np.zeros(len(idx)), np.zeros(len(idx), bool)   # per verified pair
     t0 = time.perf_counter()
     n_decoded = n_vetoed = 0
     if len(idx):
@@ -759,7 +758,6 @@ def verify_band(fusion: Fusion, paths1: Sequence[str | None], paths2: Sequence[s
         have = {p: r for p, r in (features or {}).items() if r is not None}
         images = _decode_once([p for p in p1 + p2 if p not in have])  # each image not in the pass decoded once
         n_decoded = len(images)
-        local = None
         kw = dict(local_kw or {})
         if local_method == "delf":
             ex = None if len(images) == 0 and have else DelfExtractor.load(local_model)
@@ -777,21 +775,20 @@ def verify_band(fusion: Fusion, paths1: Sequence[str | None], paths2: Sequence[s
                           facts={p: r.facts for p, r in have.items()}, hash_kinds=fusion.hash_kinds,
                           progress=progress)
         fused[idx] = fusion.decide(X)
-        view = np.zeros(len(idx), bool)
+        if details:
+            proba = fusion.predict_proba(X)
         if veto_views and local is not None:
             view = local["reason"].map(is_other_view).to_numpy(bool)
             fused[idx[view]] = 0
             n_vetoed = int(view.sum())
-        if details:
-            rows = pd.DataFrame({"pair": idx, "global": s[idx], "fused_p": fusion.predict_proba(X),
-                                 "fused_threshold": fusion.threshold, "vetoed": view})
-            check = local.drop(columns=["ms"], errors="ignore").reset_index(drop=True) if local is not None else None
-            detail_frame = rows if check is None else pd.concat([rows, check], axis=1)
     secs = time.perf_counter() - t0
     report = dict(pairs_verified=int(len(idx)), share_verified=round(len(idx) / max(1, len(s)), 4),
                   pairs_vetoed=n_vetoed,
                   verify_s=round(secs, 3), ms_per_verified_pair=round(1000 * secs / len(idx), 2) if len(idx) else None,
                   images_decoded=int(n_decoded))
     if details:
-        report["details"] = detail_frame
+        rows = pd.DataFrame({"pair": idx, "global": s[idx], "fused_p": proba, "fused_threshold": fusion.threshold,
+                             "vetoed": view})
+        check = None if local is None else local.drop(columns=["ms"], errors="ignore").reset_index(drop=True)
+        report["details"] = rows if check is None else pd.concat([rows, check], axis=1)
     return apply_fusion(s, global_threshold, band, fused), report
