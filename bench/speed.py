@@ -184,7 +184,7 @@ def bench_one_pass(run_dir: Path, data: Path, test, paths: list[str], runtime: s
         rows.append({"what": f"one pass: decode + embed + {dec.local_method} + facts", "img/s": n_img / t_pass,
                      "ms/image": 1e3 * t_pass / max(1, n_img),
                      "local ms/image": rep["ms_local_per_image"]})
-        rows.append({"what": f"matching + geometry only ({dec.local_method}, cached features)",
+        rows.append({"what": f"matching + geometry only ({dec.local_method}, cached features, one thread)",
                      "pairs verified": len(pairs), "ms/verified pair": 1e3 * t_match / max(1, len(pairs))})
         for label, folder in (("decision's range", tmp / "run"), ("every pair verified", tmp / "every")):
             for one in (False, True):

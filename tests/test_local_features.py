@@ -5,6 +5,7 @@ import types
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image, ImageDraw
 
@@ -325,6 +326,22 @@ def test_verify_pairs_dataframe(tmp_path, room, other_photo, monkeypatch):
     df2 = verify_pairs(p1[:2], p2[:2], "orb", progress=False, cache=False, workers=1)
     assert df2.passed.tolist() == [True, False]
     assert len(calls) == 4 and df2.ms.tolist() == pytest.approx([200, 200])  # without the cache: both images anew
+
+
+def test_verify_pairs_rows_do_not_depend_on_the_verifying_threads(tmp_path, room, other_photo):
+    # the pairs are matched and fitted in threads: the same rows, in input order, with one or two
+    files = {"a": room, "half": room.resize((room.width // 2, room.height // 2)),
+             "mirror": room.transpose(Image.Transpose.FLIP_LEFT_RIGHT), "turn": room.rotate(12, expand=True),
+             "other": other_photo}
+    for name, im in files.items():
+        im.save(tmp_path / f"{name}.jpg", quality=90)
+    names = list(files)
+    p1 = [tmp_path / "a.jpg"] * len(names) + [tmp_path / f"{n}.jpg" for n in names]
+    p2 = [tmp_path / f"{n}.jpg" for n in names] + [tmp_path / "mirror.jpg"] * len(names)
+    one = verify_pairs(p1, p2, "orb", progress=False, verify_workers=1).drop(columns="ms")
+    two = verify_pairs(p1, p2, "orb", progress=False, verify_workers=2).drop(columns="ms")
+    pd.testing.assert_frame_equal(one, two)
+    assert one.passed[:4].all() and not one.passed[4] and bool(one.mirrored[2])
 
 
 def test_plot_matches(room, kp_room, tmp_path):

@@ -698,7 +698,7 @@ def _path_key(p):
 
 
 def verify_pairs(paths1: Sequence, paths2: Sequence, method: str = "sift", *, progress: bool = True,
-                 cache: bool = True, workers: int = 2, extractor=None, **kw):
+                 cache: bool = True, workers: int = 2, verify_workers: int = 2, extractor=None, **kw):
     """Verify many pairs of image files; one row per pair, in input order.
 
     Each distinct image is extracted once (``cache=True``; in memory, for this call), in
@@ -717,6 +717,13 @@ def verify_pairs(paths1: Sequence, paths2: Sequence, method: str = "sift", *, pr
         (what a one-off :func:`verify_pair` costs).
     workers : int
         Extraction threads.
+    verify_workers : int, default 2
+        Threads that match and verify the pairs (``cache=True``; with ``cache=False`` each
+        of the ``workers`` threads extracts and verifies its pairs). Matching, the
+        geometric fits and the dense check's FFTs release the GIL, so two threads verify
+        ~1.4x as many pairs per second on 2 cores (``bench/speed.py``); the rows do not
+        depend on it (OpenCV's RANSAC seeds its generator on every call: the same rows
+        with 1 and 2 threads on the shifted set's 800 pairs).
     extractor : callable, optional
         ``extractor(path) -> Keypoints`` instead of :func:`extract` (e.g.
         ``nnutils.local.delf.DelfExtractor.extract``, or :func:`extract` on images decoded
@@ -753,8 +760,6 @@ def verify_pairs(paths1: Sequence, paths2: Sequence, method: str = "sift", *, pr
             k = extractor(p) if extractor is not None else extract(p, method, **ex)
         return k, (time.perf_counter() - t) * 1e3
 
-
-    rows = []
     if cache:
         keys = [_path_key(p) for p in paths1 + paths2]
         uniq: dict = {}
@@ -768,13 +773,16 @@ def verify_pairs(paths1: Sequence, paths2: Sequence, method: str = "sift", *, pr
             results = list(tqdm(pool.map(lambda kv: run_extract(kv[1]), items), total=len(items),
                                 desc=f"extract {method}", unit="img", disable=not progress))
         feats = {k: r for (k, _), r in zip(items, results)}
-        for i in tqdm(range(n), desc="verify", unit="pair", disable=not progress):
+
+        def check(i):
             k1, k2 = keys[i], keys[n + i]
             (f1, t1), (f2, t2) = feats[k1], feats[k2]
             t = time.perf_counter()
             v = verify(f1, f2, **vkw)
             ms = (time.perf_counter() - t) * 1e3 + t1 / uses[k1] + t2 / uses[k2]
-            rows.append({**v.as_row(), "kp1": len(f1), "kp2": len(f2), "ms": ms})
+            return {**v.as_row(), "kp1": len(f1), "kp2": len(f2), "ms": ms}
+        with ThreadPoolExecutor(max(1, int(verify_workers))) as pool:
+            rows = list(tqdm(pool.map(check, range(n)), total=n, desc="verify", unit="pair", disable=not progress))
     else:
         def one(i):
             (f1, t1), (f2, t2) = run_extract(paths1[i]), run_extract(paths2[i])
