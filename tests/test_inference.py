@@ -497,7 +497,7 @@ def test_feature_record_round_trip_and_key(photo_files, tmp_path):
     # the dense check's thumbnail (the mirror's is stored once: it is this one flipped)
     assert back.keypoints.thumb.shape == (171, 256) and back.keypoints.thumb.dtype == np.uint8
     np.testing.assert_array_equal(back.keypoints.thumb, rec.keypoints.thumb)
-    np.testing.assert_array_equal(back.keypoints.mirror.thumb, rec.keypoints.thumb[:, ::-1])
+    np.testing.assert_array_equal(back.keypoints.mirrored().thumb, rec.keypoints.thumb[:, ::-1])
     assert back.facts["width"] == 600 and back.facts["file_digest"] == rec.facts["file_digest"]
     assert back.facts["pixel_digest"] == rec.facts["pixel_digest"]
     np.testing.assert_array_equal(back.facts["phash"], rec.facts["phash"])

@@ -398,6 +398,9 @@ def test_orb_mirror_descriptors_match_the_mirrored_image(room):
     km, kf = kp.mirrored(), extract(np.ascontiguousarray(a[:, ::-1]), "orb", mirror=False)
     assert km is kp.mirror and km.binary and len(km) > 0.95 * len(kp)
     assert kf.mirror is None and kf.mirrored() is None  # ORB without mirror=True: no mirrored set
+    # the dense check's thumbnail of the mirror is the image's, flipped (what describing the mirror makes)
+    np.testing.assert_array_equal(km.thumb, kp.thumb[:, ::-1])
+    np.testing.assert_array_equal(km.thumb, kf.thumb)
     d = np.linalg.norm(km.xy[:, None] - kf.xy[None], axis=2)
     j = d.argmin(1)
     same = d[np.arange(len(km)), j] < 0.5

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from nnutils.data.cache import model_key
-from nnutils.local.keypoints import EXTRACT_KEYS, Keypoints, extract, mirror_thumb
+from nnutils.local.keypoints import EXTRACT_KEYS, Keypoints, extract
 
 __all__ = ["LocalSpec", "FeatureCache", "ImageRecord", "save_record", "load_record", "to_original_pixels",
            "CACHE_VERSION"]
@@ -260,8 +260,7 @@ def load_record(path: str | os.PathLike) -> ImageRecord:
     with np.load(path, allow_pickle=False) as z:
         kp = _kp_from(z, "kp_")
         if "mirror_xy" in z:
-            kp.mirror = _kp_from(z, "mirror_")
-            kp.mirror.thumb = mirror_thumb(kp.thumb)
+            kp.mirror = _kp_from(z, "mirror_")   # its thumbnail: Keypoints.mirrored() flips kp's
         facts = {}
         for k in z.files:
             if k.startswith("fact_"):

@@ -87,10 +87,13 @@ class Keypoints:
             ``xy`` in the mirrored image's pixels (x → width − 1 − x, y unchanged), the same
             ``image_size``, ``scale`` and ``score``; ``angle`` → (180° − angle) mod 360°.
             SIFT: descriptors permuted (computed here, cheap: a copy of ``desc``); otherwise
-            :attr:`mirror` (set by :func:`extract` for ORB with ``mirror=True``), else None.
+            :attr:`mirror` (set by :func:`extract` for ORB with ``mirror=True``; its
+            :attr:`thumb` is this image's flipped, set here on first use), else None.
             Empty keypoints mirror to themselves.
         """
         if self.mirror is not None:
+            if self.mirror.thumb is None and self.thumb is not None:   # derived here, stored nowhere else
+                self.mirror.thumb = mirror_thumb(self.thumb)
             return self.mirror
         if len(self) == 0:
             return self
@@ -256,8 +259,7 @@ def extract(image, method: str = "sift", *, max_keypoints: int = 1000, max_side:
     if binary:
         desc = np.ascontiguousarray(desc, np.uint8)
         if mirror:
-            mirrored = _mirror_orb(det, grey, kps, (int(w0), int(h0)), (sx, sy))
-            mirrored.thumb = mirror_thumb(thumb)
+            mirrored = _mirror_orb(det, grey, kps, (int(w0), int(h0)), (sx, sy))   # its thumb: see mirrored()
     else:
         desc = desc.astype(np.float32)
         if root:
