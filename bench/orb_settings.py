@@ -1,0 +1,105 @@
+"""What a cheaper ORB would cost in decisions: working side and keypoint count, out-of-fold errors on validation.
+
+    python bench/orb_settings.py                       # the cpu profile's run (runs/cpu), 10 fold splits
+    python bench/orb_settings.py --grid 640x1000,384x1000 --seeds 5
+
+ORB is the largest share of the one pass (``python bench/onepass_stages.py``: ~4.9 ms of
+~17 ms of CPU per image, ~7.2 with the mirrored descriptors) and its keypoint count sets the
+cost of matching a verified pair. This bench rebuilds notebook 10's validation features (07's
+global model, pHash, sizes, identity: :func:`nnutils.decide.fusion.pair_features`) with the
+ORB check run at each ``side x keypoints`` of ``--grid`` (the working copy's longer side in
+pixels, at most this many keypoints; the decision's default is 640 x 1000), each image decoded
+once as the one pass decodes it (:func:`nnutils.data.images.read_any` at the largest side),
+and compares the fused decisions with :func:`nnutils.decide.fusion.compare_feature_sets`
+(the notebook's folds, fusion kind and seed; nested out-of-fold thresholds; mean over
+``--seeds`` fold splits). Beside each: the extraction's CPU time per image and the matching and
+fitting time per pair, one thread each (this machine; timings drift by ~15 %). For reporting
+and for the record of what was tried; the decision's settings are not changed here.
+Validation only: the shifted set is never read. No asserts.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import pandas as pd  # noqa: E402
+
+from nnutils import profiles  # noqa: E402
+from nnutils.data.images import read_any  # noqa: E402
+from nnutils.decide.compare import model_scores  # noqa: E402
+from nnutils.decide.decision import Decision  # noqa: E402
+from nnutils.decide.fusion import HASH_KINDS, compare_feature_sets, local_columns, pair_features  # noqa: E402
+from nnutils.local.features_cache import to_original_pixels  # noqa: E402
+from nnutils.local.keypoints import extract  # noqa: E402
+from nnutils.local.verify import verify_pairs  # noqa: E402
+from nnutils.train.runs import load_run_data  # noqa: E402
+
+GRID = "640x1000,512x1000,480x1000,384x1000,384x500,320x500,256x500"
+
+
+def parse_grid(text: str) -> list[tuple[int, int]]:
+    """``"640x1000,384x500"`` → ``[(640, 1000), (384, 500)]`` (side in pixels, keypoints)."""
+    out = []
+    for item in text.split(","):
+        side, _, k = item.strip().partition("x")
+        if not side.isdigit() or not k.isdigit():
+            raise SystemExit(f"--grid: expected SIDExKEYPOINTS items such as 640x1000, got {item!r}")
+        out.append((int(side), int(k)))
+    return out
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", default="cpu")
+    ap.add_argument("--seeds", type=int, default=10, help="fold splits (seeds cfg.seed, cfg.seed+1, ...)")
+    ap.add_argument("--grid", default=GRID, help=f"SIDExKEYPOINTS, comma-separated (default {GRID})")
+    args = ap.parse_args(argv)
+    grid = parse_grid(args.grid)
+    cfg = profiles.resolve("10_local_verification", args.profile, {})
+    run_dir = Path(cfg.run_dir)
+    decision = Decision.load(run_dir).for_embeddings().without_verification()
+    data = load_run_data(cfg)
+    val = data.val.reset_index(drop=True)
+    p1, p2 = list(val.image_url1.map(data.path_of)), list(val.image_url2.map(data.path_of))
+    y = val.is_same.to_numpy()
+    s_val = model_scores(decision.model_path, val, data.path_of, cache_dir=run_dir / "features", progress=True)
+    G = pair_features(p1, p2, global_scores={"global": s_val}, hash_kinds=HASH_KINDS, progress=True)
+    decoded = {p: read_any(p, max(s for s, _ in grid))[:2] for p in dict.fromkeys(p1 + p2)}
+    sets, cost = {}, []
+    for side, k in grid:
+        t = time.perf_counter()
+        kp = {p: to_original_pixels(extract(rgb, "orb", max_side=side, max_keypoints=k), size)
+              for p, (rgb, size) in decoded.items()}
+        ms_img = 1e3 * (time.perf_counter() - t) / len(decoded)
+        t = time.perf_counter()
+        rows = verify_pairs(p1, p2, "orb", progress=False, extractor=kp.__getitem__, workers=1, verify_workers=1)
+        ms_pair = 1e3 * (time.perf_counter() - t) / len(p1)
+        name = f"{side} px, {k} keypoints"
+        sets[name] = pd.concat([G, local_columns(rows, "lf")], axis=1)
+        cost.append({"setting": name, "ORB ms/image": ms_img, "match+fit ms/pair": ms_pair})
+    runs = []
+    for seed in range(cfg.seed, cfg.seed + args.seeds):
+        t = compare_feature_sets(sets, y, kind=cfg.fusion_kind, folds=cfg.folds, seed=seed,
+                                 calibration=cfg.fusion_calibration).astype(float)
+        t["errors"] = t.fp + t.fn
+        runs.append(t)
+    g = pd.concat(runs, keys=range(len(runs))).groupby(level=1, sort=False)
+    table = g[["f1", "fp", "fn", "errors"]].mean()
+    table["errors sd"] = g["errors"].std()
+    table["errors per split"] = g["errors"].apply(lambda e: " ".join(str(int(v)) for v in e))
+    table = table.join(pd.DataFrame(cost).set_index("setting"))
+    print(f"\n{args.profile}: {decision.model} + ORB (mirrored descriptors included), {len(val)} validation pairs "
+          f"({int(y.sum())} positives), {cfg.fusion_kind} fusion, {cfg.folds} folds, out of fold, mean over "
+          f"{args.seeds} fold splits\n")
+    print(table.round(3).to_markdown())
+
+
+if __name__ == "__main__":
+    main()
