@@ -31,11 +31,9 @@ sys.path.insert(0, str(ROOT))
 import pandas as pd  # noqa: E402
 
 from nnutils import profiles  # noqa: E402
-from nnutils.decide.compare import model_scores  # noqa: E402
-from nnutils.decide.decision import Decision  # noqa: E402
+from nnutils.decide.compare import validation_set  # noqa: E402
 from nnutils.decide.fusion import compare_feature_sets, local_columns, pair_features  # noqa: E402
 from nnutils.local.verify import verify_pairs  # noqa: E402
-from nnutils.train.runs import load_run_data  # noqa: E402
 
 
 #: the hashes compared (the first one is the one kept alone)
@@ -48,13 +46,8 @@ def main(argv=None) -> None:
     ap.add_argument("--seeds", type=int, default=5, help="fold splits (seeds cfg.seed, cfg.seed+1, ...)")
     args = ap.parse_args(argv)
     cfg = profiles.resolve("10_local_verification", args.profile, {})
-    run_dir = Path(cfg.run_dir)
-    decision = Decision.load(run_dir).for_embeddings().without_verification()
-    data = load_run_data(cfg)
-    val = data.val.reset_index(drop=True)
-    p1, p2 = list(val.image_url1.map(data.path_of)), list(val.image_url2.map(data.path_of))
-    y = val.is_same.to_numpy()
-    s_val = model_scores(decision.model_path, val, data.path_of, cache_dir=run_dir / "features", progress=True)
+    vs = validation_set(cfg)
+    decision, val, p1, p2, y, s_val = vs.decision, vs.pairs, vs.paths1, vs.paths2, vs.y, vs.scores
     orb = verify_pairs(p1, p2, "orb", progress=True)
     X = pd.concat([pair_features(p1, p2, global_scores={"global": s_val}, hash_kinds=KINDS, progress=True),
                    local_columns(orb, "lf")], axis=1)

@@ -33,13 +33,11 @@ import pandas as pd  # noqa: E402
 
 from nnutils import profiles  # noqa: E402
 from nnutils.data.images import read_any  # noqa: E402
-from nnutils.decide.compare import model_scores  # noqa: E402
-from nnutils.decide.decision import Decision  # noqa: E402
+from nnutils.decide.compare import validation_set  # noqa: E402
 from nnutils.decide.fusion import HASH_KINDS, compare_feature_sets, local_columns, pair_features  # noqa: E402
 from nnutils.local.features_cache import to_original_pixels  # noqa: E402
 from nnutils.local.keypoints import extract  # noqa: E402
 from nnutils.local.verify import verify_pairs  # noqa: E402
-from nnutils.train.runs import load_run_data  # noqa: E402
 
 GRID = "640x1000,512x1000,480x1000,384x1000,384x500,320x500,256x500"
 
@@ -63,13 +61,8 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     grid = parse_grid(args.grid)
     cfg = profiles.resolve("10_local_verification", args.profile, {})
-    run_dir = Path(cfg.run_dir)
-    decision = Decision.load(run_dir).for_embeddings().without_verification()
-    data = load_run_data(cfg)
-    val = data.val.reset_index(drop=True)
-    p1, p2 = list(val.image_url1.map(data.path_of)), list(val.image_url2.map(data.path_of))
-    y = val.is_same.to_numpy()
-    s_val = model_scores(decision.model_path, val, data.path_of, cache_dir=run_dir / "features", progress=True)
+    vs = validation_set(cfg)
+    decision, val, p1, p2, y, s_val = vs.decision, vs.pairs, vs.paths1, vs.paths2, vs.y, vs.scores
     G = pair_features(p1, p2, global_scores={"global": s_val}, hash_kinds=HASH_KINDS, progress=True)
     decoded = {p: read_any(p, max(s for s, _ in grid))[:2] for p in dict.fromkeys(p1 + p2)}
     sets, cost = {}, []

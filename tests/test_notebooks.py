@@ -1,7 +1,9 @@
 """Every notebook in notebooks/ runs end to end under the smoke profile, and its outputs are sane."""
 import json
+from pathlib import Path
 
 import nbformat
+import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
@@ -171,6 +173,21 @@ def test_local_verification_outputs(smoke_run):
     assert list(shifted) == names
     assert shifted["global + verification + fusion"]["FP on hard negatives"] < shifted["global"]["FP on hard negatives"]
     assert shifted["global + verification + fusion"]["F1"] > shifted["global"]["F1"]   # smoke: 0.72 -> 0.94
+
+
+def test_validation_set_is_what_notebook_07_scored(smoke_run):
+    # the benches' validation inputs (bench/hash_ablation.py, bench/orb_settings.py) are notebook 10's
+    from nnutils.decide.compare import validation_set
+    tmp, _ = smoke_run
+    cfg = profiles.resolve("10_local_verification", "smoke", {"data_dir": str(tmp / "data"),
+                                                             "run_dir": str(tmp / "run")})
+    vs = validation_set(cfg, progress=False)
+    val = pd.read_csv(tmp / "run" / "pairs_val.csv")
+    assert len(vs.pairs) == len(vs.paths1) == len(vs.paths2) == len(vs.scores) == len(val)
+    assert (vs.y == val.is_same.to_numpy()).all() and not vs.decision.verifies
+    assert all(p is None or Path(p).name == u for p, u in zip(vs.paths1, val.image_url1))
+    expected = pd.read_csv(tmp / "run" / "val_scores.csv")[vs.decision.model].to_numpy()
+    np.testing.assert_allclose(vs.scores, expected, atol=1e-4)
 
 
 def test_threshold_sweep_reports_the_shifted_set(smoke_run):

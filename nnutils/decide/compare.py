@@ -5,6 +5,7 @@ content and model file, so a rerun embeds nothing twice.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +13,13 @@ import pandas as pd
 
 from nnutils.data.cache import model_key
 from nnutils.decide import hashes as baselines
+from nnutils.decide.decision import Decision
 from nnutils.decide.metrics import breakdown, pair_metrics
 from nnutils.decide.thresholds import cv_threshold
 from nnutils.models.embedders import score_pairs
 from nnutils.models.saving import list_models, load_model
 from nnutils.train.features import embed_images
+from nnutils.train.runs import load_run_data
 
 
 def model_scores(model_path, pairs: pd.DataFrame, path_of: dict, *, cache_dir=None, batch_size: int = 32,
@@ -53,6 +56,59 @@ def model_scores(model_path, pairs: pd.DataFrame, path_of: dict, *, cache_dir=No
                            batch_size=batch_size, progress=progress, desc=model_path.stem)
     idx = {u: i for i, u in enumerate(urls)}
     return score_pairs(emb, ok, pairs.image_url1.map(idx), pairs.image_url2.map(idx))
+
+
+@dataclass
+class ValidationSet:
+    """Notebook 10's validation inputs (see :func:`validation_set`).
+
+    Attributes
+    ----------
+    decision : nnutils.decide.decision.Decision
+        07's decision with its embedding model, without verification.
+    pairs : DataFrame, P rows
+        notebook 02's validation pairs, index 0 … P − 1.
+    paths1, paths2 : list of str or None, length P
+        Each pair's image files.
+    y : ndarray of int, shape (P,)
+        0/1 labels.
+    scores : ndarray of float32, shape (P,)
+        The global model's cosine per pair (NaN where an image is unreadable).
+    """
+
+    decision: Decision
+    pairs: pd.DataFrame
+    paths1: list
+    paths2: list
+    y: np.ndarray
+    scores: np.ndarray
+
+
+def validation_set(cfg, *, progress: bool = True) -> ValidationSet:
+    """The validation pairs, files, labels and global scores notebook 10 fits its fusion on.
+
+    Parameters
+    ----------
+    cfg : mapping
+        Notebook 10's profile settings (:func:`nnutils.profiles.resolve`; ``run_dir``, ...).
+    progress : bool, default True
+
+    Returns
+    -------
+    ValidationSet
+
+    Raises
+    ------
+    FileNotFoundError
+        When the run folder lacks notebook 02's or 07's outputs (naming the step to run).
+    """
+    run_dir = Path(cfg.run_dir)
+    decision = Decision.load(run_dir).for_embeddings().without_verification()
+    data = load_run_data(cfg)
+    val = data.val.reset_index(drop=True)
+    scores = model_scores(decision.model_path, val, data.path_of, cache_dir=run_dir / "features", progress=progress)
+    return ValidationSet(decision, val, list(val.image_url1.map(data.path_of)), list(val.image_url2.map(data.path_of)),
+                         val.is_same.to_numpy(), scores)
 
 
 def phash_scores(pairs: pd.DataFrame, path_of: dict, progress: bool = True) -> np.ndarray:
