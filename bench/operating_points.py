@@ -90,7 +90,6 @@ def main(argv=None) -> int:
         for i, (name, d) in enumerate(points.items()):
             folders[name] = tmp / f"point{i}"
             d.save(folders[name])
-        d.embedder(runtime=args.runtime, cache_dir=tmp / "convert")   # convert once, outside the timing
         for data in map(Path, args.data_dirs):
             test = P.read_pairs(data / "test.csv", "test")
             labels = P.read_pairs(data / "test_labels.csv", "labels")
