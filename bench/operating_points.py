@@ -44,7 +44,7 @@ from nnutils.decide.compare import validation_set  # noqa: E402
 from nnutils.decide.decision import Decision  # noqa: E402
 from nnutils.decide.fusion import Fusion, local_columns, pair_features  # noqa: E402
 from nnutils.decide.predict import predict_pairs  # noqa: E402
-from nnutils.decide.scoring import kind_rates, score_against_labels  # noqa: E402
+from nnutils.decide.scoring import kind_rates_markdown, score_against_labels  # noqa: E402
 from nnutils.local.verify import verify_pairs  # noqa: E402
 
 
@@ -112,12 +112,7 @@ def main(argv=None) -> int:
                              "ms/verified pair": pred.report.get("ms_per_verified_pair"),
                              "img/s (one pass)": pred.report["images_per_s"]})
             print(f"\n## {data.name}: {len(test)} pairs ({int(y.sum())} duplicates, {int(hard.sum())} hard negatives)")
-            for title, col, hard_only in (("false-positive rate per hard-negative kind", "negative_kind", True),
-                                          ("recall per distortion", "distortion", False)):
-                table = kind_rates(per_kind, col, hard_only)
-                if len(table):
-                    print(f"\n{title} (k/n, rate, 95 % Wilson interval)")
-                    print(table.to_markdown())
+            print(kind_rates_markdown(per_kind))
     print("\n## Both operating points (one pass, cold cache)\n")
     print(pd.DataFrame(rows).to_markdown(index=False, floatfmt=".4f"))
     return 0

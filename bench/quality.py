@@ -41,7 +41,7 @@ from nnutils.data import pairs as P  # noqa: E402
 from nnutils.models.saving import list_models  # noqa: E402
 from nnutils.decide.decision import Decision  # noqa: E402
 from nnutils.data.tables import is_hard_negative, test_kinds  # noqa: E402
-from nnutils.decide.scoring import kind_rates, score_against_labels  # noqa: E402
+from nnutils.decide.scoring import kind_rates_markdown, score_against_labels  # noqa: E402
 from nnutils.models.embedders import load_embedder  # noqa: E402
 from nnutils.decide.predict import predict_pairs  # noqa: E402
 
@@ -119,12 +119,7 @@ def main(argv=None) -> int:
           f"{pred.report['images']} distinct images; runtime {args.runtime}")
     print(f"machine: {os.cpu_count()} cores, {cpu_name()}; run {run}")
     print(pd.DataFrame(rows).to_markdown(index=False, floatfmt=".4f"))
-    for title, col, hard_only in (("false-positive rate per hard-negative kind", "negative_kind", True),
-                                  ("recall per distortion", "distortion", False)):
-        table = kind_rates(per_kind, col, hard_only)
-        if len(table):
-            print(f"\n{title} (k/n, rate, 95 % Wilson interval)")
-            print(table.to_markdown())
+    print(kind_rates_markdown(per_kind))
     return 0
 
 

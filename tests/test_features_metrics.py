@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from nnutils.decide import hashes as baselines
-from nnutils.decide.scoring import evaluate, negative_rates, score_against_labels
+from nnutils.decide.scoring import evaluate, kind_rates_markdown, negative_rates, score_against_labels
 from nnutils.train.features import pair_scores
 from nnutils.train.mining import mine_hard_negatives
 from nnutils.decide import metrics
@@ -149,6 +149,18 @@ def test_score_against_labels_decisions_match_scores():
         score_against_labels(Y6, pred[:5])
     with pytest.raises(ValueError, match="6 labels"):
         score_against_labels(Y6, pred, kinds=KINDS6.iloc[:3])
+
+
+def test_kind_rates_markdown_by_hand():
+    pred = np.array([1, 0, 1, 1, 0, 0])        # S6 at 0.5
+    text = kind_rates_markdown({"d": score_against_labels(Y6, pred, kinds=KINDS6)["breakdown"]})
+    fp, recall = (" ".join(part.split()) for part in text.split("recall per distortion"))   # padding aside
+    assert fp.startswith("false-positive rate per hard-negative kind (k/n, rate, 95 % Wilson interval)")
+    # hard kinds only (random is not one): other_crop called the same once of once, night_shot never
+    assert "| other_crop | 1/1 1.000 [0.207, 1.000] |" in fp and "| night_shot | 0/1 0.000 [0.000, 0.793] |" in fp
+    assert "random" not in fp
+    assert "| jpeg | 1/1 1.000 [0.207, 1.000] |" in recall and "| crop | 0/1 0.000 [0.000, 0.793] |" in recall
+    assert kind_rates_markdown({}) == ""
 
 
 def test_evaluate_hard_negatives_by_the_one_definition():

@@ -15,7 +15,7 @@ import pandas as pd
 from nnutils.data.tables import is_hard_negative
 from nnutils.decide import metrics as M
 
-__all__ = ["evaluate", "score_against_labels", "negative_rates", "compare_decisions"]
+__all__ = ["evaluate", "score_against_labels", "negative_rates", "compare_decisions", "kind_rates", "kind_rates_markdown"]
 
 
 def negative_rates(y, pred, negative_kind) -> dict:
@@ -230,4 +230,27 @@ def kind_rates(per_kind: dict, column: str, hard_only: bool = False) -> pd.DataF
             cells[kind] = f"{k}/{n} {k / n:.3f} [{lo:.3f}, {hi:.3f}]"
         out[name] = cells
     return pd.DataFrame(out).sort_index()
+
+
+def kind_rates_markdown(per_kind: dict) -> str:
+    """Both :func:`kind_rates` tables as markdown under their titles (what the benches print).
+
+    Parameters
+    ----------
+    per_kind : dict
+        Decision name → ``score_against_labels(...)["breakdown"]``, as for :func:`kind_rates`.
+
+    Returns
+    -------
+    str
+        "false-positive rate per hard-negative kind" and "recall per distortion", each with
+        its table; a table no decision has is left out ("" when neither is there).
+    """
+    parts = []
+    for title, column, hard_only in (("false-positive rate per hard-negative kind", "negative_kind", True),
+                                     ("recall per distortion", "distortion", False)):
+        table = kind_rates(per_kind, column, hard_only)
+        if len(table):
+            parts.append(f"\n{title} (k/n, rate, 95 % Wilson interval)\n{table.to_markdown()}")
+    return "\n".join(parts)
 
