@@ -15,7 +15,8 @@ import pandas as pd
 from nnutils.data.tables import is_hard_negative
 from nnutils.decide import metrics as M
 
-__all__ = ["evaluate", "score_against_labels", "negative_rates", "compare_decisions", "kind_rates", "kind_rates_markdown"]
+__all__ = ["evaluate", "score_against_labels", "negative_rates", "compare_decisions", "kind_rates",
+           "kind_rates_markdown"]
 
 
 def negative_rates(y, pred, negative_kind) -> dict:
@@ -253,4 +254,3 @@ def kind_rates_markdown(per_kind: dict) -> str:
         if len(table):
             parts.append(f"\n{title} (k/n, rate, 95 % Wilson interval)\n{table.to_markdown()}")
     return "\n".join(parts)
-
