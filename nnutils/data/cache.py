@@ -7,6 +7,8 @@ so renamed or duplicated files are computed once and a changed file is recompute
 from __future__ import annotations
 
 import hashlib
+import os
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
@@ -20,7 +22,9 @@ class ContentCache:
     """Per-image results stored as ``<folder>/<sha1 of the file's bytes>.npy``.
 
     ``lookup`` fills an output array from the cache and returns the rows still to
-    compute; ``store`` saves one computed row. ``folder=None`` caches nothing.
+    compute; ``store`` saves one computed row (atomically: a temporary file renamed). A
+    damaged file, or a row whose shape does not fit, is a miss: recomputed and rewritten,
+    never a crash. ``folder=None`` caches nothing.
 
     Parameters
     ----------
@@ -65,11 +69,22 @@ class ContentCache:
         """
         todo = []
         for i, d in enumerate(self.digests):
-            if self.folder is not None and d and (self.folder / f"{d}.npy").exists():
-                out[i], ok[i] = np.load(self.folder / f"{d}.npy"), True
+            row = self._load(d)
+            if row is not None and row.shape == out.shape[1:]:
+                out[i], ok[i] = row, True
             else:
                 todo.append(i)
         return todo
+
+    def _load(self, digest: str | None) -> np.ndarray | None:
+        """The stored row, or None: not cached, or a damaged file (recomputed and rewritten)."""
+        if self.folder is None or not digest:
+            return None
+        f = self.folder / f"{digest}.npy"
+        try:
+            return np.load(f, allow_pickle=False)
+        except (OSError, ValueError, EOFError):   # absent, truncated by a killed run, or not an .npy
+            return None
 
     def store(self, i: int, row: np.ndarray) -> None:
         """Save row ``i``'s computed result to the cache (nothing when caching is off or the path has no digest).
@@ -82,7 +97,16 @@ class ContentCache:
             The result, written as ``<folder>/<sha1>.npy``.
         """
         if self.folder is not None and self.digests[i]:
-            np.save(self.folder / f"{self.digests[i]}.npy", row)
+            target = self.folder / f"{self.digests[i]}.npy"
+            fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=self.folder)
+            try:                                   # atomic: a killed run leaves no half-written row
+                with os.fdopen(fd, "wb") as f:
+                    np.save(f, np.asarray(row), allow_pickle=False)
+                os.replace(tmp, target)
+            except BaseException:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+                raise
 
 
 def model_key(*parts) -> str:
