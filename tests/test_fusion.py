@@ -240,7 +240,8 @@ def test_verify_band_vetoes_a_pair_the_check_calls_another_view(tmp_path):
     for name, img in (("a", room), ("b", room[30:390, 40:570]), ("v1", view1), ("v2", view2)):
         PILImage.fromarray(np.ascontiguousarray(img)).save(tmp_path / f"{name}.png")
         paths.append(str(tmp_path / f"{name}.png"))
-    yes = types.SimpleNamespace(hash_kinds=("phash",), decide=lambda X: np.ones(len(X), int))  # a fusion that says "copy"
+    yes = types.SimpleNamespace(hash_kinds=("phash",), threshold=0.5,                  # a fusion that says "copy"
+                                predict_proba=lambda X: np.ones(len(X)))
     p1, p2, scores = [paths[0], paths[2]], [paths[1], paths[3]], np.array([0.95, 0.95])
     d, rep = verify_band(yes, p1, p2, scores, global_threshold=0.7, band=(0.4, np.inf), local_method="orb",
                          veto_views=True)

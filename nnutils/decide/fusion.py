@@ -774,9 +774,8 @@ def verify_band(fusion: Fusion, paths1: Sequence[str | None], paths2: Sequence[s
         X = pair_features(p1, p2, global_scores={"global": s[idx]}, local=local, images=images,
                           facts={p: r.facts for p, r in have.items()}, hash_kinds=fusion.hash_kinds,
                           progress=progress)
-        fused[idx] = fusion.decide(X)
-        if details:
-            proba = fusion.predict_proba(X)
+        proba = fusion.predict_proba(X)                  # once: the decision and the details read it
+        fused[idx] = (proba >= fusion.threshold).astype(int)   # = fusion.decide(X)
         if veto_views and local is not None:
             view = local["reason"].map(is_other_view).to_numpy(bool)
             fused[idx[view]] = 0
