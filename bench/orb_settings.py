@@ -2,13 +2,15 @@
 
     python bench/orb_settings.py                       # the cpu profile's run (runs/cpu), 10 fold splits
     python bench/orb_settings.py --grid 640x1000,384x1000 --seeds 5
+    python bench/orb_settings.py --grid 640x1000,640x1000s4,640x1000s8     # keypoints spread over a grid
 
 ORB is the largest share of the one pass (``python bench/onepass_stages.py``: ~4.9 ms of
 ~17 ms of CPU per image, ~7.2 with the mirrored descriptors) and its keypoint count sets the
 cost of matching a verified pair. This bench rebuilds notebook 10's validation features (07's
 global model, pHash, sizes, identity: :func:`nnutils.decide.fusion.pair_features`) with the
 ORB check run at each ``side x keypoints`` of ``--grid`` (the working copy's longer side in
-pixels, at most this many keypoints; the decision's default is 640 x 1000), each image decoded
+pixels, at most this many keypoints, and with ``sN`` spread over an N x N grid:
+:func:`nnutils.local.keypoints.spread_keypoints`; the decision's default is 640 x 1000), each image decoded
 once as the one pass decodes it (:func:`nnutils.data.images.read_any` at the largest side),
 and compares the fused decisions with :func:`nnutils.decide.fusion.compare_feature_sets`
 (the notebook's folds, fusion kind and seed; nested out-of-fold thresholds; mean over
@@ -42,14 +44,16 @@ from nnutils.local.verify import verify_pairs  # noqa: E402
 GRID = "640x1000,512x1000,480x1000,384x1000,384x500,320x500,256x500"
 
 
-def parse_grid(text: str) -> list[tuple[int, int]]:
-    """``"640x1000,384x500"`` → ``[(640, 1000), (384, 500)]`` (side in pixels, keypoints)."""
+def parse_grid(text: str) -> list[tuple[int, int, int]]:
+    """``"640x1000,384x500s4"`` → ``[(640, 1000, 0), (384, 500, 4)]`` (side in pixels, keypoints, spread cells)."""
     out = []
     for item in text.split(","):
-        side, _, k = item.strip().partition("x")
-        if not side.isdigit() or not k.isdigit():
-            raise SystemExit(f"--grid: expected SIDExKEYPOINTS items such as 640x1000, got {item!r}")
-        out.append((int(side), int(k)))
+        side, _, rest = item.strip().partition("x")
+        k, _, spread = rest.partition("s")
+        if not side.isdigit() or not k.isdigit() or not (spread == "" or spread.isdigit()):
+            raise SystemExit(f"--grid: expected SIDExKEYPOINTS[sCELLS] items such as 640x1000 or 640x1000s8, "
+                             f"got {item!r}")
+        out.append((int(side), int(k), int(spread or 0)))
     return out
 
 
@@ -64,17 +68,17 @@ def main(argv=None) -> None:
     vs = validation_set(cfg)
     decision, val, p1, p2, y, s_val = vs.decision, vs.pairs, vs.paths1, vs.paths2, vs.y, vs.scores
     G = pair_features(p1, p2, global_scores={"global": s_val}, hash_kinds=HASH_KINDS, progress=True)
-    decoded = {p: read_any(p, max(s for s, _ in grid))[:2] for p in dict.fromkeys(p1 + p2)}
+    decoded = {p: read_any(p, max(s for s, _, _ in grid))[:2] for p in dict.fromkeys(p1 + p2)}
     sets, cost = {}, []
-    for side, k in grid:
+    for side, k, spread in grid:
         t = time.perf_counter()
-        kp = {p: to_original_pixels(extract(rgb, "orb", max_side=side, max_keypoints=k), size)
+        kp = {p: to_original_pixels(extract(rgb, "orb", max_side=side, max_keypoints=k, spread=spread), size)
               for p, (rgb, size) in decoded.items()}
         ms_img = 1e3 * (time.perf_counter() - t) / len(decoded)
         t = time.perf_counter()
         rows = verify_pairs(p1, p2, "orb", progress=False, extractor=kp.__getitem__, workers=1, verify_workers=1)
         ms_pair = 1e3 * (time.perf_counter() - t) / len(p1)
-        name = f"{side} px, {k} keypoints"
+        name = f"{side} px, {k} keypoints" + (f", spread over {spread}x{spread} cells" if spread else "")
         sets[name] = pd.concat([G, local_columns(rows, "lf")], axis=1)
         cost.append({"setting": name, "ORB ms/image": ms_img, "match+fit ms/pair": ms_pair})
     runs = []

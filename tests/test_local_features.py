@@ -620,3 +620,33 @@ def test_a_low_contrast_copy_is_described_after_equalising(room):
     v = verify(extract(np.asarray(room), "orb"), kp)
     _check(v, True)
     assert v.inliers > 300
+
+
+def test_spread_keypoints_by_hand_and_a_text_overlay_no_longer_takes_every_place(room):
+    from nnutils.local.keypoints import spread_keypoints
+    # 100 x 100 image, 2 x 2 cells: the top-left cell holds the four strongest corners
+    kps = [cv2.KeyPoint(10, 10, 7, -1, r) for r in (9.0, 8.0, 7.0, 6.0)]
+    kps += [cv2.KeyPoint(80, 20, 7, -1, 2.0), cv2.KeyPoint(20, 80, 7, -1, 1.0), cv2.KeyPoint(90, 90, 7, -1, 0.5)]
+    got = spread_keypoints(kps, (100, 100), 2, 4)
+    assert [k.response for k in got] == [9.0, 2.0, 1.0, 0.5]          # each cell's strongest, strongest first
+    assert [k.response for k in spread_keypoints(kps, (100, 100), 2, 5)] == [9.0, 8.0, 2.0, 1.0, 0.5]
+    assert [k.response for k in spread_keypoints(kps, (100, 100), 1, 3)] == [9.0, 8.0, 7.0]   # one cell: plain top-n
+    assert spread_keypoints([], (100, 100), 4, 10) == []
+    # a big black text over the middle of the photo: with spread, more keypoints lie outside it
+    img = np.array(room)
+    im = Image.fromarray(img)
+    ImageDraw.Draw(im).text((img.shape[1] // 4, img.shape[0] // 3), "+380 97 330", fill=(0, 0, 0),
+                            font_size=max(20, img.shape[0] // 6))
+    text = np.array(im)
+    outside = np.ones(img.shape[:2], bool)
+    ys, xs = np.nonzero((text != img).any(axis=2))
+    outside[max(0, ys.min() - 10):ys.max() + 10, max(0, xs.min() - 10):xs.max() + 10] = False
+
+    def share_outside(kp):
+        x = np.clip(np.round(kp.xy[:, 0]).astype(int), 0, img.shape[1] - 1)
+        y = np.clip(np.round(kp.xy[:, 1]).astype(int), 0, img.shape[0] - 1)
+        return outside[y, x].mean()
+
+    plain, spread = extract(text, "orb", max_keypoints=300), extract(text, "orb", max_keypoints=300, spread=8)
+    assert len(spread.xy) <= 300 and spread.mirror is not None and len(spread.mirror.xy) == len(spread.xy)
+    assert share_outside(spread) > share_outside(plain) + 0.05, (share_outside(spread), share_outside(plain))
