@@ -176,7 +176,7 @@ def test_local_verification_outputs(smoke_run):
 
 
 def test_validation_set_is_what_notebook_07_scored(smoke_run):
-    # the benches' validation inputs (bench/hash_ablation.py, bench/orb_settings.py) are notebook 10's
+    # notebook 10's validation inputs, which the benches (bench/hash_ablation.py, orb_settings.py) share
     from nnutils.decide.compare import validation_set
     tmp, _ = smoke_run
     cfg = profiles.resolve("10_local_verification", "smoke", {"data_dir": str(tmp / "data"),
@@ -188,6 +188,7 @@ def test_validation_set_is_what_notebook_07_scored(smoke_run):
     assert all(p is None or Path(p).name == u for p, u in zip(vs.paths1, val.image_url1))
     expected = pd.read_csv(tmp / "run" / "val_scores.csv")[vs.decision.model].to_numpy()
     np.testing.assert_allclose(vs.scores, expected, atol=1e-4)
+    assert len(vs.data.val) == len(val) and set(vs.data.train_urls) <= set(vs.data.groups.index)   # what DELF trains on
 
 
 def test_threshold_sweep_reports_the_shifted_set(smoke_run):

@@ -74,6 +74,8 @@ class ValidationSet:
         0/1 labels.
     scores : ndarray of float32, shape (P,)
         The global model's cosine per pair (NaN where an image is unreadable).
+    data : nnutils.train.runs.RunData
+        The run's splits, files and photo groups (what DELF's attention trains on).
     """
 
     decision: Decision
@@ -82,6 +84,7 @@ class ValidationSet:
     paths2: list
     y: np.ndarray
     scores: np.ndarray
+    data: object = None
 
 
 def validation_set(cfg, *, progress: bool = True) -> ValidationSet:
@@ -108,7 +111,7 @@ def validation_set(cfg, *, progress: bool = True) -> ValidationSet:
     val = data.val.reset_index(drop=True)
     scores = model_scores(decision.model_path, val, data.path_of, cache_dir=run_dir / "features", progress=progress)
     return ValidationSet(decision, val, list(val.image_url1.map(data.path_of)), list(val.image_url2.map(data.path_of)),
-                         val.is_same.to_numpy(), scores)
+                         val.is_same.to_numpy(), scores, data)
 
 
 def phash_scores(pairs: pd.DataFrame, path_of: dict, progress: bool = True) -> np.ndarray:
