@@ -575,3 +575,36 @@ def test_one_pass_decodes_each_image_once_and_caches(tfl, tflite_file, photo_fil
     _, _, _, rep3 = onepass.embed_and_describe(tfl, tflite_file, "tflite", paths, LocalSpec("orb", {"max_keypoints": 300}),
                                                tmp_path / "cache")
     assert rep3["extracted"] == 4 and rep3["embedded"] == 0
+
+
+def test_one_pass_mirrors_only_the_side_each_pair_mirrors(tfl, tflite_file, photo_files, tmp_path):
+    from nnutils.data.images import file_digest
+    from nnutils.decide import onepass
+    from nnutils.local.features_cache import LocalSpec
+    from nnutils.local.verify import mirror_side, mirrored_images
+    a, b, c, d = (str(photo_files[n]) for n in ("cat.jpg", "coffee_444.jpg", "cat.png", "astro_big.jpg"))
+    dig = {p: file_digest(p) for p in (a, b, c, d)}
+    # the side is the image whose SHA-1 sorts first, whatever the order of the pair
+    lo, hi = sorted([a, b], key=dig.get)
+    assert mirror_side(dig[lo], dig[hi]) == 1 and mirror_side(dig[hi], dig[lo]) == 2
+    assert mirror_side(None, dig[a]) == mirror_side(dig[a], dig[a]) == 2
+    assert mirrored_images([dig[a], dig[c], None], [dig[b], dig[d], dig[a]]) == {
+        min(dig[a], dig[b]), min(dig[c], dig[d]), dig[a]}
+    spec = LocalSpec("orb")
+    paths = [a, b, c, d]
+    pairs = ([a, c], [b, d])
+    _, ok, rec, rep = onepass.embed_and_describe(tfl, tflite_file, "tflite", paths, spec, tmp_path / "c", pairs=pairs)
+    need = mirrored_images([dig[p] for p in pairs[0]], [dig[p] for p in pairs[1]])
+    assert ok.all() and rep["mirrored"] == len(need) == 2
+    assert {p for p in paths if rec[p].keypoints.mirror is not None} == {p for p in paths if dig[p] in need}
+    # another list mirrors an image cached without its mirror: extracted anew, the rest served from the cache
+    other = ([b], [c]) if mirror_side(dig[b], dig[c]) == 1 else ([c], [b])
+    missing = [p for p in (b, c) if dig[p] in mirrored_images([dig[other[0][0]]], [dig[other[1][0]]])
+               and rec[p].keypoints.mirror is None]
+    _, _, rec2, rep2 = onepass.embed_and_describe(tfl, tflite_file, "tflite", paths, spec, tmp_path / "c",
+                                                  pairs=other)
+    assert rep2["extracted"] == len(missing) and rep2["mirrored"] == len(missing)
+    assert all(rec2[p].keypoints.mirror is not None for p in missing)
+    # no pairs: every image mirrored (a collection, whose pairs are not known yet)
+    _, _, rec3, rep3 = onepass.embed_and_describe(tfl, tflite_file, "tflite", paths, spec, None)
+    assert rep3["mirrored"] == 4 and all(r.keypoints.mirror is not None for r in rec3.values())

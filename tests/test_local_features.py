@@ -650,3 +650,23 @@ def test_spread_keypoints_by_hand_and_a_text_overlay_no_longer_takes_every_place
     plain, spread = extract(text, "orb", max_keypoints=300), extract(text, "orb", max_keypoints=300, spread=8)
     assert len(spread.xy) <= 300 and spread.mirror is not None and len(spread.mirror.xy) == len(spread.xy)
     assert share_outside(spread) > share_outside(plain) + 0.05, (share_outside(spread), share_outside(plain))
+
+
+def test_a_pair_is_mirrored_on_the_same_side_in_either_order(room, tmp_path):
+    from dataclasses import replace
+
+    from nnutils.data.images import file_digest
+    from nnutils.local.verify import mirror_side
+    img = np.array(room)
+    a, b = str(tmp_path / "a.png"), str(tmp_path / "b.jpg")
+    Image.fromarray(img).save(a)
+    Image.fromarray(np.ascontiguousarray(img[20:-10, ::-1])).save(b, quality=85)   # mirrored and cropped
+    rows = verify_pairs([a, b], [b, a], "orb", progress=False)
+    assert rows.passed.all() and rows.mirrored.all()
+    # the file whose digest sorts first is the mirrored one, in either order: the other's mirror is not read
+    mirrored = a if mirror_side(file_digest(a), file_digest(b)) == 1 else b
+    kp = {a: extract(a, "orb"), b: extract(b, "orb")}
+    for i, (p, q) in enumerate(((a, b), (b, a))):
+        only = {x: kp[x] if x == mirrored else replace(kp[x], mirror=None) for x in (p, q)}
+        assert verify(only[p], only[q]).inliers == rows.inliers.iloc[i]
+    assert verify_pair(a, b, "orb").inliers == rows.inliers.iloc[0]

@@ -770,7 +770,8 @@ def verify_band(fusion: Fusion, paths1: Sequence[str | None], paths2: Sequence[s
 
             def kp_of(p):
                 return have[p].keypoints if p in have else extract(_or_path(images, p), local_method, **ekw)
-            local = verify_pairs(p1, p2, local_method, progress=progress, **kw, extractor=kp_of)
+            digests = {p: r.facts.get("file_digest") for p, r in have.items()}
+            local = verify_pairs(p1, p2, local_method, progress=progress, **kw, extractor=kp_of, digests=digests)
         X = pair_features(p1, p2, global_scores={"global": s[idx]}, local=local, images=images,
                           facts={p: r.facts for p, r in have.items()}, hash_kinds=fusion.hash_kinds,
                           progress=progress)

@@ -183,9 +183,10 @@ def predict_pairs(pairs, images_dir, model, *, threshold: float | None = None, r
             one_pass = bool(decision.verifies and np.isinf(decision.verify_range[1]))
         if decision.verifies and decision.local_method and one_pass:
             spec = LocalSpec.from_decision(decision.local_method, decision.local_kw, decision.local_model)
-            emb, ok, records, pass_report = embed_and_describe(embedder, decision.model_path, runtime, paths, spec,
-                                                               cache_dir, hash_kinds=decision.fusion.hash_kinds,
-                                                               batch_size=batch_size, progress=progress)
+            pairs = (test.image_url1.map(path_of).tolist(), test.image_url2.map(path_of).tolist())  # who is mirrored
+            emb, ok, records, pass_report = embed_and_describe(
+                embedder, decision.model_path, runtime, paths, spec, cache_dir, hash_kinds=decision.fusion.hash_kinds,
+                batch_size=batch_size, pairs=pairs, progress=progress)
             embedded = pass_report["embedded"]
         else:
             emb, ok, embedded = embed_cached(embedder, decision.model_path, runtime, paths, cache_dir, batch_size,

@@ -144,7 +144,12 @@ class LocalSpec:
                       self.delf.score_threshold]
         return model_key(*parts)
 
-    def extract(self, rgb: np.ndarray, size: tuple[int, int]) -> Keypoints:
+    @property
+    def mirrors(self) -> bool:
+        """Whether :meth:`extract` computes ORB's mirrored descriptors by default."""
+        return self.method == "orb" and bool(self.extract_kw.get("mirror", True))
+
+    def extract(self, rgb: np.ndarray, size: tuple[int, int], *, mirror: bool | None = None) -> Keypoints:
         """Keypoints of a decoded image, in the ORIGINAL image's pixels; never raises for a bad image.
 
         Parameters
@@ -153,6 +158,10 @@ class LocalSpec:
             The one decode (possibly DCT-reduced, at :attr:`decode_side`).
         size : tuple of int
             The original (width, height) in pixels.
+        mirror : bool, optional
+            ORB: compute the mirrored descriptors (None: the spec's setting, default True);
+            the one pass skips them for images no pair mirrors
+            (:func:`nnutils.local.verify.mirror_side`).
 
         Returns
         -------
@@ -163,7 +172,8 @@ class LocalSpec:
         if self.method == "delf":
             kp = self.delf.extract(rgb)
         else:
-            kp = extract(rgb, self.method, **self.extract_kw)
+            kw = self.extract_kw if mirror is None or self.method != "orb" else {**self.extract_kw, "mirror": mirror}
+            kp = extract(rgb, self.method, **kw)
         return to_original_pixels(kp, size)
 
     def empty(self, reason: str, size=(0, 0)) -> Keypoints:
