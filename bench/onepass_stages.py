@@ -11,13 +11,20 @@ side, the model's square, the local features (ORB with and without the mirrored
 descriptors), the facts (file and pixel digests, the thumbnail, each perceptual hash) and
 the feature-cache write, and the model alone (ms of wall time per image at batch 32, 1 and 2
 interpreter threads). Part 2 runs the whole pass from a cold cache for each combination of
-1 or 2 interpreter threads and 1 or 2 decoding threads (img/s). For reporting the cost
-split; nothing is chosen here. No asserts.
+1 or 2 interpreter threads and 1 or 2 decoding threads (img/s). Part 3 (``--mirror-ab N``)
+runs the pass over the images of the set's pairs with ORB's mirrored descriptors on every
+image and on one side of each pair (``embed_and_describe(pairs=)``,
+:func:`nnutils.local.verify.mirror_side`), N rounds interleaved in one process (A B, B A, ...), cache off: ms
+of wall and of CPU per image — how a ~1 ms change is seen on a machine whose speed drifts
+by 15 % between runs. For reporting the cost split; nothing is chosen here. No asserts.
+
+    python bench/onepass_stages.py --mirror-ab 3                    # + the one-sided mirror A/B
 """
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -84,6 +91,8 @@ def main(argv=None) -> None:
     ap.add_argument("--run-dir", default=str(ROOT / "runs" / "cpu"))
     ap.add_argument("--data-dir", default=str(ROOT / "data" / "lun-shift"))
     ap.add_argument("--images", type=int, default=300)
+    ap.add_argument("--mirror-ab", type=int, default=0, metavar="N",
+                    help="rounds of the one-sided mirror A/B over all the set's pairs (0: skip)")
     args = ap.parse_args(argv)
     dec = Decision.load(args.run_dir)
     if not dec.verifies:
@@ -117,7 +126,29 @@ def main(argv=None) -> None:
             _, ok, _, rep = embed_and_describe(emb[th], dec.model_path, "tflite", paths, spec, None, decode_workers=dw)
             secs = time.perf_counter() - t0
             print(f"| {th} | {dw} | {int(ok.sum()) / secs:.1f} | {rep['ms_local_per_image']} |")
+    if args.mirror_ab:
+        mirror_ab(emb[2], dec, spec, Path(args.data_dir), args.mirror_ab)
     print(f"\n- load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+def mirror_ab(embedder, dec, spec: LocalSpec, data: Path, rounds: int) -> None:
+    """Part 3: the pass with the mirror on every image, then on one side of each pair, ``rounds`` times."""
+    t = pd.read_csv(data / "test.csv")
+    p1 = [str(data / "images" / u) for u in t.image_url1]
+    p2 = [str(data / "images" / u) for u in t.image_url2]
+    paths = list(dict.fromkeys(p1 + p2))
+    print(f"\n| round | mirrored descriptors on | images mirrored | ms per image (wall) | ms of CPU per image |"
+          f"\n|---|---|---|---|---|")
+    arms = [("every image", None), ("one side of each pair", (p1, p2))]
+    for r in range(rounds):
+        for label, pairs in (arms if r % 2 == 0 else arms[::-1]):   # A B, B A, ...: no arm always first
+            c0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+            _, ok, _, rep = embed_and_describe(embedder, dec.model_path, "tflite", paths, spec, None, pairs=pairs)
+            wall, c1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
+            cpu = (c1.ru_utime - c0.ru_utime) + (c1.ru_stime - c0.ru_stime)
+            n = max(1, int(ok.sum()))
+            print(f"| {r + 1} | {label} | {rep['mirrored']} of {len(paths)} | {1e3 * wall / n:.2f} | "
+                  f"{1e3 * cpu / n:.2f} |")
 
 
 if __name__ == "__main__":
