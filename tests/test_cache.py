@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 
 from nnutils.data.cache import ContentCache, model_key
-from nnutils.data.images import file_digest
+from nnutils.data.images import file_digest, file_digest_or_none
 
 
 def test_content_cache_keys_rows_by_file_content(tmp_path):
@@ -19,6 +19,7 @@ def test_content_cache_keys_rows_by_file_content(tmp_path):
     folder = tmp_path / "cache" / model_key("m", 1)
     c = ContentCache(folder, paths)
     assert c.digests == [file_digest(paths[0]), None, None, file_digest(paths[3])]
+    assert file_digest_or_none(imgs) is None and file_digest_or_none(np.zeros(3)) is None   # a folder, an array
     out, ok = np.zeros((4, 3), np.float32), np.zeros(4, bool)
     assert c.lookup(out, ok) == [0, 1, 2, 3] and not ok.any()
     c.store(0, np.array([1, 2, 3], np.float32))

@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from nnutils.data.images import UnreadableImageError, file_digest
+from nnutils.data.images import file_digest_or_none
 
 
 class ContentCache:
@@ -41,16 +41,9 @@ class ContentCache:
         if self.folder is not None:
             self.folder.mkdir(parents=True, exist_ok=True)
             with ThreadPoolExecutor(workers) as pool:
-                self.digests = list(pool.map(self._digest, paths))
+                self.digests = list(pool.map(file_digest_or_none, paths))
         else:
             self.digests = [None] * len(paths)
-
-    @staticmethod
-    def _digest(path: str | None) -> str | None:
-        try:
-            return file_digest(path) if path else None
-        except UnreadableImageError:
-            return None
 
     def lookup(self, out: np.ndarray, ok: np.ndarray) -> list[int]:
         """Copy cached rows into ``out`` (marking ``ok``); return the indices not cached.

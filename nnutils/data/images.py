@@ -87,6 +87,7 @@ __all__ = [
     "inspect_image",
     "inspect_images",
     "file_digest",
+    "file_digest_or_none",
     "pixel_digest",
 ]
 
@@ -736,6 +737,25 @@ def file_digest(path: PathLike) -> str:
     except OSError as exc:
         raise UnreadableImageError(p, REASON_IO_ERROR, str(exc)) from None
     return h.hexdigest()
+
+
+def file_digest_or_none(path) -> str | None:
+    """:func:`file_digest`, or None where there is no readable file (None, not a path, missing, unreadable).
+
+    Parameters
+    ----------
+    path : str, PathLike or anything else
+
+    Returns
+    -------
+    str or None
+    """
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        return None
+    try:
+        return file_digest(path)
+    except UnreadableImageError:
+        return None
 
 
 def pixel_digest(path_or_array, **kw) -> str:

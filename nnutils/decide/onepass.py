@@ -49,7 +49,7 @@ from typing import Sequence
 import numpy as np
 
 from nnutils.data.cache import ContentCache, model_key
-from nnutils.data.images import UnreadableImageError, file_digest, read_any
+from nnutils.data.images import file_digest_or_none, read_any
 from nnutils.decide.fusion import HASH_KINDS, image_facts_of
 from nnutils.local.features_cache import FeatureCache, ImageRecord, LocalSpec
 from nnutils.local.verify import mirrored_images
@@ -76,13 +76,6 @@ def onepass_embedding_key(model_path, runtime: str, side: int | None) -> str:
     """
     p = Path(model_path)
     return model_key(p.stem, p.stat().st_mtime_ns, runtime, f"onepass{side}")
-
-
-def _digest(path) -> str | None:
-    try:
-        return file_digest(path) if path else None
-    except UnreadableImageError:
-        return None
 
 
 def _lacks_mirror(rec: ImageRecord) -> bool:
@@ -149,7 +142,7 @@ def embed_and_describe(embedder, model_path, runtime: str, paths: Sequence, spec
     emb = np.full((n, embedder.dim), np.nan, np.float32)
     ok = np.zeros(n, bool)
     emb_todo = set(ecache.lookup(emb, ok))
-    digests = ecache.digests if cache_dir or pairs is None else [_digest(p) for p in paths]
+    digests = ecache.digests if cache_dir or pairs is None else [file_digest_or_none(p) for p in paths]
     digest_of = {p: d for p, d in zip(paths, digests) if p}
     need_mirror = None                      # None: every image (the spec's setting)
     if pairs is not None and spec.mirrors:

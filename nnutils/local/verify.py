@@ -132,6 +132,7 @@ from typing import Sequence
 import numpy as np
 from scipy.special import fdtri
 
+from nnutils.data.images import file_digest_or_none
 from nnutils.local.dense import dense_residual
 from nnutils.local.keypoints import EXTRACT_KEYS, Keypoints, extract, match
 
@@ -693,7 +694,7 @@ def verify_pair(path1, path2, method: str = "sift", **kw) -> Verification:
     """
     ex, kw = _split_kw(dict(kw))
     a, b = extract(path1, method, **ex), extract(path2, method, **ex)
-    side = mirror_side(_file_digest_or_none(path1), _file_digest_or_none(path2)) if a.mirror is not None else 2
+    side = mirror_side(file_digest_or_none(path1), file_digest_or_none(path2)) if a.mirror is not None else 2
     return verify(*_one_mirror(a, b, side), **kw)
 
 
@@ -749,14 +750,6 @@ def _one_mirror(a: Keypoints, b: Keypoints, side: int) -> tuple[Keypoints, Keypo
     if a.mirror is None or b.mirror is None:
         return a, b
     return (a, replace(b, mirror=None)) if side == 1 else (replace(a, mirror=None), b)
-
-
-def _file_digest_or_none(p) -> str | None:
-    from nnutils.data.images import UnreadableImageError, file_digest
-    try:
-        return file_digest(p) if isinstance(p, (str, os.PathLike)) and os.path.isfile(p) else None
-    except (UnreadableImageError, OSError):
-        return None
 
 
 def verify_pairs(paths1: Sequence, paths2: Sequence, method: str = "sift", *, progress: bool = True,
@@ -819,14 +812,16 @@ def verify_pairs(paths1: Sequence, paths2: Sequence, method: str = "sift", *, pr
     n = len(paths1)
     known = {_path_key(k): v for k, v in (digests or {}).items()}
 
+    def digest_of(p):
+        k = _path_key(p)
+        if k not in known:
+            known[k] = file_digest_or_none(p)
+        return known[k]
+
     def one_mirror(p1, f1, p2, f2):
-        if f1.mirror is None or f2.mirror is None:
+        if f1.mirror is None or f2.mirror is None:   # nothing to choose: no file is hashed
             return f1, f2
-        for p in (p1, p2):
-            k = _path_key(p)
-            if k not in known:
-                known[k] = _file_digest_or_none(p)
-        return _one_mirror(f1, f2, mirror_side(known[_path_key(p1)], known[_path_key(p2)]))
+        return _one_mirror(f1, f2, mirror_side(digest_of(p1), digest_of(p2)))
 
     def run_extract(p):
         t = time.perf_counter()
