@@ -8,7 +8,7 @@ derives the global model's input, the local features and the facts of the fused 
 Part 1 times each stage of that work on one thread, per image (ms, mean over ``--images``
 distinct test images, page cache warm): the DCT-scaled decode at the local extractor's
 side, the model's square, the local features (ORB with and without the mirrored
-descriptors), the facts (file and pixel digests, the thumbnail, each perceptual hash) and
+descriptors), the facts (file and pixel digests, each perceptual hash of ORB's thumbnail) and
 the feature-cache write, and the model alone (ms of wall time per image at batch 32, 1 and 2
 interpreter threads). Part 2 runs the whole pass from a cold cache for each combination of
 1 or 2 interpreter threads and 1 or 2 decoding threads (img/s). Part 3 (``--mirror-ab N``)
@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from nnutils.data.images import file_digest, pixel_digest, read_any  # noqa: E402
 from nnutils.decide.decision import Decision  # noqa: E402
@@ -78,10 +79,13 @@ def stage_times(paths: list[str], spec: LocalSpec, size: int) -> dict:
             clock("orb without the mirror", lambda: plain.extract(rgb, orig))
         digest = clock("facts: file digest", lambda: file_digest(p))
         clock("facts: pixel digest", lambda: pixel_digest(rgb))
-        im = clock("facts: thumbnail", lambda: hash_thumbnail(rgb))
+        if kp.thumb is not None:        # ORB's thumbnail: the one pass hashes it and makes none of its own
+            im = Image.fromarray(kp.thumb)
+        else:
+            im = clock("facts: hash thumbnail (no ORB thumbnail)", lambda: hash_thumbnail(rgb))
         for k in HASHES:   # every hash the project knows
             clock(f"facts: {k}{'' if k in HASH_KINDS else ' (not in HASH_KINDS)'}", lambda k=k: hash_bits(im, k))
-        facts = image_facts_of(p, rgb, HASH_KINDS, size=orig, digest=digest)   # untimed: the record to write
+        facts = image_facts_of(p, rgb, HASH_KINDS, size=orig, digest=digest, thumb=kp.thumb)   # untimed: the record
         clock("feature-cache write", lambda: cache.put(digest, ImageRecord(kp, facts)))
     return {k: v / max(1, n) for k, v in ms.items()}
 

@@ -22,6 +22,24 @@ def files(tmp_path):
     return {p.stem: str(p) for p in tmp_path.iterdir()}
 
 
+
+def test_hashes_read_orbs_thumbnail_as_the_pixels_would_give_it():
+    """The one pass hashes ORB's grey 256-px thumbnail; from the pixels the same thumbnail is made."""
+    from nnutils.decide.fusion import hash_thumbnail, image_facts_of
+    from nnutils.local.keypoints import extract
+
+    yy, xx = np.mgrid[0:480, 0:640]
+    rgb = np.stack([(xx * 0.4) % 256, (yy * 0.5) % 256, ((xx + yy) * 0.2) % 256], -1).astype(np.uint8)
+    rgb[100:200, 300:420] = 255                                   # some structure for the hash
+    im = hash_thumbnail(rgb)
+    assert im.mode == "L" and im.size == (256, 192)
+    kp = extract(rgb, "orb")
+    np.testing.assert_array_equal(np.asarray(im), kp.thumb)     # ORB's thumbnail is the hashes' thumbnail
+    a = image_facts_of("unused.jpg", rgb, digest="d", thumb=kp.thumb)
+    b = image_facts_of("unused.jpg", rgb, digest="d")
+    np.testing.assert_array_equal(a["phash"], b["phash"])
+    assert a["phash"].shape == (64,) and a["phash"].dtype == bool
+
 def test_pair_features_by_hand(files):
     f = pair_features([files["a"], files["a"], files["a"], files["a"], files["a"]],
                       [files["a_copy"], files["a_resaved"], files["a_big"], files["b"], files["broken"]],

@@ -56,6 +56,7 @@ from nnutils.data.images import (
 from nnutils.decide.hashes import HASHES
 from nnutils.decide.metrics import best_threshold, pair_metrics
 from nnutils.local.delf import DelfExtractor
+from nnutils.local.dense import thumbnail as dense_thumbnail
 from nnutils.local.keypoints import EXTRACT_KEYS, extract
 from nnutils.local.verify import is_other_view, verify_pairs
 
@@ -154,7 +155,8 @@ def _from_quarter_turn(deg: np.ndarray) -> np.ndarray:
 
 
 def image_facts_of(path, rgb: np.ndarray | None, hash_kinds: Sequence[str] = HASH_KINDS, *,
-                   size: tuple[int, int] | None = None, digest: str | None = None) -> dict:
+                   size: tuple[int, int] | None = None, digest: str | None = None,
+                   thumb: np.ndarray | None = None) -> dict:
     """The per-image facts :func:`pair_features` compares, from one decoded image.
 
     Parameters
@@ -170,6 +172,10 @@ def image_facts_of(path, rgb: np.ndarray | None, hash_kinds: Sequence[str] = HAS
         ``rgb``'s own size.
     digest : str, optional
         The file's SHA-1 when known already (e.g. from the content cache).
+    thumb : ndarray of uint8, shape (h, w), optional
+        The image's greyscale thumbnail (longer side :data:`nnutils.local.dense.SIDE`) when
+        made already: ORB's (:attr:`nnutils.local.keypoints.Keypoints.thumb`, the one pass
+        passes it); None: made here from ``rgb`` (:func:`hash_thumbnail`).
 
     Returns
     -------
@@ -188,7 +194,7 @@ def image_facts_of(path, rgb: np.ndarray | None, hash_kinds: Sequence[str] = HAS
             r["width"], r["height"] = size
         r["file_digest"] = digest or file_digest(path)
         r["pixel_digest"] = pixel_digest(rgb)
-        im = hash_thumbnail(rgb)
+        im = hash_thumbnail(rgb) if thumb is None else Image.fromarray(np.ascontiguousarray(thumb, np.uint8))
         for k in hash_kinds:
             r[k] = hash_bits(im, k)
     except (UnreadableImageError, OSError, ValueError):
@@ -197,13 +203,28 @@ def image_facts_of(path, rgb: np.ndarray | None, hash_kinds: Sequence[str] = HAS
 
 
 def hash_thumbnail(rgb: np.ndarray) -> Image.Image:
-    """The image the perceptual hashes of :func:`image_facts_of` read: ``rgb`` shrunk to ≤ 128 px.
+    """The image the perceptual hashes of :func:`image_facts_of` read: grey, longer side 256 px.
 
-    The hashes look at 32 × 32 pixels at most; shrinking first makes them ~5× cheaper.
+    The same thumbnail ORB's extraction makes for the dense check
+    (:func:`nnutils.local.dense.thumbnail` of the grey image, area-shrunk), so the one pass
+    hashes ORB's (``image_facts_of(thumb=...)``) and makes none of its own: ~1 ms per image
+    less than shrinking the RGB image with PIL (``python bench/onepass_stages.py``). The
+    hashes look at 32 × 32 pixels at most.
+
+    Parameters
+    ----------
+    rgb : ndarray of uint8, shape (H, W, 3) or (H, W)
+
+    Returns
+    -------
+    PIL.Image.Image
+        Mode ``"L"``, longer side :data:`nnutils.local.dense.SIDE`.
     """
-    im = Image.fromarray(rgb)
-    im.thumbnail((128, 128))
-    return im
+    import cv2
+
+    rgb = np.asarray(rgb)
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if rgb.ndim == 3 else rgb
+    return Image.fromarray(dense_thumbnail(grey))
 
 
 def hash_bits(thumbnail: Image.Image, kind: str) -> np.ndarray:

@@ -174,7 +174,7 @@ def embed_and_describe(embedder, model_path, runtime: str, paths: Sequence, spec
         local_ms.append(1e3 * (time.perf_counter() - t))
         mirrored.append(kp.mirror is not None)
         return square, ImageRecord(kp, image_facts_of(path, rgb, hash_kinds, size=orig,
-                                                      digest=digest_of.get(path)))
+                                                      digest=digest_of.get(path), thumb=kp.thumb))
 
     extracted = 0
     if todo:

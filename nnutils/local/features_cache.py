@@ -39,7 +39,8 @@ __all__ = ["LocalSpec", "FeatureCache", "ImageRecord", "save_record", "load_reco
            "CACHE_VERSION"]
 
 #: Bumped when the stored format or the extraction changes meaning (part of the cache key).
-CACHE_VERSION = 4   # 2: ORB keypoints at their pyramid level's exact pixel centres; 3: + the thumbnail; 4: equalised
+CACHE_VERSION = 5   # 2: ORB keypoints at their pyramid level's exact pixel centres; 3: + the thumbnail; 4: equalised;
+#                     5: the facts' hashes read the grey 256-px thumbnail (ORB's in the one pass)
 
 
 def to_original_pixels(kp: Keypoints, size: tuple[int, int]) -> Keypoints:
