@@ -16,9 +16,13 @@ runs the pass over the images of the set's pairs with ORB's mirrored descriptors
 image and on one side of each pair (``embed_and_describe(pairs=)``,
 :func:`nnutils.local.verify.mirror_side`), N rounds interleaved in one process (A B, B A, ...), cache off: ms
 of wall and of CPU per image — how a ~1 ms change is seen on a machine whose speed drifts
-by 15 % between runs. For reporting the cost split; nothing is chosen here. No asserts.
+by 15 % between runs. Part 4 (``--model-ab N``) runs the pass with the float global model
+and with the decision's int8 one (:attr:`nnutils.decide.decision.Decision.global_model`), N
+rounds interleaved, the same way. For reporting the cost split; nothing is chosen here. No
+asserts.
 
     python bench/onepass_stages.py --mirror-ab 3                    # + the one-sided mirror A/B
+    python bench/onepass_stages.py --model-ab 4                     # + the float / int8 model A/B
 """
 from __future__ import annotations
 
@@ -97,6 +101,8 @@ def main(argv=None) -> None:
     ap.add_argument("--images", type=int, default=300)
     ap.add_argument("--mirror-ab", type=int, default=0, metavar="N",
                     help="rounds of the one-sided mirror A/B over all the set's pairs (0: skip)")
+    ap.add_argument("--model-ab", type=int, default=0, metavar="N",
+                    help="rounds of the float against the int8 global model A/B over all the set's pairs (0: skip)")
     args = ap.parse_args(argv)
     dec = Decision.load(args.run_dir)
     if not dec.verifies:
@@ -106,20 +112,26 @@ def main(argv=None) -> None:
     spec = LocalSpec.from_decision(dec.local_method, dec.local_kw, dec.local_model)
     paths = test_images(Path(args.data_dir), args.images)
     cache = tempfile.mkdtemp(prefix="bench_stages_tflite_")
-    emb = {th: dec.embedder(runtime="tflite", cache_dir=cache, threads=th) for th in (1, 2)}
+    emb = {th: dec.pair_embedder(runtime="tflite", cache_dir=cache, threads=th) for th in (1, 2)}
+    float_emb = {th: dec.embedder(runtime="tflite", cache_dir=cache, threads=th) for th in (1, 2)}
     size = emb[2].size
+    model_name = dec.pair_model_path.name
     print(f"# One-pass stages: {dec.model} + {dec.local_method}, {len(paths)} images of {args.data_dir}\n")
     print(f"- load average at the start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
     rows = stage_times(paths, spec, size)
     batch = np.random.default_rng(0).uniform(0, 255, (32, size, size, 3)).astype(np.float32)
-    for th, e in emb.items():
-        e._embed_batch(batch)
-        t = []
-        for _ in range(5):
-            t0 = time.perf_counter()
+    models = {model_name: emb}
+    if dec.global_model is not None:
+        models[f"{dec.model_path.name}, float (not the decision's)"] = float_emb
+    for name, ems in models.items():
+        for th, e in ems.items():
             e._embed_batch(batch)
-            t.append(time.perf_counter() - t0)
-        rows[f"model alone, {th} interpreter thread(s) (wall)"] = 1e3 * float(np.median(t)) / len(batch)
+            t = []
+            for _ in range(5):
+                t0 = time.perf_counter()
+                e._embed_batch(batch)
+                t.append(time.perf_counter() - t0)
+            rows[f"model alone ({name}), {th} interpreter thread(s) (wall)"] = 1e3 * float(np.median(t)) / len(batch)
     print("| stage (one thread unless said) | ms per image |\n|---|---|")
     for k, v in rows.items():
         print(f"| {k} | {v:.2f} |")
@@ -127,27 +139,55 @@ def main(argv=None) -> None:
     for th in (2, 1):
         for dw in (2, 1):
             t0 = time.perf_counter()
-            _, ok, _, rep = embed_and_describe(emb[th], dec.model_path, "tflite", paths, spec, None, decode_workers=dw)
+            _, ok, _, rep = embed_and_describe(emb[th], dec.pair_model_path, "tflite", paths, spec, None,
+                                               decode_workers=dw)
             secs = time.perf_counter() - t0
             print(f"| {th} | {dw} | {int(ok.sum()) / secs:.1f} | {rep['ms_local_per_image']} |")
     if args.mirror_ab:
         mirror_ab(emb[2], dec, spec, Path(args.data_dir), args.mirror_ab)
+    if args.model_ab:
+        if dec.global_model is None:
+            print("\n- --model-ab: the decision reads the float model (no global_model): nothing to compare")
+        else:
+            model_ab({"float": (float_emb[2], dec.model_path), "int8": (emb[2], dec.global_model)}, spec,
+                     Path(args.data_dir), args.model_ab)
     print(f"\n- load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+def _set_pairs(data: Path) -> tuple[list, list, list]:
+    """(paths1, paths2, distinct paths) of the set's test.csv (the A/B runs need the pairs)."""
+    t = pd.read_csv(data / "test.csv")
+    p1 = [str(data / "images" / u) for u in t.image_url1]
+    p2 = [str(data / "images" / u) for u in t.image_url2]
+    return p1, p2, list(dict.fromkeys(p1 + p2))
+
+
+def model_ab(arms: dict, spec: LocalSpec, data: Path, rounds: int) -> None:
+    """Part 4: the pass with the float global model and with the int8 one, ``rounds`` times interleaved."""
+    p1, p2, paths = _set_pairs(data)
+    print("\n| round | global model | ms per image (wall) | ms of CPU per image |\n|---|---|---|---|")
+    names = list(arms)
+    for r in range(rounds):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            embedder, path = arms[name]
+            c0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+            _, ok, _, rep = embed_and_describe(embedder, path, "tflite", paths, spec, None, pairs=(p1, p2))
+            wall, c1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
+            cpu = (c1.ru_utime - c0.ru_utime) + (c1.ru_stime - c0.ru_stime)
+            n = max(1, int(ok.sum()))
+            print(f"| {r + 1} | {name} ({Path(path).name}) | {1e3 * wall / n:.2f} | {1e3 * cpu / n:.2f} |")
 
 
 def mirror_ab(embedder, dec, spec: LocalSpec, data: Path, rounds: int) -> None:
     """Part 3: the pass with the mirror on every image, then on one side of each pair, ``rounds`` times."""
-    t = pd.read_csv(data / "test.csv")
-    p1 = [str(data / "images" / u) for u in t.image_url1]
-    p2 = [str(data / "images" / u) for u in t.image_url2]
-    paths = list(dict.fromkeys(p1 + p2))
+    p1, p2, paths = _set_pairs(data)
     print(f"\n| round | mirrored descriptors on | images mirrored | ms per image (wall) | ms of CPU per image |"
           f"\n|---|---|---|---|---|")
     arms = [("every image", None), ("one side of each pair", (p1, p2))]
     for r in range(rounds):
         for label, pairs in (arms if r % 2 == 0 else arms[::-1]):   # A B, B A, ...: no arm always first
             c0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-            _, ok, _, rep = embed_and_describe(embedder, dec.model_path, "tflite", paths, spec, None, pairs=pairs)
+            _, ok, _, rep = embed_and_describe(embedder, dec.pair_model_path, "tflite", paths, spec, None, pairs=pairs)
             wall, c1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
             cpu = (c1.ru_utime - c0.ru_utime) + (c1.ru_stime - c0.ru_stime)
             n = max(1, int(ok.sum()))

@@ -58,7 +58,8 @@ def without_mirror(decision: Decision, cfg, progress: bool = True) -> Decision:
                    local_columns(rows, "lf")], axis=1)
     fusion = Fusion(kind=cfg.fusion_kind, folds=cfg.folds, seed=cfg.seed, calibration=cfg.fusion_calibration,
                     monotone=cfg.fusion_monotone).fit(X, vs.y, importance_repeats=0)
-    return decision.with_verification(fusion, decision.verify_range, "orb", local_kw=kw)
+    return decision.with_verification(fusion, decision.verify_range, "orb", local_kw=kw,
+                                      global_model=vs.global_model)   # the scores it was fitted on
 
 
 def main(argv=None) -> int:

@@ -166,12 +166,15 @@ def bench_one_pass(run_dir: Path, data: Path, test, paths: list[str], runtime: s
         every = replace(dec, verify_range=(-np.inf, np.inf))
         every.save(tmp / "every")                # ... and verifying every pair
         emb = dec.embedder(runtime=runtime)
+        pass_emb = dec.pair_embedder(runtime=runtime)   # the int8 model when the fusion was fitted on its scores
         # decode + embed alone, and the one pass alone (cold caches)
         (_, ok), t_plain = _timed(lambda: emb.embed_paths(paths))
         spec = LocalSpec.from_decision(dec.local_method, dec.local_kw, dec.local_model)
         row = {u: p for u, p in zip(P.unique_urls(test), paths)}
         p1, p2 = test.image_url1.map(row).tolist(), test.image_url2.map(row).tolist()
-        (e, ok1, records, rep), t_pass = _timed(lambda: embed_and_describe(emb, dec.model_path, runtime, paths, spec,
+        (e, ok1, records, rep), t_pass = _timed(lambda: embed_and_describe(pass_emb, dec.pair_model_path,
+                                                                            "tflite" if dec.global_model else runtime,
+                                                                            paths, spec,
                                                                             tmp / "c_pass", pairs=(p1, p2),
                                                                             hash_kinds=dec.fusion.hash_kinds))
         # matching + geometry only, on cached features, over the decision's verified pairs
@@ -181,7 +184,8 @@ def bench_one_pass(run_dir: Path, data: Path, test, paths: list[str], runtime: s
         n_img = int(ok.sum())
         rows.append({"what": "decode_square + embed (global only)", "img/s": n_img / t_plain,
                      "ms/image": 1e3 * t_plain / max(1, n_img)})
-        rows.append({"what": f"one pass: decode + embed + {dec.local_method} + facts ({rep['mirrored']} images "
+        rows.append({"what": f"one pass: decode + embed ({dec.pair_model_path.name}) + {dec.local_method} + facts "
+                             f"({rep['mirrored']} images "
                              f"with mirrored descriptors)", "img/s": n_img / t_pass,
                      "ms/image": 1e3 * t_pass / max(1, n_img),
                      "local ms/image": rep["ms_local_per_image"]})

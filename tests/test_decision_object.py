@@ -41,6 +41,30 @@ def test_chosen_decision_round_trips_and_is_versioned(tmp_path):
     assert Decision.load(moved).model_path == moved / "models" / "m.keras"
 
 
+def test_verification_with_its_own_int8_global_model(tmp_path):
+    run = _run(tmp_path)
+    (run / "models" / "m.int8.tflite").write_bytes(b"not read here")
+    fz, X, y = _fusion()
+    plain = Decision.chosen(run, "m", 0.5)
+    assert plain.pair_model_path == run / "models" / "m.keras"
+    d = plain.with_verification(fz, (0.3, math.inf), "orb", global_model=run / "models" / "m.int8.tflite")
+    d.save()
+    raw = json.loads((run / "decision.json").read_text())
+    assert raw["verification"]["global_model"] == "models/m.int8.tflite"      # relative, like the model
+    back = Decision.load(run)
+    assert back.global_model == run / "models" / "m.int8.tflite" == back.pair_model_path
+    assert back.without_verification().global_model is None                   # the threshold alone: the float model
+    assert back.without_verification().pair_model_path == run / "models" / "m.keras"
+    assert Decision.chosen(run, "m", 0.5).verified_like(back).global_model == back.global_model
+    (run / "models" / "m.int8.tflite").unlink()
+    with pytest.raises(FileNotFoundError, match="int8"):
+        Decision.load(run)
+    with pytest.raises(ValueError, match="tflite"):
+        plain.with_verification(fz, (0.3, math.inf), "orb", global_model=run / "models" / "m.keras")
+    with pytest.raises(ValueError, match="global model"):
+        Decision.chosen(run, "m", 0.5, ).__class__(model="m", threshold=0.5, model_path=run / "models" / "m.keras",
+                                                   global_model=run / "x.tflite").validate()
+
 def test_verification_round_trips_without_pickling_nnutils_classes(tmp_path):
     run = _run(tmp_path)
     fz, X, y = _fusion()

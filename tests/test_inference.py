@@ -292,6 +292,21 @@ def test_load_embedder_converts_once(tiny_keras_file, tmp_path):
     other = tmp_path / "elsewhere" / tiny_keras_file.name
     assert tflite_path_for(other, cache) != target and tflite_path_for(other, cache).parent == cache
 
+    # int8: calibrated on example images; without them a clear error, never a silent float file
+    with pytest.raises(ValueError, match="calibration"):
+        load_embedder(tiny_keras_file, cache_dir=cache, quantize="int8")
+    with pytest.raises(ValueError, match="calibration"):
+        convert_to_tflite(tiny_keras_file, tmp_path / "bad.tflite", quantize="int8", calibration=[np.zeros((32, 32))])
+    cal = np.random.default_rng(1).uniform(0, 255, (16, 32, 32, 3)).astype(np.float32)
+    i8 = convert_to_tflite(tiny_keras_file, tflite_path_for(tiny_keras_file, cache, "int8"), quantize="int8",
+                           calibration=list(cal))
+    os.utime(i8, (later + 5, later + 5))     # newer than the .keras file touched above
+    q8 = load_embedder(tiny_keras_file, cache_dir=cache, quantize="int8")      # the file made above, reused
+    assert q8.path == i8 and i8.name.endswith(".int8.tflite") and (q8.size, q8.dim) == (32, 32)
+    e8 = q8.embed_arrays(x)
+    assert e8.dtype == np.float32 and e8.shape == (3, 32)
+    assert np.sum(e8 * k.embed_arrays(x), axis=1).min() > 0.9                # near the float model, not equal
+
     with pytest.raises(ValueError):
         load_embedder(tiny_keras_file, runtime="onnx")
     with pytest.raises(ValueError):

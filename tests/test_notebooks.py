@@ -163,11 +163,15 @@ def test_local_verification_outputs(smoke_run):
     assert list(sub.columns) == ["ID", "is_same"] and len(sub) == len(pd.read_csv(tmp / "data" / "test.csv"))
     for fig in ("10_attention", "10_band", "10_importance", "10_calibration"):
         assert (run / "figures" / f"{fig}.png").exists(), fig
-    # every candidate is verified: from a bound below the lowest validation positive, up
+    # every candidate is verified: from a bound below the lowest validation positive of the scores
+    # the fusion reads (the int8 model's: global_quantize), up
     assert d.verify_range[1] == float("inf")
-    val = pd.read_csv(run / "pairs_val.csv")
-    s = pd.read_csv(run / "val_scores.csv")[d.model]
-    assert d.verify_range[0] < s[val.is_same.to_numpy() == 1].min()
+    assert d.global_model is not None and d.global_model.name == f"{d.model}.int8.tflite" and d.global_model.is_file()
+    from nnutils.decide.compare import validation_set
+    cfg = profiles.resolve("10_local_verification", "smoke", {"data_dir": str(tmp / "data"), "run_dir": str(run)})
+    vs = validation_set(cfg, progress=False)
+    assert vs.global_model == d.global_model
+    assert d.verify_range[0] < np.nanmin(vs.scores[vs.y == 1])
     # the shifted benchmark is reported beside the test split, nothing fitted on it
     shifted = {r["decision"]: r for r in m["shifted"]}
     assert list(shifted) == names
@@ -187,7 +191,15 @@ def test_validation_set_is_what_notebook_07_scored(smoke_run):
     assert (vs.y == val.is_same.to_numpy()).all() and not vs.decision.verifies
     assert all(p is None or Path(p).name == u for p, u in zip(vs.paths1, val.image_url1))
     expected = pd.read_csv(tmp / "run" / "val_scores.csv")[vs.decision.model].to_numpy()
-    np.testing.assert_allclose(vs.scores, expected, atol=1e-4)
+    np.testing.assert_allclose(vs.float_scores, expected, atol=1e-4)       # 07's model, float
+    assert vs.global_model.name.endswith(".int8.tflite")                     # the smoke profile quantises
+    diff = np.abs(vs.scores - expected)
+    assert np.isnan(vs.scores).sum() == np.isnan(expected).sum() and 0 < np.nanmedian(diff) < 0.05
+    plain = validation_set(profiles.Params({**cfg, "global_quantize": "none"}), progress=False)
+    assert plain.global_model is None and plain.float_scores is None
+    np.testing.assert_allclose(plain.scores, expected, atol=1e-4)
+    with pytest.raises(ValueError, match="global_quantize"):
+        validation_set(profiles.Params({**cfg, "global_quantize": "int4"}), progress=False)
     assert len(vs.data.val) == len(val) and set(vs.data.train_urls) <= set(vs.data.groups.index)   # what DELF trains on
 
 

@@ -16,7 +16,9 @@ from nnutils.decide import hashes as baselines
 from nnutils.decide.decision import Decision
 from nnutils.decide.metrics import breakdown, pair_metrics
 from nnutils.decide.thresholds import cv_threshold
-from nnutils.models.embedders import score_pairs
+from nnutils.data.decode import decode_square
+from nnutils.models.embedders import TFLiteEmbedder, score_pairs
+from nnutils.models.runtime import convert_to_tflite, tflite_path_for
 from nnutils.models.saving import list_models, load_model
 from nnutils.train.features import embed_images
 from nnutils.train.runs import load_run_data
@@ -73,9 +75,17 @@ class ValidationSet:
     y : ndarray of int, shape (P,)
         0/1 labels.
     scores : ndarray of float32, shape (P,)
-        The global model's cosine per pair (NaN where an image is unreadable).
+        The global model's cosine per pair (NaN where an image is unreadable), of the
+        model the fused decision reads: :attr:`global_model` when set, else the ``.keras``
+        model.
     data : nnutils.train.runs.RunData
         The run's splits, files and photo groups (what DELF's attention trains on).
+    global_model : Path or None
+        The int8 ``.tflite`` file of 07's model (:func:`int8_global_model`) whose scores
+        :attr:`scores` are, when the profile's ``global_quantize`` is ``"int8"``.
+    float_scores : ndarray of float32, shape (P,), or None
+        The ``.keras`` model's scores when :attr:`scores` are the int8 model's (07's
+        threshold was fitted on these).
     """
 
     decision: Decision
@@ -85,6 +95,52 @@ class ValidationSet:
     y: np.ndarray
     scores: np.ndarray
     data: object = None
+    global_model: Path | None = None
+    float_scores: np.ndarray | None = None
+
+
+def int8_global_model(model_path, calibration_paths, *, images: int = 128, seed: int = 0) -> Path:
+    """The global model quantised to int8 (:func:`~nnutils.models.runtime.convert_to_tflite`), once.
+
+    Parameters
+    ----------
+    model_path : path
+        The ``.keras`` embedder.
+    calibration_paths : sequence of str or None
+        Candidate calibration images (notebook 10 passes the TRAIN split's: validation only
+        scores); ``images`` of them are drawn with ``seed`` and decoded as the model reads
+        them (:func:`~nnutils.data.decode.decode_square`), unreadable ones skipped.
+    images : int, default 128
+    seed : int, default 0
+
+    Returns
+    -------
+    Path
+        ``<stem>.int8.tflite`` next to the model (:func:`~nnutils.models.runtime.tflite_path_for`),
+        reused while it is at least as new as the ``.keras`` file.
+
+    Raises
+    ------
+    ValueError
+        When none of the calibration images is readable.
+    """
+    model_path = Path(model_path)
+    out = tflite_path_for(model_path, None, "int8")
+    if out.is_file() and out.stat().st_mtime_ns >= model_path.stat().st_mtime_ns:
+        return out
+    size = int(load_model(model_path).input.shape[1])
+    cands = [p for p in dict.fromkeys(calibration_paths) if p]
+    order = np.random.default_rng(seed).permutation(len(cands))
+    squares = []
+    for i in order:
+        x = decode_square(cands[i], size)
+        if x is not None:
+            squares.append(x)
+        if len(squares) >= images:
+            break
+    if not squares:
+        raise ValueError(f"int8 calibration of {model_path.name}: none of {len(cands)} images is readable")
+    return convert_to_tflite(model_path, out, quantize="int8", calibration=squares)
 
 
 def validation_set(cfg, *, progress: bool = True) -> ValidationSet:
@@ -93,7 +149,11 @@ def validation_set(cfg, *, progress: bool = True) -> ValidationSet:
     Parameters
     ----------
     cfg : mapping
-        Notebook 10's profile settings (:func:`nnutils.profiles.resolve`; ``run_dir``, ...).
+        Notebook 10's profile settings (:func:`nnutils.profiles.resolve`; ``run_dir``,
+        ``seed``, ...). With ``global_quantize: int8`` the scores are those of 07's model
+        quantised to int8 (:func:`int8_global_model`, calibrated on training images), which
+        the one pass of ``predict`` runs (~3 ms per image cheaper than the float model); the
+        float model's are kept in :attr:`ValidationSet.float_scores`.
     progress : bool, default True
 
     Returns
@@ -104,14 +164,26 @@ def validation_set(cfg, *, progress: bool = True) -> ValidationSet:
     ------
     FileNotFoundError
         When the run folder lacks notebook 02's or 07's outputs (naming the step to run).
+    ValueError
+        An unknown ``global_quantize``.
     """
+    quantize = cfg.get("global_quantize", "none") or "none"
+    if quantize not in ("none", "int8"):
+        raise ValueError(f"global_quantize must be 'none' or 'int8', got {quantize!r}")
     run_dir = Path(cfg.run_dir)
     decision = Decision.load(run_dir).for_embeddings().without_verification()
     data = load_run_data(cfg)
     val = data.val.reset_index(drop=True)
     scores = model_scores(decision.model_path, val, data.path_of, cache_dir=run_dir / "features", progress=progress)
-    return ValidationSet(decision, val, list(val.image_url1.map(data.path_of)), list(val.image_url2.map(data.path_of)),
-                         val.is_same.to_numpy(), scores, data)
+    p1, p2 = list(val.image_url1.map(data.path_of)), list(val.image_url2.map(data.path_of))
+    if quantize == "none":
+        return ValidationSet(decision, val, p1, p2, val.is_same.to_numpy(), scores, data)
+    gm = int8_global_model(decision.model_path, [data.path_of.get(u) for u in data.train_urls], seed=cfg.seed)
+    urls = list(dict.fromkeys(pd.concat([val.image_url1, val.image_url2])))
+    emb, ok = TFLiteEmbedder(gm).embed_paths([data.path_of.get(u) for u in urls], progress=progress)
+    idx = {u: i for i, u in enumerate(urls)}
+    q = score_pairs(emb, ok, val.image_url1.map(idx), val.image_url2.map(idx))
+    return ValidationSet(decision, val, p1, p2, val.is_same.to_numpy(), q, data, global_model=gm, float_scores=scores)
 
 
 def phash_scores(pairs: pd.DataFrame, path_of: dict, progress: bool = True) -> np.ndarray:

@@ -88,6 +88,13 @@ class Decision:
         For ``delf``: the saved extractor folder.
     local_kw : dict
         Options of :func:`nnutils.local.verify.verify` the fusion's features were made with.
+    global_model : Path or None
+        The global model the verification's range and fusion were fitted on when it is not
+        ``model_path``: a ``.tflite`` file, 07's model quantised to int8 by notebook 10
+        (``global_quantize``; :func:`nnutils.decide.compare.int8_global_model`). Pair
+        prediction with this decision embeds with it (:meth:`pair_embedder`); the global
+        threshold alone (:meth:`without_verification`), collections and the dedup command's
+        grouping use ``model_path``.
     run_dir : Path or None
         The run folder it was loaded from or saved to.
     """
@@ -101,6 +108,7 @@ class Decision:
     local_method: str | None = None
     local_model: Path | None = None
     local_kw: dict = field(default_factory=dict)
+    global_model: Path | None = None
     run_dir: Path | None = None
 
     # ------------------------------------------------------------------ building
@@ -139,14 +147,14 @@ class Decision:
         return cls.for_model(model, threshold)
 
     def with_verification(self, fusion: Fusion, verify_range: tuple[float, float], local_method: str | None,
-                          *, local_model=None, local_kw: dict | None = None) -> "Decision":
+                          *, local_model=None, local_kw: dict | None = None, global_model=None) -> "Decision":
         """A copy that verifies the pairs in ``verify_range`` and decides them with ``fusion`` (notebook 10).
 
         Raises ``ValueError`` when the parts do not fit together (see :meth:`validate`).
         """
         d = replace(self, fusion=fusion, verify_range=(float(verify_range[0]), float(verify_range[1])),
                     local_method=local_method, local_model=Path(local_model) if local_model else None,
-                    local_kw=dict(local_kw or {}))
+                    local_kw=dict(local_kw or {}), global_model=Path(global_model) if global_model else None)
         d.validate()
         return d
 
@@ -161,7 +169,8 @@ class Decision:
             raise ValueError(f"the fusion was fitted at global threshold {other.threshold:.4f}, not {self.threshold:.4f}: "
                              "drop --threshold or rerun 10_local_verification")
         return self.with_verification(other.fusion, other.verify_range, other.local_method,
-                                      local_model=other.local_model, local_kw=other.local_kw)
+                                      local_model=other.local_model, local_kw=other.local_kw,
+                                      global_model=other.global_model)
 
     def adopt_verification(self, other: "Decision | None") -> "Decision":
         """``other``'s verification when it fits this model and threshold (e.g. 07 rerun after 10), else self."""
@@ -186,7 +195,8 @@ class Decision:
 
     def without_verification(self) -> "Decision":
         """A copy that applies the global threshold alone."""
-        return replace(self, fusion=None, verify_range=None, local_method=None, local_model=None, local_kw={})
+        return replace(self, fusion=None, verify_range=None, local_method=None, local_model=None, local_kw={},
+                       global_model=None)
 
     def at_threshold(self, threshold: float) -> "Decision":
         """A copy at another global threshold (verification is dropped: it was fitted at this one)."""
@@ -237,8 +247,9 @@ class Decision:
             raise ValueError(f"model {self.model!r} with model_path {self.model_path}: an embedding model needs "
                              "its .keras file, phash has none")
         if self.fusion is None:
-            if self.verify_range is not None or self.local_method is not None:
-                raise ValueError("a verify range or local method without a fusion to decide the verified pairs")
+            if self.verify_range is not None or self.local_method is not None or self.global_model is not None:
+                raise ValueError("a verify range, local method or global model without a fusion to decide the "
+                                 "verified pairs")
             return
         if self.model == "phash":
             raise ValueError("verification is fitted on an embedding model's scores, not phash")
@@ -253,6 +264,8 @@ class Decision:
             raise ValueError(f"local_method must be one of {LOCAL_METHODS} or None, got {self.local_method!r}")
         if self.local_method == "delf" and self.local_model is None:
             raise ValueError("local_method 'delf' needs local_model (the saved DELF extractor folder)")
+        if self.global_model is not None and Path(self.global_model).suffix != ".tflite":
+            raise ValueError(f"global_model must be a .tflite file, got {self.global_model}")
         reads_local = any(f.startswith("lf_") for f in self.fusion.features)
         if reads_local != (self.local_method is not None):
             raise ValueError(f"the fusion {'reads' if reads_local else 'does not read'} local-check features "
@@ -268,7 +281,8 @@ class Decision:
             out["verification"] = {
                 "range": [float(self.verify_range[0]), float(self.verify_range[1])],
                 "local_method": self.local_method, "local_model": _rel(self.local_model, run_dir),
-                "local_kw": self.local_kw, "fusion": self.fusion.to_dict(), "estimator": _FUSION_FILE}
+                "local_kw": self.local_kw, "global_model": _rel(self.global_model, run_dir),
+                "fusion": self.fusion.to_dict(), "estimator": _FUSION_FILE}
         return out
 
     def save(self, run_dir=None, filename: str = "decision.json") -> Path:
@@ -329,6 +343,10 @@ class Decision:
             dec.local_method = v.get("local_method")
             dec.local_model = _abs(v.get("local_model"), run_dir)
             dec.local_kw = dict(v.get("local_kw") or {})
+            dec.global_model = _abs(v.get("global_model"), run_dir)
+            if dec.global_model is not None and not dec.global_model.is_file():
+                raise FileNotFoundError(f"{dec.global_model} not found: the verification's (int8) global model is "
+                                        "missing; rerun 10_local_verification")
         dec.validate()
         return dec
 
@@ -338,6 +356,21 @@ class Decision:
         if self.model_path is None:
             raise ValueError("the perceptual hash has no embedder")
         return load_embedder(self.model_path, runtime=runtime, cache_dir=cache_dir, threads=threads)
+
+    @property
+    def pair_model_path(self) -> Path | None:
+        """The file pair prediction embeds with: :attr:`global_model` when set, else :attr:`model_path`."""
+        return self.global_model if self.global_model is not None else self.model_path
+
+    def pair_embedder(self, runtime: str = "tflite", cache_dir=None, threads: int = 2):
+        """The embedder whose scores this decision's thresholds, range and fusion were fitted on.
+
+        :attr:`global_model` (a ``.tflite`` file: TFLite whatever ``runtime`` says) when the
+        verification has one, else :meth:`embedder`.
+        """
+        if self.global_model is not None:
+            return load_embedder(self.global_model, runtime="tflite", threads=threads)
+        return self.embedder(runtime=runtime, cache_dir=cache_dir, threads=threads)
 
     def global_decisions(self, scores) -> np.ndarray:
         """(P,) int 0/1: ``score >= threshold``; NaN scores (unreadable images) are 0."""

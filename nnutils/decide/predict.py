@@ -127,7 +127,9 @@ def predict_pairs(pairs, images_dir, model, *, threshold: float | None = None, r
     model : a run folder (its :class:`~nnutils.decide.decision.Decision`), a ``.keras`` /
         ``.tflite`` embedder or ``"phash"`` (the last two need ``threshold``)
     threshold : overrides the run folder's threshold
-    runtime : "tflite" | "keras"
+    runtime : "tflite" | "keras"; a verification fitted on an int8 model's scores
+        (:attr:`~nnutils.decide.decision.Decision.global_model`) embeds with that ``.tflite``
+        file whatever this says
     cache_dir : embedding and download cache (by file content)
     verify : local verification and the fused decision of notebook 10 for the pairs in the
         decision's verify range: None/"off" (global threshold only), "auto" (the run
@@ -147,7 +149,8 @@ def predict_pairs(pairs, images_dir, model, *, threshold: float | None = None, r
         found in the cache), ``unreadable_images``, ``pairs_unreadable`` (predicted 0),
         ``predicted_same``, ``seconds`` (wall, end to end: reading, decoding, embedding,
         scoring, verifying; the one-off model load/conversion is ``model_load_s``),
-        ``ms_per_pair``, ``images_per_s``, ``runtime``, ``model``, ``threshold``; with
+        ``ms_per_pair``, ``images_per_s``, ``runtime``, ``model``, ``global_model`` (the file
+        embedded with: ``<model>.int8.tflite`` when the verification reads it), ``threshold``; with
         verification also ``pairs_verified``, ``share_verified``, ``verify_s``,
         ``ms_per_verified_pair`` and ``fusion``; with the one pass also ``one_pass`` (its
         report: ``decoded``, ``extracted``, ``cached``, ``ms_local_per_image``, ...) and
@@ -157,8 +160,11 @@ def predict_pairs(pairs, images_dir, model, *, threshold: float | None = None, r
     decision = resolve_verification(Decision.resolve(model, threshold), verify, model)
     threshold, name = decision.threshold, decision.model
     embedder = None
+    model_file = decision.pair_model_path   # the int8 model when the verification was fitted on its scores
+    if decision.global_model is not None:
+        runtime = "tflite"
     if decision.model_path is not None:  # loaded (and converted to TFLite, once) before the clock starts
-        embedder = decision.embedder(runtime=runtime, cache_dir=cache_dir)
+        embedder = decision.pair_embedder(runtime=runtime, cache_dir=cache_dir)
     load_s = time.perf_counter() - t_load
     t0 = time.perf_counter()
     test = pairs if isinstance(pairs, pd.DataFrame) else read_pairs(pairs, "test")
@@ -185,12 +191,11 @@ def predict_pairs(pairs, images_dir, model, *, threshold: float | None = None, r
             spec = LocalSpec.from_decision(decision.local_method, decision.local_kw, decision.local_model)
             pairs = (test.image_url1.map(path_of).tolist(), test.image_url2.map(path_of).tolist())  # who is mirrored
             emb, ok, records, pass_report = embed_and_describe(
-                embedder, decision.model_path, runtime, paths, spec, cache_dir, hash_kinds=decision.fusion.hash_kinds,
+                embedder, model_file, runtime, paths, spec, cache_dir, hash_kinds=decision.fusion.hash_kinds,
                 batch_size=batch_size, pairs=pairs, progress=progress)
             embedded = pass_report["embedded"]
         else:
-            emb, ok, embedded = embed_cached(embedder, decision.model_path, runtime, paths, cache_dir, batch_size,
-                                             progress)
+            emb, ok, embedded = embed_cached(embedder, model_file, runtime, paths, cache_dir, batch_size, progress)
         idx = {u: i for i, u in enumerate(urls)}
         scores = score_pairs(emb, ok, test.image_url1.map(idx), test.image_url2.map(idx))
     embed_s = time.perf_counter() - t_embed
@@ -216,5 +221,5 @@ def predict_pairs(pairs, images_dir, model, *, threshold: float | None = None, r
                   images_per_s=round(embedded / embed_s, 1) if embedded and embed_s > 0 else None,
                   model_load_s=round(load_s, 2),
                   runtime=runtime if embedder is not None else "imagehash", model=name, threshold=float(threshold),
-                  **vreport)
+                  global_model=model_file.name if model_file is not None else None, **vreport)
     return Prediction(sub, scores, unreadable, report, verification)

