@@ -304,7 +304,11 @@ class TFLiteEmbedder(_Embedder):
         self.dynamic_batch = self._runner.fixed_batch is None
 
     def _embed_batch(self, x: np.ndarray) -> np.ndarray:
-        return self._runner.run(x)[self._output].astype(np.float32, copy=False)
+        e = self._runner.run(x)[self._output].astype(np.float32, copy=False)
+        # unit rows again: an int8 file's L2 normalisation is quantised (norms off by up to a few %,
+        # cosines above 1); a float file's rows are unit already (a change of ~1e-7)
+        n = np.linalg.norm(e, axis=1, keepdims=True)
+        return np.divide(e, n, out=np.zeros_like(e), where=n > 0)
 
     def __repr__(self):
         return f"TFLiteEmbedder({str(self.path)!r}, size={self.size}, dim={self.dim}, threads={self.threads})"
