@@ -171,7 +171,7 @@ def validation_set(cfg, *, progress: bool = True) -> ValidationSet:
     if quantize not in ("none", "int8"):
         raise ValueError(f"global_quantize must be 'none' or 'int8', got {quantize!r}")
     run_dir = Path(cfg.run_dir)
-    decision = Decision.load(run_dir).for_embeddings().without_verification()
+    decision = Decision.load(run_dir, verification=False).for_embeddings()
     data = load_run_data(cfg)
     val = data.val.reset_index(drop=True)
     scores = model_scores(decision.model_path, val, data.path_of, cache_dir=run_dir / "features", progress=progress)

@@ -311,7 +311,7 @@ class Decision:
         return path
 
     @classmethod
-    def load(cls, run_dir) -> "Decision":
+    def load(cls, run_dir, *, verification: bool = True) -> "Decision":
         """Read ``<run_dir>/decision.json`` (a run folder or the file itself); validated.
 
         Raises ``FileNotFoundError`` naming the notebook to run when it is absent, and
@@ -332,7 +332,7 @@ class Decision:
         info = d.get("info", {k: v for k, v in d.items() if k not in ("model", "model_path", "threshold")})
         dec = cls(model=d["model"], threshold=float(d["threshold"]), model_path=_abs(d.get("model_path"), run_dir),
                   info=info, run_dir=run_dir)
-        v = d.get("verification")
+        v = d.get("verification") if verification else None   # False: 07's part only (notebook 10 refits the rest)
         if v:
             est = run_dir / v["estimator"]
             if not est.is_file():
