@@ -3,6 +3,7 @@
     python bench/orb_settings.py                       # the cpu profile's run (runs/cpu), 10 fold splits
     python bench/orb_settings.py --grid 640x1000,384x1000 --seeds 5
     python bench/orb_settings.py --grid 640x1000,640x1000s4,640x1000s8     # keypoints spread over a grid
+    python bench/orb_settings.py --grid 640x1000,640x1000c25               # a crowded cell capped at 25 %
 
 ORB is the largest share of the one pass (``python bench/onepass_stages.py``: ~4.9 ms of
 ~17 ms of CPU per image, ~7.2 with the mirrored descriptors) and its keypoint count sets the
@@ -44,16 +45,25 @@ from nnutils.local.verify import verify_pairs  # noqa: E402
 GRID = "640x1000,512x1000,480x1000,384x1000,384x500,320x500,256x500"
 
 
-def parse_grid(text: str) -> list[tuple[int, int, int]]:
-    """``"640x1000,384x500s4"`` → ``[(640, 1000, 0), (384, 500, 4)]`` (side in pixels, keypoints, spread cells)."""
+def parse_grid(text: str) -> list[tuple[int, int, int, float]]:
+    """``"640x1000,384x500s4,640x1000c25"`` → ``[(640, 1000, 0, 0.0), (384, 500, 4, 0.0), (640, 1000, 0, 0.25)]``.
+
+    Side in pixels, keypoints, spread cells (``sN``), and the share per cell of a crowded
+    image's keypoints in percent (``cNN``: ``extract(cell_cap=NN / 100)``).
+    """
     out = []
     for item in text.split(","):
         side, _, rest = item.strip().partition("x")
-        k, _, spread = rest.partition("s")
-        if not side.isdigit() or not k.isdigit() or not (spread == "" or spread.isdigit()):
-            raise SystemExit(f"--grid: expected SIDExKEYPOINTS[sCELLS] items such as 640x1000 or 640x1000s8, "
-                             f"got {item!r}")
-        out.append((int(side), int(k), int(spread or 0)))
+        k, spread, cap = rest, "", ""
+        if "s" in k:
+            k, _, spread = k.partition("s")
+        elif "c" in k:
+            k, _, cap = k.partition("c")
+        if not side.isdigit() or not k.isdigit() or not (spread == "" or spread.isdigit()) \
+                or not (cap == "" or cap.isdigit() and 0 < int(cap) <= 100):
+            raise SystemExit(f"--grid: expected SIDExKEYPOINTS[sCELLS|cPERCENT] items such as 640x1000, "
+                             f"640x1000s8 or 640x1000c25, got {item!r}")
+        out.append((int(side), int(k), int(spread or 0), int(cap or 0) / 100))
     return out
 
 
@@ -68,17 +78,19 @@ def main(argv=None) -> None:
     vs = validation_set(cfg)
     decision, val, p1, p2, y, s_val = vs.decision, vs.pairs, vs.paths1, vs.paths2, vs.y, vs.scores
     G = pair_features(p1, p2, global_scores={"global": s_val}, hash_kinds=HASH_KINDS, progress=True)
-    decoded = {p: read_any(p, max(s for s, _, _ in grid))[:2] for p in dict.fromkeys(p1 + p2)}
+    decoded = {p: read_any(p, max(g[0] for g in grid))[:2] for p in dict.fromkeys(p1 + p2)}
     sets, cost = {}, []
-    for side, k, spread in grid:
+    for side, k, spread, cap in grid:
         t = time.perf_counter()
-        kp = {p: to_original_pixels(extract(rgb, "orb", max_side=side, max_keypoints=k, spread=spread), size)
+        kp = {p: to_original_pixels(extract(rgb, "orb", max_side=side, max_keypoints=k, spread=spread,
+                                            cell_cap=cap), size)
               for p, (rgb, size) in decoded.items()}
         ms_img = 1e3 * (time.perf_counter() - t) / len(decoded)
         t = time.perf_counter()
         rows = verify_pairs(p1, p2, "orb", progress=False, extractor=kp.__getitem__, workers=1, verify_workers=1)
         ms_pair = 1e3 * (time.perf_counter() - t) / len(p1)
-        name = f"{side} px, {k} keypoints" + (f", spread over {spread}x{spread} cells" if spread else "")
+        name = f"{side} px, {k} keypoints" + (f", spread over {spread}x{spread} cells" if spread else "") \
+            + (f", at most {cap:.0%} per cell of a crowded image" if cap else "")
         sets[name] = pd.concat([G, local_columns(rows, "lf")], axis=1)
         cost.append({"setting": name, "ORB ms/image": ms_img, "match+fit ms/pair": ms_pair})
     runs = []

@@ -623,7 +623,7 @@ def test_a_low_contrast_copy_is_described_after_equalising(room):
 
 
 def test_spread_keypoints_by_hand_and_a_text_overlay_no_longer_takes_every_place(room):
-    from nnutils.local.keypoints import spread_keypoints
+    from nnutils.local.keypoints import cap_keypoints, spread_keypoints
     # 100 x 100 image, 2 x 2 cells: the top-left cell holds the four strongest corners
     kps = [cv2.KeyPoint(10, 10, 7, -1, r) for r in (9.0, 8.0, 7.0, 6.0)]
     kps += [cv2.KeyPoint(80, 20, 7, -1, 2.0), cv2.KeyPoint(20, 80, 7, -1, 1.0), cv2.KeyPoint(90, 90, 7, -1, 0.5)]
@@ -632,6 +632,11 @@ def test_spread_keypoints_by_hand_and_a_text_overlay_no_longer_takes_every_place
     assert [k.response for k in spread_keypoints(kps, (100, 100), 2, 5)] == [9.0, 8.0, 2.0, 1.0, 0.5]
     assert [k.response for k in spread_keypoints(kps, (100, 100), 1, 3)] == [9.0, 8.0, 7.0]   # one cell: plain top-n
     assert spread_keypoints([], (100, 100), 4, 10) == []
+    # capped: the strongest, at most 2 per cell, at most n
+    assert [k.response for k in cap_keypoints(kps, (100, 100), 2, 2, 10)] == [9.0, 8.0, 2.0, 1.0, 0.5]
+    assert [k.response for k in cap_keypoints(kps, (100, 100), 2, 2, 3)] == [9.0, 8.0, 2.0]
+    assert [k.response for k in cap_keypoints(kps, (100, 100), 1, 10, 3)] == [9.0, 8.0, 7.0]
+    assert cap_keypoints([], (100, 100), 4, 5, 10) == []
     # a big black text over the middle of the photo: with spread, more keypoints lie outside it
     img = np.array(room)
     im = Image.fromarray(img)
@@ -650,6 +655,10 @@ def test_spread_keypoints_by_hand_and_a_text_overlay_no_longer_takes_every_place
     plain, spread = extract(text, "orb", max_keypoints=300), extract(text, "orb", max_keypoints=300, spread=8)
     assert len(spread.xy) <= 300 and spread.mirror is not None and len(spread.mirror.xy) == len(spread.xy)
     assert share_outside(spread) > share_outside(plain) + 0.05, (share_outside(spread), share_outside(plain))
+    capped = extract(text, "orb", max_keypoints=300, cell_cap=0.1)
+    assert len(capped.xy) <= 300 and share_outside(capped) > share_outside(plain) + 0.05
+    # an image without a crowded cell keeps OpenCV's choice
+    assert np.array_equal(extract(img, "orb", cell_cap=1.0).desc, extract(img, "orb").desc)
 
 
 def test_a_pair_is_mirrored_on_the_same_side_in_either_order(room, tmp_path):
