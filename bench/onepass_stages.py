@@ -162,20 +162,31 @@ def _set_pairs(data: Path) -> tuple[list, list, list]:
     return p1, p2, list(dict.fromkeys(p1 + p2))
 
 
+def _timed_pass(embedder, model_path, spec: LocalSpec, paths: list, pairs) -> tuple[float, float, dict]:
+    """One cold one pass over ``paths`` (no cache): (ms per readable image of wall time, of CPU time, its report)."""
+    c0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    _, ok, _, rep = embed_and_describe(embedder, model_path, "tflite", paths, spec, None, pairs=pairs)
+    wall, c1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (c1.ru_utime - c0.ru_utime) + (c1.ru_stime - c0.ru_stime)
+    n = max(1, int(ok.sum()))
+    return 1e3 * wall / n, 1e3 * cpu / n, rep
+
+
+def _rounds(arms: list, rounds: int):
+    """``(round number, arm)`` for ``rounds`` interleaved rounds: A B, B A, ... (no arm always first)."""
+    for r in range(rounds):
+        for arm in (arms if r % 2 == 0 else arms[::-1]):
+            yield r + 1, arm
+
+
 def model_ab(arms: dict, spec: LocalSpec, data: Path, rounds: int) -> None:
     """Part 4: the pass with the float global model and with the int8 one, ``rounds`` times interleaved."""
     p1, p2, paths = _set_pairs(data)
     print("\n| round | global model | ms per image (wall) | ms of CPU per image |\n|---|---|---|---|")
-    names = list(arms)
-    for r in range(rounds):
-        for name in (names if r % 2 == 0 else names[::-1]):
-            embedder, path = arms[name]
-            c0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-            _, ok, _, rep = embed_and_describe(embedder, path, "tflite", paths, spec, None, pairs=(p1, p2))
-            wall, c1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
-            cpu = (c1.ru_utime - c0.ru_utime) + (c1.ru_stime - c0.ru_stime)
-            n = max(1, int(ok.sum()))
-            print(f"| {r + 1} | {name} ({Path(path).name}) | {1e3 * wall / n:.2f} | {1e3 * cpu / n:.2f} |")
+    for r, name in _rounds(list(arms), rounds):
+        embedder, path = arms[name]
+        wall, cpu, _ = _timed_pass(embedder, path, spec, paths, (p1, p2))
+        print(f"| {r} | {name} ({Path(path).name}) | {wall:.2f} | {cpu:.2f} |")
 
 
 def mirror_ab(embedder, dec, spec: LocalSpec, data: Path, rounds: int) -> None:
@@ -183,16 +194,9 @@ def mirror_ab(embedder, dec, spec: LocalSpec, data: Path, rounds: int) -> None:
     p1, p2, paths = _set_pairs(data)
     print(f"\n| round | mirrored descriptors on | images mirrored | ms per image (wall) | ms of CPU per image |"
           f"\n|---|---|---|---|---|")
-    arms = [("every image", None), ("one side of each pair", (p1, p2))]
-    for r in range(rounds):
-        for label, pairs in (arms if r % 2 == 0 else arms[::-1]):   # A B, B A, ...: no arm always first
-            c0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-            _, ok, _, rep = embed_and_describe(embedder, dec.pair_model_path, "tflite", paths, spec, None, pairs=pairs)
-            wall, c1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
-            cpu = (c1.ru_utime - c0.ru_utime) + (c1.ru_stime - c0.ru_stime)
-            n = max(1, int(ok.sum()))
-            print(f"| {r + 1} | {label} | {rep['mirrored']} of {len(paths)} | {1e3 * wall / n:.2f} | "
-                  f"{1e3 * cpu / n:.2f} |")
+    for r, (label, pairs) in _rounds([("every image", None), ("one side of each pair", (p1, p2))], rounds):
+        wall, cpu, rep = _timed_pass(embedder, dec.pair_model_path, spec, paths, pairs)
+        print(f"| {r} | {label} | {rep['mirrored']} of {len(paths)} | {wall:.2f} | {cpu:.2f} |")
 
 
 if __name__ == "__main__":

@@ -17,8 +17,8 @@ from nnutils.decide.decision import Decision
 from nnutils.decide.metrics import breakdown, pair_metrics
 from nnutils.decide.thresholds import cv_threshold
 from nnutils.data.decode import decode_square
-from nnutils.models.embedders import TFLiteEmbedder, score_pairs
-from nnutils.models.runtime import convert_to_tflite, tflite_path_for
+from nnutils.models.embedders import TFLiteEmbedder, embed_cached, score_pairs
+from nnutils.models.runtime import conversion_is_current, convert_to_tflite, tflite_path_for
 from nnutils.models.saving import list_models, load_model
 from nnutils.train.features import embed_images
 from nnutils.train.runs import load_run_data
@@ -52,10 +52,16 @@ def model_scores(model_path, pairs: pd.DataFrame, path_of: dict, *, cache_dir=No
     model_path = Path(model_path)
     model = load_model(model_path)
     size = int(model.input.shape[1])
-    urls = list(dict.fromkeys(pd.concat([pairs.image_url1, pairs.image_url2])))
     key = model_key(model_path.stem, model_path.stat().st_mtime_ns)
-    emb, ok = embed_images(model, [path_of.get(u) for u in urls], size, cache_dir=cache_dir, key=key,
-                           batch_size=batch_size, progress=progress, desc=model_path.stem)
+    return _pair_scores(pairs, path_of, lambda paths: embed_images(
+        model, paths, size, cache_dir=cache_dir, key=key, batch_size=batch_size, progress=progress,
+        desc=model_path.stem))
+
+
+def _pair_scores(pairs: pd.DataFrame, path_of: dict, embed) -> np.ndarray:
+    """(N,) cosine per pair: each distinct URL's file embedded once by ``embed(paths) -> (emb, ok)``."""
+    urls = list(dict.fromkeys(pd.concat([pairs.image_url1, pairs.image_url2])))
+    emb, ok = embed([path_of.get(u) for u in urls])
     idx = {u: i for i, u in enumerate(urls)}
     return score_pairs(emb, ok, pairs.image_url1.map(idx), pairs.image_url2.map(idx))
 
@@ -126,7 +132,7 @@ def int8_global_model(model_path, calibration_paths, *, images: int = 128, seed:
     """
     model_path = Path(model_path)
     out = tflite_path_for(model_path, None, "int8")
-    if out.is_file() and out.stat().st_mtime_ns >= model_path.stat().st_mtime_ns:
+    if conversion_is_current(model_path, out):
         return out
     size = int(load_model(model_path).input.shape[1])
     cands = [p for p in dict.fromkeys(calibration_paths) if p]
@@ -153,7 +159,8 @@ def validation_set(cfg, *, progress: bool = True) -> ValidationSet:
         ``seed``, ...). With ``global_quantize: int8`` the scores are those of 07's model
         quantised to int8 (:func:`int8_global_model`, calibrated on training images), which
         the one pass of ``predict`` runs (~3 ms per image cheaper than the float model); the
-        float model's are kept in :attr:`ValidationSet.float_scores`.
+        float model's are kept in :attr:`ValidationSet.float_scores`. Both models' embeddings
+        are cached by image content under ``<run_dir>/features`` (a second call embeds nothing).
     progress : bool, default True
 
     Returns
@@ -179,10 +186,8 @@ def validation_set(cfg, *, progress: bool = True) -> ValidationSet:
     if quantize == "none":
         return ValidationSet(decision, val, p1, p2, val.is_same.to_numpy(), scores, data)
     gm = int8_global_model(decision.model_path, [data.path_of.get(u) for u in data.train_urls], seed=cfg.seed)
-    urls = list(dict.fromkeys(pd.concat([val.image_url1, val.image_url2])))
-    emb, ok = TFLiteEmbedder(gm).embed_paths([data.path_of.get(u) for u in urls], progress=progress)
-    idx = {u: i for i, u in enumerate(urls)}
-    q = score_pairs(emb, ok, val.image_url1.map(idx), val.image_url2.map(idx))
+    q = _pair_scores(val, data.path_of, lambda paths: embed_cached(
+        TFLiteEmbedder(gm), gm, "tflite", paths, run_dir / "features", progress=progress)[:2])
     return ValidationSet(decision, val, p1, p2, val.is_same.to_numpy(), q, data, global_model=gm, float_scores=scores)
 
 

@@ -40,6 +40,7 @@ from nnutils.data.decode import decode_square
 from nnutils.models.runtime import (
     TFLiteRunner,
     _load_keras,
+    conversion_is_current,
     convert_to_tflite,
     tflite_path_for,
 )
@@ -403,7 +404,7 @@ def load_embedder(path: str | os.PathLike, runtime: str = "tflite", cache_dir: s
     if runtime == "keras":
         return KerasEmbedder(path)
     target = tflite_path_for(path, cache_dir, quantize)
-    if not target.is_file() or target.stat().st_mtime < path.stat().st_mtime:
+    if not conversion_is_current(path, target):
         convert_to_tflite(path, target, quantize=quantize)
     return TFLiteEmbedder(target, threads=threads)
 

@@ -354,6 +354,23 @@ class TFLiteRunner:
                 f"outputs={self.output_signatures}, threads={self.threads})")
 
 
+def conversion_is_current(keras_path: str | os.PathLike, tflite_path: str | os.PathLike) -> bool:
+    """Whether ``tflite_path`` exists and is at least as new as ``keras_path`` (so it can be reused).
+
+    Parameters
+    ----------
+    keras_path, tflite_path : path
+        The saved model and its conversion (:func:`tflite_path_for`).
+
+    Returns
+    -------
+    bool
+        False when the conversion is missing or older than the model (a retrained model).
+    """
+    t = Path(tflite_path)
+    return t.is_file() and t.stat().st_mtime_ns >= Path(keras_path).stat().st_mtime_ns
+
+
 def tflite_path_for(keras_path: str | os.PathLike, cache_dir: str | os.PathLike | None = None,
                     quantize: str = "none") -> Path:
     """Where :func:`nnutils.models.embedders.load_embedder` keeps the conversion of ``keras_path``.
