@@ -22,7 +22,8 @@ from nnutils.data import decode as decode_module
 from nnutils.data.decode import decode_square, jpeg_orientation
 from nnutils.data.images import UnreadableImageError, open_image
 from nnutils.models.embedders import KerasEmbedder, TFLiteEmbedder, load_embedder, score_pairs
-from nnutils.models.runtime import TFLiteRunner, convert_to_tflite, tflite_flatbuffer, tflite_path_for
+from nnutils.models.runtime import (TFLiteRunner, conversion_is_current, convert_to_tflite, tflite_flatbuffer,
+                                    tflite_path_for)
 from tests.image_corpus import READABLE_CASES
 
 
@@ -278,8 +279,10 @@ def test_load_embedder_converts_once(tiny_keras_file, tmp_path):
     # a newer .keras file is converted again
     later = time.time() + 5
     os.utime(tiny_keras_file, (later, later))
+    assert not conversion_is_current(tiny_keras_file, target)
     load_embedder(tiny_keras_file, cache_dir=cache)
-    assert target.stat().st_mtime_ns != mtime
+    assert target.stat().st_mtime_ns != mtime and conversion_is_current(tiny_keras_file, target)
+    assert not conversion_is_current(tiny_keras_file, tmp_path / "missing.tflite")
 
     # quantised conversions live beside the float one
     q = load_embedder(tiny_keras_file, cache_dir=cache, quantize="dynamic")
