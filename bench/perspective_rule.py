@@ -50,8 +50,13 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", default=str(ROOT / "data" / "lun-embedded"))
     ap.add_argument("--split", default="train")
+    ap.add_argument("--dense-trim", type=float, default=None,
+                    help="the dense rule's trimmed refit share (default nnutils.local.dense.TRIM; 0: plain fit)")
     ap.add_argument("--method", default="orb", choices=["orb", "sift"])
     args = ap.parse_args(argv)
+    if args.dense_trim is not None:
+        import nnutils.local.dense as dense
+        dense.TRIM = args.dense_trim
     data = Path(args.data_dir)
     meta = pd.read_csv(data / "metadata.csv")
     meta = meta[(meta.split == args.split) & ((meta.is_same == 1) | meta.negative_kind.isin(["other_view", "same_scene"]))]

@@ -50,6 +50,21 @@ def test_cell_shifts_recover_a_known_shift_like_opencv():
     assert len(_cell_shifts(flat, flat, valid)[0]) == 0
 
 
+def test_one_cell_locked_onto_an_overlay_does_not_pull_the_fit():
+    """A cell whose content is displaced by 9 px (what an overlay in one image gives) is refitted without."""
+    t = _texture()
+    img = (255 * (t - t.min()) / (t.max() - t.min())).astype(np.uint8)
+    other = img.copy()
+    y, x = CELL, 2 * CELL                                             # one whole cell of the grid
+    other[y:y + CELL, x:x + CELL] = img[y + 9:y + 9 + CELL, x:x + CELL]
+    size = (img.shape[1], img.shape[0])
+    plain = dense_residual(img, size, other, size, np.eye(3), trim=0)
+    robust = dense_residual(img, size, other, size, np.eye(3))
+    assert dense_residual(img, size, img, size, np.eye(3)) < 0.05    # the same image: no residual
+    assert robust < 0.1 < plain, (robust, plain)
+    assert dense_residual(img, size, other, size, np.eye(3), trim=0.25) == robust
+
+
 def test_a_repost_aligns_everywhere(room):
     """Crop, resize and JPEG: the check's affine map lines every cell up to well under a pixel."""
     crop = room[40:380, 60:560]

@@ -86,12 +86,13 @@ frame mapped by ``T`` into image 2). A pair passes when all of these hold:
    :mod:`nnutils.local.dense`; checked last, for pairs that passed everything else, ~1
    ms) — image 2's greyscale thumbnail (longer side 256 px, kept with the keypoints) is
    warped onto image 1's by the fitted map, the residual shift of each textured 32 × 32
-   cell measured by phase correlation, an affine map fitted to those shifts, and the 90th
+   cell measured by phase correlation, an affine map fitted to those shifts (refitted
+   without the quarter of the cells farthest from it), and the 90th
    percentile of what it leaves must be at most ``max_dense_residual``
    (:data:`DENSE_RESIDUAL` = 2 px of the 256-px frame; None switches the rule off;
    keypoints without a thumbnail, e.g. DELF, and overlaps with fewer than 6 textured
    cells give NaN, which never rejects). A re-post lines up everywhere (embedded train
-   positives: median 0.20 px, 99th percentile 1.41 px, 3 of 950 above 2 px); another view that the keypoint
+   positives: median 0.22 px, 99th percentile 0.58 px, 1 of 950 above 2 px); another view that the keypoint
    rules let through — often one with only 15–60 matches, where the perspective rule's
    F-test has no power, or a second photo of a shoot whose parallax is small where the
    matches are — is displaced by 2–6 px away from them. Chosen on the embedded train
