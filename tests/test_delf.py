@@ -240,8 +240,8 @@ def test_one_decode_gives_the_same_delf_keypoints_as_the_file(extractor, tmp_pat
         np.testing.assert_allclose(got.xy, ref.xy, atol=1e-3)
         np.testing.assert_allclose(got.scale, ref.scale, rtol=1e-5)
         np.testing.assert_allclose(got.desc, ref.desc, atol=1e-6)
-        save_record(tmp_path / "r.npz", ImageRecord(got, {"width": size[0]}))
-        back = load_record(tmp_path / "r.npz").keypoints
+        save_record(tmp_path / "r.rec", ImageRecord(got, {"width": size[0]}))
+        back = load_record(tmp_path / "r.rec").keypoints
         np.testing.assert_array_equal(back.desc, got.desc)
         assert back.kind == "delf"
     assert read_any(big, spec.decode_side)[0].shape[1] < 1400

@@ -505,8 +505,8 @@ def test_feature_record_round_trip_and_key(photo_files, tmp_path):
     p = photo_files["coffee_444.jpg"]
     rgb, size, _ = read_any(p, 640)
     rec = ImageRecord(spec.extract(rgb, size), image_facts_of(p, rgb, size=size))
-    save_record(tmp_path / "r.npz", rec)
-    back = load_record(tmp_path / "r.npz")
+    save_record(tmp_path / "r.rec", rec)
+    back = load_record(tmp_path / "r.rec")
     for name in ("xy", "scale", "score", "desc", "angle"):
         np.testing.assert_array_equal(getattr(back.keypoints, name), getattr(rec.keypoints, name))
         assert getattr(back.keypoints, name).dtype == getattr(rec.keypoints, name).dtype
@@ -525,9 +525,41 @@ def test_feature_record_round_trip_and_key(photo_files, tmp_path):
     cache = FeatureCache(tmp_path / "c", spec.key())
     cache.put("ab" * 20, rec)
     assert cache.get("ab" * 20) is not None and cache.get(None) is None and cache.get("cd" * 20) is None
-    cache.path("ab" * 20).write_bytes(b"not an npz")
+    cache.path("ab" * 20).write_bytes(b"not a record")
+    assert cache.get("ab" * 20) is None
+    cache.put("ab" * 20, rec)
+    whole = cache.path("ab" * 20).read_bytes()
+    cache.path("ab" * 20).write_bytes(whole[: len(whole) // 2])     # a run killed mid-copy
     assert cache.get("ab" * 20) is None
     assert FeatureCache(None, spec.key()).get("ab" * 20) is None
+
+
+def test_record_arrays_round_trip_every_kind_and_refuse_bad_files(tmp_path):
+    from nnutils.local.features_cache import MAGIC, read_arrays, write_arrays
+    arrays = {"bits": np.arange(64) % 3 == 0, "nan": np.asarray(np.nan), "width": np.asarray(600.0),
+              "text": np.asarray("9f" * 20), "empty": np.asarray(""), "desc": np.arange(96, dtype=np.uint8).reshape(3, 32),
+              "none": np.zeros((0, 32), np.uint8), "xy": np.asarray([[1.5, -2.0]], np.float32),
+              "strided": np.arange(12, dtype=np.int64).reshape(3, 4)[:, ::2]}
+    write_arrays(tmp_path / "a.rec", arrays)
+    back = read_arrays(tmp_path / "a.rec")
+    assert list(back) == list(arrays)
+    for k, v in arrays.items():
+        assert back[k].dtype == v.dtype and back[k].shape == v.shape, k
+        np.testing.assert_array_equal(back[k], v)
+    assert str(back["text"]) == "9f" * 20 and back["nan"].ndim == 0 and np.isnan(back["nan"])
+    back["desc"][0, 0] = 7                                          # writable copies
+    assert [f.name for f in tmp_path.iterdir()] == ["a.rec"]        # no temporary file left
+    with pytest.raises(ValueError, match="object"):
+        write_arrays(tmp_path / "b.rec", {"o": np.array([None, 1], dtype=object)})
+    assert not (tmp_path / "b.rec").exists()
+    (tmp_path / "c.rec").write_bytes(b"PK\x03\x04 an npz")
+    with pytest.raises(ValueError, match="not a feature record"):
+        read_arrays(tmp_path / "c.rec")
+    whole = (tmp_path / "a.rec").read_bytes()
+    assert whole.startswith(MAGIC)
+    (tmp_path / "d.rec").write_bytes(whole[:-40])
+    with pytest.raises(ValueError, match="truncated"):
+        read_arrays(tmp_path / "d.rec")
 
 
 def test_one_pass_decodes_each_image_once_and_caches(tfl, tflite_file, photo_files, bad_image_corpus, tmp_path,

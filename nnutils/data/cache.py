@@ -18,6 +18,31 @@ import numpy as np
 from nnutils.data.images import file_digest_or_none
 
 
+def atomic_write(target: str | os.PathLike, write) -> None:
+    """Write ``target`` atomically: ``write(f)`` fills a temporary file beside it, then it is renamed.
+
+    A run killed mid-write leaves no half-written file under ``target``'s name (a truncated
+    cache file would otherwise be read back by every later run).
+
+    Parameters
+    ----------
+    target : path
+        The file to (re)write; its folder must exist.
+    write : callable
+        ``write(f)`` with ``f`` a binary file object open for writing.
+    """
+    target = Path(target)
+    fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
 class ContentCache:
     """Per-image results stored as ``<folder>/<sha1 of the file's bytes>.npy``.
 
@@ -90,16 +115,8 @@ class ContentCache:
             The result, written as ``<folder>/<sha1>.npy``.
         """
         if self.folder is not None and self.digests[i]:
-            target = self.folder / f"{self.digests[i]}.npy"
-            fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=self.folder)
-            try:                                   # atomic: a killed run leaves no half-written row
-                with os.fdopen(fd, "wb") as f:
-                    np.save(f, np.asarray(row), allow_pickle=False)
-                os.replace(tmp, target)
-            except BaseException:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-                raise
+            row = np.asarray(row)
+            atomic_write(self.folder / f"{self.digests[i]}.npy", lambda f: np.save(f, row, allow_pickle=False))
 
 
 def model_key(*parts) -> str:
