@@ -388,12 +388,8 @@ def spread_keypoints(kps, shape: tuple[int, int], cells: int, n: int) -> list:
     kps = list(kps)
     if not kps:
         return []
-    h, w = shape
-    pts = np.array([k.pt for k in kps], np.float64)
     resp = np.array([k.response for k in kps], np.float64)
-    cx = np.clip((pts[:, 0] * cells / max(w, 1)).astype(int), 0, cells - 1)
-    cy = np.clip((pts[:, 1] * cells / max(h, 1)).astype(int), 0, cells - 1)
-    cell = cy * cells + cx
+    cell = _cells(kps, shape, cells)
     order = np.lexsort((-resp, cell))                       # by cell, strongest first within it
     first = np.r_[True, np.diff(cell[order]) != 0]
     starts = np.flatnonzero(first)
