@@ -72,24 +72,16 @@ def use_pyramid(text: str) -> None:
     """Make :func:`nnutils.local.keypoints.extract` build ORB with another pyramid, in this process only.
 
     ``"4x1.4"``: 4 levels, each 1.4 times smaller than the one above (OpenCV's default, which
-    the decision uses, is 8 x 1.2). Both images of a pair are described at the same working
-    side, so their scales differ only by a crop's zoom; fewer levels detect ~25 % faster.
+    the decision uses, is 8 x 1.2: :data:`nnutils.local.keypoints.ORB_PYRAMID`). Both images of
+    a pair are described at the same working side, so their scales differ only by a crop's
+    zoom; fewer levels detect ~25 % faster.
     """
-    import cv2
-
     import nnutils.local.keypoints as kp
     levels, _, factor = text.partition("x")
     try:
-        levels, factor = int(levels), float(factor)
+        kp.ORB_PYRAMID = (int(levels), float(factor))
     except ValueError:
         raise SystemExit(f"--pyramid: expected LEVELSxFACTOR such as 4x1.4, got {text!r}") from None
-    plain = kp._detector
-
-    def detector(method, max_keypoints):
-        if method != "orb":
-            return plain(method, max_keypoints)
-        return cv2.ORB_create(nfeatures=int(max_keypoints), fastThreshold=10, nlevels=levels, scaleFactor=factor)
-    kp._detector = detector
 
 
 def main(argv=None) -> None:

@@ -270,7 +270,7 @@ def write_arrays(path: str | os.PathLike, arrays: dict) -> None:
 
 
 def read_arrays(path: str | os.PathLike) -> dict:
-    """The arrays :func:`write_arrays` wrote (writable copies of one read of the file).
+    """The arrays :func:`write_arrays` wrote: writable views into one buffer, the file read once.
 
     Raises
     ------

@@ -127,19 +127,26 @@ def mirror_thumb(thumb: np.ndarray | None) -> np.ndarray | None:
 _local = threading.local()
 
 
+#: ORB's image pyramid: (levels, scale factor between levels), OpenCV's defaults. Part of the
+#: detector's cache key, so ``bench/orb_settings.py --pyramid`` can try another in one process;
+#: coarser pyramids were measured there and not taken (the README's cost notes).
+ORB_PYRAMID = (8, 1.2)
+
+
 def _detector(method: str, max_keypoints: int):
     import cv2
     cache = getattr(_local, "detectors", None)
     if cache is None:
         cache = _local.detectors = {}
-    key = (method, int(max_keypoints))
+    levels, factor = ORB_PYRAMID
+    key = (method, int(max_keypoints), levels, factor)
     det = cache.get(key)
     if det is None:
         if method == "sift":
             det = cv2.SIFT_create(nfeatures=int(max_keypoints))
         else:
             # a lower FAST threshold than the default 20 keeps smooth interiors (walls, sky) verifiable
-            det = cv2.ORB_create(nfeatures=int(max_keypoints), fastThreshold=10)
+            det = cv2.ORB_create(nfeatures=int(max_keypoints), fastThreshold=10, nlevels=levels, scaleFactor=factor)
         cache[key] = det
     return det
 
