@@ -500,7 +500,8 @@ def test_local_spec_on_the_one_decode_equals_extract_on_the_file(photo_files, tm
 def test_feature_record_round_trip_and_key(photo_files, tmp_path):
     from nnutils.decide.fusion import image_facts_of
     from nnutils.data.images import read_any
-    from nnutils.local.features_cache import FeatureCache, ImageRecord, LocalSpec, load_record, save_record
+    from nnutils.local.features_cache import (FeatureCache, ImageRecord, LocalSpec, load_record, record_bytes,
+                                              save_record)
     spec = LocalSpec("orb")
     p = photo_files["coffee_444.jpg"]
     rgb, size, _ = read_any(p, 640)
@@ -525,13 +526,16 @@ def test_feature_record_round_trip_and_key(photo_files, tmp_path):
     cache = FeatureCache(tmp_path / "c", spec.key())
     cache.put("ab" * 20, rec)
     assert cache.get("ab" * 20) is not None and cache.get(None) is None and cache.get("cd" * 20) is None
-    cache.path("ab" * 20).write_bytes(b"not a record")
+    assert len(cache) == 1 and len(FeatureCache(tmp_path / "c", spec.key())) == 1
+    assert FeatureCache(tmp_path / "c", spec.key()).get("ab" * 20).facts["width"] == 600   # another run
+    cache.packs.put("ab" * 20, b"not a record")
+    assert cache.get("ab" * 20) is None and FeatureCache(tmp_path / "c", spec.key()).get("ab" * 20) is None
+    whole = record_bytes(rec)
+    cache.packs.put("ab" * 20, whole[: len(whole) // 2])                 # a record cut short
     assert cache.get("ab" * 20) is None
     cache.put("ab" * 20, rec)
-    whole = cache.path("ab" * 20).read_bytes()
-    cache.path("ab" * 20).write_bytes(whole[: len(whole) // 2])     # a run killed mid-copy
-    assert cache.get("ab" * 20) is None
-    assert FeatureCache(None, spec.key()).get("ab" * 20) is None
+    assert FeatureCache(tmp_path / "c", spec.key()).get("ab" * 20) is not None
+    assert FeatureCache(None, spec.key()).get("ab" * 20) is None and len(FeatureCache(None, spec.key())) == 0
 
 
 def test_record_arrays_round_trip_every_kind_and_refuse_bad_files(tmp_path):

@@ -20,7 +20,8 @@ Everything is cached by file content: the embedding in ``<cache_dir>/embeddings/
 (a key of its own, ``…-onepass<side>``: the square is resized from the one decode, not
 from the DCT-scaled decode of :func:`nnutils.data.decode.decode_square`, so the two kinds
 of embedding never mix in one folder), the local features and facts in
-``<cache_dir>/local/<key>/<sha1>.rec`` (:class:`~nnutils.local.features_cache.FeatureCache`).
+``<cache_dir>/local/<key>/`` (:class:`~nnutils.local.features_cache.FeatureCache`), each a
+:class:`~nnutils.data.cache.PackStore` (records appended to pack files, not a file per image).
 A second run over the same files decodes and extracts nothing. Verifying a pair then only
 matches two cached feature sets and fits the geometric model
 (``verify_band(..., features=...)``).

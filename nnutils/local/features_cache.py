@@ -11,17 +11,20 @@ and the per-image facts of the fused decision. This module holds the local part:
 * :meth:`LocalSpec.extract` — the keypoints of a decoded array, in the ORIGINAL image's
   pixels even when the decode was DCT-reduced: identical (to float rounding) to what the
   extractor gives for the file itself;
-* :class:`FeatureCache` — ``<cache_dir>/local/<key>/<sha1 of the file>.rec`` beside the
-  embedding cache (``<cache_dir>/embeddings/<key>/<sha1>.npy``), one file per image with
-  the keypoints (``xy``, ``scale``, ``score``, ``desc``, ``angle``, ``size``, ``kind``,
+* :class:`FeatureCache` — ``<cache_dir>/local/<key>/`` beside the embedding cache
+  (``<cache_dir>/embeddings/<key>/``), one record per file content (its SHA-1) appended to
+  the folder's pack files (:class:`nnutils.data.cache.PackStore`), with the keypoints (``xy``, ``scale``, ``score``, ``desc``, ``angle``, ``size``, ``kind``,
   ``reason``, the greyscale thumbnail of the dense check, and ORB's mirrored descriptors
   when present) and the facts (width, height,
   file and pixel digests, perceptual hashes). Readable images only: an unreadable file is
   decided by policy and recomputed (cheaply: it fails fast) on the next run. A record is
-  one file of named arrays (:func:`write_arrays`: a JSON header, then the raw bytes), not
+  one buffer of named arrays (:func:`pack_arrays`: a JSON header, then the raw bytes), not
   an ``.npz``: NumPy's zip writes and reads each of a record's ~22 arrays as a zip member,
   ~1.0–1.3 ms to write and ~1.0 to read a 130 KB record on this machine against ~0.4 and
-  ~0.1 (ninth session, 200 records of a shifted-set photo, three runs).
+  ~0.1 (ninth session, 200 records of a shifted-set photo, three runs, a file each); since
+  the tenth session records are appended to packs, not written as a file each (creating a
+  file costs this machine's disk ~0.7–1.2 ms of kernel time: ``python bench/cache_store.py``).
+  :func:`save_record` / :func:`load_record` still write and read one record as a file.
 
 Importing this module imports neither TensorFlow nor OpenCV.
 """
@@ -35,16 +38,17 @@ from pathlib import Path
 
 import numpy as np
 
-from nnutils.data.cache import atomic_write, model_key
+from nnutils.data.cache import PackStore, atomic_write, model_key
 from nnutils.local.keypoints import EXTRACT_KEYS, Keypoints, extract
 
-__all__ = ["LocalSpec", "FeatureCache", "ImageRecord", "save_record", "load_record", "write_arrays",
-           "read_arrays", "to_original_pixels", "CACHE_VERSION"]
+__all__ = ["LocalSpec", "FeatureCache", "ImageRecord", "save_record", "load_record", "record_bytes",
+           "record_from_bytes", "pack_arrays", "unpack_arrays", "write_arrays", "read_arrays", "to_original_pixels", "CACHE_VERSION"]
 
 #: Bumped when the stored format or the extraction changes meaning (part of the cache key).
-CACHE_VERSION = 6   # 2: ORB keypoints at their pyramid level's exact pixel centres; 3: + the thumbnail; 4: equalised;
+CACHE_VERSION = 7   # 2: ORB keypoints at their pyramid level's exact pixel centres; 3: + the thumbnail; 4: equalised;
 #                     5: the facts' hashes read the grey 256-px thumbnail (ORB's in the one pass);
-#                     6: records written by write_arrays (.rec) instead of np.savez (.npz)
+#                     6: records written by write_arrays (.rec) instead of np.savez (.npz);
+#                     7: records appended to a PackStore instead of a file each
 
 #: First bytes of a record file (:func:`write_arrays`).
 MAGIC = b"NNREC1\n"
@@ -233,15 +237,17 @@ def _kp_from(z, prefix: str) -> Keypoints:
                      str(z[f"{prefix}kind"]), str(z[f"{prefix}reason"]), angle, thumb=thumb)
 
 
-def write_arrays(path: str | os.PathLike, arrays: dict) -> None:
-    """Write named arrays as one file, atomically: :data:`MAGIC`, a JSON header, the raw bytes.
+def pack_arrays(arrays: dict) -> bytes:
+    """Named arrays as one buffer: :data:`MAGIC`, a JSON header, the raw bytes (16-byte aligned).
 
     Parameters
     ----------
-    path : path
-        The target file (its folder must exist).
     arrays : dict of str to array-like
         Numeric, boolean or fixed-width string arrays (no objects: nothing is pickled).
+
+    Returns
+    -------
+    bytes
 
     Raises
     ------
@@ -259,14 +265,61 @@ def write_arrays(path: str | os.PathLike, arrays: dict) -> None:
         chunks.append(b + bytes(pad))
         offset += len(b) + pad
     header = json.dumps(head).encode()
+    lead = MAGIC + len(header).to_bytes(4, "little") + header
+    return b"".join([lead, bytes(-len(lead) % _ALIGN), *chunks])
 
-    def write(f):
-        f.write(MAGIC)
-        f.write(len(header).to_bytes(4, "little"))
-        f.write(header)
-        f.write(bytes(-(len(MAGIC) + 4 + len(header)) % _ALIGN))
-        f.write(b"".join(chunks))
-    atomic_write(path, write)
+
+def unpack_arrays(data, source: str = "record") -> dict:
+    """The arrays of a :func:`pack_arrays` buffer: writable views into one copy of it.
+
+    Parameters
+    ----------
+    data : bytes-like
+    source : str
+        Named in the error (a file or cache key).
+
+    Raises
+    ------
+    ValueError
+        A buffer that is not a record, or truncated.
+    """
+    data = bytearray(data)
+    m = len(MAGIC)
+    if data[:m] != MAGIC or len(data) < m + 4:
+        raise ValueError(f"{source}: not a feature record")
+    n = int.from_bytes(data[m:m + 4], "little")
+    try:
+        head = json.loads(bytes(data[m + 4:m + 4 + n]))
+    except ValueError:
+        raise ValueError(f"{source}: truncated header") from None
+    base = m + 4 + n
+    base += -base % _ALIGN
+    out = {}
+    for name, (dtype, shape, offset) in head.items():
+        dt = np.dtype(dtype)
+        count = math.prod(shape)
+        if base + offset + count * dt.itemsize > len(data):
+            raise ValueError(f"{source}: truncated at {name!r}")
+        out[name] = np.frombuffer(data, dt, count, base + offset).reshape(shape)
+    return out
+
+
+def write_arrays(path: str | os.PathLike, arrays: dict) -> None:
+    """Write named arrays as one file (:func:`pack_arrays`), atomically.
+
+    Parameters
+    ----------
+    path : path
+        The target file (its folder must exist).
+    arrays : dict of str to array-like
+
+    Raises
+    ------
+    ValueError
+        For an object array.
+    """
+    data = pack_arrays(arrays)
+    atomic_write(path, lambda f: f.write(data))
 
 
 def read_arrays(path: str | os.PathLike) -> dict:
@@ -277,59 +330,35 @@ def read_arrays(path: str | os.PathLike) -> dict:
     ValueError
         A file that is not a record, or truncated.
     """
-    data = bytearray(Path(path).read_bytes())
-    m = len(MAGIC)
-    if data[:m] != MAGIC or len(data) < m + 4:
-        raise ValueError(f"{path}: not a feature record")
-    n = int.from_bytes(data[m:m + 4], "little")
-    head = json.loads(bytes(data[m + 4:m + 4 + n]))
-    base = m + 4 + n
-    base += -base % _ALIGN
-    out = {}
-    for name, (dtype, shape, offset) in head.items():
-        dt = np.dtype(dtype)
-        count = math.prod(shape)
-        if base + offset + count * dt.itemsize > len(data):
-            raise ValueError(f"{path}: truncated at {name!r}")
-        out[name] = np.frombuffer(data, dt, count, base + offset).reshape(shape)
-    return out
+    return unpack_arrays(Path(path).read_bytes(), str(path))
 
 
-def save_record(path: str | os.PathLike, rec: ImageRecord) -> None:
-    """Write ``rec`` as one record file (:func:`write_arrays`: atomically, no pickle).
-
-    Parameters
-    ----------
-    path : path
-        The target file (its folder must exist).
-    rec : ImageRecord
-    """
+def record_bytes(rec: ImageRecord) -> bytes:
+    """``rec`` as one buffer of named arrays (:func:`pack_arrays`; no pickle)."""
     arrays = _kp_arrays(rec.keypoints, "kp_")
     mirror = getattr(rec.keypoints, "mirror", None)
     if mirror is not None:
         arrays.update(_kp_arrays(mirror, "mirror_"))
     for k, v in rec.facts.items():
         arrays[f"fact_{k}"] = np.asarray("" if v is None else v)
-    write_arrays(path, arrays)
+    return pack_arrays(arrays)
 
 
-_STR_FACTS = ("file_digest", "pixel_digest")
-
-
-def load_record(path: str | os.PathLike) -> ImageRecord:
-    """Read what :func:`save_record` wrote.
-
-    Parameters
-    ----------
-    path : path
+def record_from_bytes(data, source: str = "record") -> ImageRecord:
+    """The :class:`ImageRecord` of a :func:`record_bytes` buffer.
 
     Returns
     -------
     ImageRecord
         Arrays as saved (float32 coordinates, uint8 or float32 descriptors); the ORB mirror
         as ``keypoints.mirror`` when it was saved.
+
+    Raises
+    ------
+    ValueError
+        Not a record, or truncated.
     """
-    z = read_arrays(path)
+    z = unpack_arrays(data, source)
     kp = _kp_from(z, "kp_")
     if "mirror_xy" in z:
         kp.mirror = _kp_from(z, "mirror_")   # its thumbnail: Keypoints.mirrored() flips kp's
@@ -346,8 +375,29 @@ def load_record(path: str | os.PathLike) -> ImageRecord:
     return ImageRecord(kp, facts)
 
 
+_STR_FACTS = ("file_digest", "pixel_digest")
+
+
+def save_record(path: str | os.PathLike, rec: ImageRecord) -> None:
+    """Write ``rec`` as one record file (:func:`record_bytes`, written atomically).
+
+    Parameters
+    ----------
+    path : path
+        The target file (its folder must exist).
+    rec : ImageRecord
+    """
+    data = record_bytes(rec)
+    atomic_write(path, lambda f: f.write(data))
+
+
+def load_record(path: str | os.PathLike) -> ImageRecord:
+    """Read what :func:`save_record` wrote (see :func:`record_from_bytes`)."""
+    return record_from_bytes(Path(path).read_bytes(), str(path))
+
+
 class FeatureCache:
-    """``<cache_dir>/local/<key>/<sha1>.rec``: one :class:`ImageRecord` per file content.
+    """``<cache_dir>/local/<key>/``: one :class:`ImageRecord` per file content, in a :class:`PackStore`.
 
     Parameters
     ----------
@@ -359,29 +409,27 @@ class FeatureCache:
     Attributes
     ----------
     folder : Path or None
+    packs : PackStore or None
     """
 
     def __init__(self, cache_dir, key: str):
         self.folder = Path(cache_dir) / "local" / key if cache_dir else None
-        if self.folder is not None:
-            self.folder.mkdir(parents=True, exist_ok=True)
+        self.packs = PackStore(self.folder) if self.folder is not None else None
 
-    def path(self, digest: str | None) -> Path | None:
-        """The record file of a content digest (None when caching is off or there is no digest)."""
-        return self.folder / f"{digest}.rec" if self.folder is not None and digest else None
+    def __len__(self) -> int:
+        return len(self.packs) if self.packs is not None else 0
 
     def get(self, digest: str | None) -> ImageRecord | None:
-        """The cached record, or None (not cached, or a damaged file, which is then recomputed)."""
-        p = self.path(digest)
-        if p is None or not p.exists():
+        """The cached record, or None (not cached, or a damaged value, which is then recomputed)."""
+        data = self.packs.get(digest) if self.packs is not None and digest else None
+        if data is None:
             return None
         try:
-            return load_record(p)
-        except Exception:  # a truncated / foreign file: recompute
+            return record_from_bytes(data, digest)
+        except Exception:  # a foreign / damaged value: recompute
             return None
 
     def put(self, digest: str | None, rec: ImageRecord) -> None:
         """Store ``rec`` (nothing when caching is off or there is no digest)."""
-        p = self.path(digest)
-        if p is not None:
-            save_record(p, rec)
+        if self.packs is not None and digest:
+            self.packs.put(digest, record_bytes(rec))

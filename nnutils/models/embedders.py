@@ -453,7 +453,7 @@ def score_pairs(emb: np.ndarray, ok: np.ndarray, idx1: Sequence[int], idx2: Sequ
 
 def embed_cached(embedder, model_path, runtime: str, paths: list, cache_dir, batch_size: int = 32,
                  progress: bool = True) -> tuple[np.ndarray, np.ndarray, int]:
-    """Embed ``paths`` once each, reusing ``<cache_dir>/embeddings/<key>/<sha1>.npy`` by file content.
+    """Embed ``paths`` once each, reusing the rows cached in ``<cache_dir>/embeddings/<key>/`` by file content.
 
     ``key`` names the saved model (``model_path``: stem and modification time) and the
     runtime, so predict and ``nnutils.dedup`` share one cache.

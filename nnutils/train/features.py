@@ -249,9 +249,10 @@ def compute_features(model, paths: Sequence[str | None], size: int, *, batch_siz
                      progress: bool = True, desc: str = "features") -> tuple[np.ndarray, np.ndarray]:
     """Run ``model`` on every image.
 
-    With ``cache_dir``, results are stored as ``<cache_dir>/<key>/<sha1 of file>.npy`` and
-    reused. With a ``transform``, the cache key includes ``seed`` (one augmented view per
-    seed). Batches are zero-padded to ``batch_size`` so one graph is traced.
+    With ``cache_dir``, each image's result is stored in ``<cache_dir>/<key>/`` under the
+    SHA-1 of its file (:class:`~nnutils.data.cache.ContentCache`) and reused. With a
+    ``transform``, the cache key includes ``seed`` (one augmented view per seed). Batches
+    are zero-padded to ``batch_size`` so one graph is traced.
 
     Parameters
     ----------
