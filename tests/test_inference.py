@@ -123,6 +123,28 @@ def test_decode_square_uses_the_fast_jpeg_path(photo_files, monkeypatch):
         assert decode_square(photo_files[name], SIZE) is not None
 
 
+def test_read_any_decodes_jpegs_directly_with_pils_pixels(photo_files, bad_image_corpus, monkeypatch):
+    """read_any's libjpeg-turbo path gives what its PIL path gives: pixels, displayed size, reason."""
+    import nnutils.data.images as images_module
+    from nnutils.data.images import read_any
+    from nnutils.data.jpeg import read_jpeg_file
+    files = {**{n: p for n, p in photo_files.items()}, **{n: p for n, (p, _) in bad_image_corpus.items()}}
+    fast = {(n, side): read_any(p, side) for n, p in files.items() for side in (640, 256, 100, None)}
+    used = {n for n, p in files.items() if read_jpeg_file(p, 256, images_module.DEFAULT_MAX_PIXELS) is not None}
+    assert {"cat.jpg", "astro_big.jpg", "astro_progressive.jpg", "cat_grey.jpg", "cat_orient6.jpg",
+            "cat_orient8.jpg"} <= used
+    assert not used & {"coffee_cmyk.jpg", "cat.png", "astro.webp", "truncated_jpeg", "corrupt_jpeg", "text_as_jpg",
+                       "empty"}
+    monkeypatch.setattr(images_module, "read_jpeg_file", lambda *a, **k: None)     # PIL for everything
+    for (n, side), (rgb, size, reason) in fast.items():
+        ref, ref_size, ref_reason = read_any(files[n], side)
+        assert (size, reason) == (ref_size, ref_reason), (n, side)
+        assert (rgb is None) == (ref is None), (n, side)
+        if rgb is not None:
+            assert rgb.shape == ref.shape and rgb.dtype == np.uint8 and rgb.flags.c_contiguous, (n, side)
+            np.testing.assert_array_equal(rgb, ref, err_msg=f"{n} at {side}")
+
+
 def test_jpeg_orientation(photo_files):
     for o in range(1, 9):
         assert jpeg_orientation(photo_files[f"cat_orient{o}.jpg"].read_bytes()) == o
@@ -588,7 +610,7 @@ def test_one_pass_decodes_each_image_once_and_caches(tfl, tflite_file, photo_fil
 
     monkeypatch.setattr(onepass, "read_any", counting_read_any)
     monkeypatch.setattr(decode_module, "open_image", no_other_decoder)   # decode_square's fallback
-    monkeypatch.setattr(decode_module, "_decode_jpeg_fast", no_other_decoder)
+    monkeypatch.setattr(decode_module, "decode_jpeg_bytes", no_other_decoder)
     spec = LocalSpec("orb")
     emb, ok, rec, rep = onepass.embed_and_describe(tfl, tflite_file, "tflite", paths, spec, tmp_path / "cache",
                                                    batch_size=2)

@@ -65,6 +65,8 @@ from typing import Iterable, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from nnutils.data.jpeg import read_jpeg_file
+
 __all__ = [
     "read_any",
     "DEFAULT_MAX_PIXELS",
@@ -838,6 +840,10 @@ def read_any(image, max_side: int | None = None) -> tuple[np.ndarray | None, tup
         if a.dtype != np.uint8:
             a = np.clip(np.nan_to_num(np.asarray(a, np.float64)), 0, 255).round().astype(np.uint8)
         return np.ascontiguousarray(a), (int(a.shape[1]), int(a.shape[0])), ""
+    if isinstance(image, (str, os.PathLike)):   # a JPEG: libjpeg-turbo directly, PIL's pixels, ~2x faster
+        fast = read_jpeg_file(image, int(max_side) if max_side else 1 << 30, DEFAULT_MAX_PIXELS)
+        if fast is not None:
+            return fast[0], fast[1], ""
     info: dict = {}
     draft = (int(max_side), int(max_side)) if max_side else None
     try:

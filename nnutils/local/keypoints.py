@@ -459,7 +459,7 @@ def _mirror_orb(det, grey: np.ndarray, kps, size: tuple[int, int], s: tuple[floa
     x = sc * (_orb_level_size(grey.shape[1], sc) - 1 - cv2.KeyPoint_convert(kps)[:, 0] / sc)
     mk = [cv2.KeyPoint(float(xi), k.pt[1], k.size, (180.0 - k.angle) % 360.0, k.response, k.octave, i)
           for i, (xi, k) in enumerate(zip(x.tolist(), kps))]
-    mk, md = det.compute(np.ascontiguousarray(grey[:, ::-1]), mk)
+    mk, md = det.compute(cv2.flip(grey, 1), mk)                  # the mirrored copy (a numpy [:, ::-1] copy: 10x slower)
     if md is None or not mk:
         return Keypoints.empty("orb", size, reason="too flat", dim=32, binary=True)
     pts = _orb_exact_points(det, mk, grey.shape)
