@@ -30,7 +30,7 @@ from nnutils.data import pairs as P  # noqa: E402
 from nnutils.decide.decision import Decision  # noqa: E402
 from nnutils.decide.predict import predict_pairs  # noqa: E402
 
-CHECK = ["reason", "inliers", "inlier_ratio", "scale", "rotation_deg", "coverage1", "coverage2", "perspective",
+CHECK = ["reason", "inliers", "inlier_ratio", "scale", "rotation_deg", "coverage1", "coverage2", "spread", "perspective",
          "dense_residual", "mirrored"]
 
 

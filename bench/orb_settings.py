@@ -5,6 +5,7 @@
     python bench/orb_settings.py --grid 640x1000,640x1000s4,640x1000s8     # keypoints spread over a grid
     python bench/orb_settings.py --grid 640x1000,640x1000c25               # a crowded cell capped at 25 %
     python bench/orb_settings.py --grid 640x1000 --pyramid 4x1.4           # ORB's pyramid: 4 levels, x1.4 apart
+    python bench/orb_settings.py --grid 640x1000 --spread-rescue none,0.6  # the check's rule 4b off / at 0.6 px
 
 ORB is the largest share of the one pass (``python bench/onepass_stages.py``: ~4.9 ms of
 ~17 ms of CPU per image, ~7.2 with the mirrored descriptors) and its keypoint count sets the
@@ -17,7 +18,9 @@ once as the one pass decodes it (:func:`nnutils.data.images.read_any` at the lar
 and compares the fused decisions with :func:`nnutils.decide.fusion.compare_feature_sets`
 (the notebook's folds, fusion kind and seed; nested out-of-fold thresholds; mean over
 ``--seeds`` fold splits). Beside each: the extraction's CPU time per image and the matching and
-fitting time per pair, one thread each (this machine; timings drift by ~15 %). For reporting
+fitting time per pair, one thread each (this machine; timings drift by ~15 %). ``--spread-rescue``
+runs the check of each setting with each bound of its rule 4b (``verify(spread_rescue=)``:
+dense evidence instead of spread; ``none``: off). For reporting
 and for the record of what was tried; the decision's settings are not changed here.
 Validation only: the shifted set is never read. No asserts.
 """
@@ -91,8 +94,13 @@ def main(argv=None) -> None:
     ap.add_argument("--grid", default=GRID, help=f"SIDExKEYPOINTS, comma-separated (default {GRID})")
     ap.add_argument("--pyramid", default="", metavar="LEVELSxFACTOR",
                     help="ORB's pyramid for this run, e.g. 4x1.4 (default: the decision's, OpenCV's 8 levels x1.2)")
+    ap.add_argument("--spread-rescue", default="", metavar="BOUNDS",
+                    help="comma-separated bounds of the check's rule 4b in thumbnail pixels, 'none' for off "
+                         "(default: the decision's setting only)")
     args = ap.parse_args(argv)
     grid = parse_grid(args.grid)
+    rescues = [None if b.strip().lower() == "none" else float(b) for b in args.spread_rescue.split(",")] \
+        if args.spread_rescue else ["default"]
     if args.pyramid:
         use_pyramid(args.pyramid)
     cfg = profiles.resolve("10_local_verification", args.profile, {})
@@ -107,13 +115,17 @@ def main(argv=None) -> None:
                                             cell_cap=cap), size)
               for p, (rgb, size) in decoded.items()}
         ms_img = 1e3 * (time.perf_counter() - t) / len(decoded)
-        t = time.perf_counter()
-        rows = verify_pairs(p1, p2, "orb", progress=False, extractor=kp.__getitem__, workers=1, verify_workers=1)
-        ms_pair = 1e3 * (time.perf_counter() - t) / len(p1)
-        name = f"{side} px, {k} keypoints" + (f", spread over {spread}x{spread} cells" if spread else "") \
-            + (f", at most {cap:.0%} per cell of a crowded image" if cap else "")
-        sets[name] = pd.concat([G, local_columns(rows, "lf")], axis=1)
-        cost.append({"setting": name, "ORB ms/image": ms_img, "match+fit ms/pair": ms_pair})
+        for rescue in rescues:
+            vkw = {} if rescue == "default" else {"spread_rescue": rescue}
+            t = time.perf_counter()
+            rows = verify_pairs(p1, p2, "orb", progress=False, extractor=kp.__getitem__, workers=1, verify_workers=1,
+                                **vkw)
+            ms_pair = 1e3 * (time.perf_counter() - t) / len(p1)
+            name = f"{side} px, {k} keypoints" + (f", spread over {spread}x{spread} cells" if spread else "") \
+                + (f", at most {cap:.0%} per cell of a crowded image" if cap else "") \
+                + ("" if rescue == "default" else f", rule 4b {'off' if rescue is None else f'at {rescue:g} px'}")
+            sets[name] = pd.concat([G, local_columns(rows, "lf")], axis=1)
+            cost.append({"setting": name, "ORB ms/image": ms_img, "match+fit ms/pair": ms_pair})
     runs = []
     for seed in range(cfg.seed, cfg.seed + args.seeds):
         t = compare_feature_sets(sets, y, kind=cfg.fusion_kind, folds=cfg.folds, seed=seed,

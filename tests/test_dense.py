@@ -10,7 +10,7 @@ from PIL import Image
 
 from nnutils.local.dense import CELL, SIDE, _cell_shifts, dense_residual, thumbnail
 from nnutils.local.keypoints import extract
-from nnutils.local.verify import DENSE_RESIDUAL, verify
+from nnutils.local.verify import DENSE_RESIDUAL, SPREAD_RESCUE, verify
 from tests.test_local_features import _photo, _second_view
 
 
@@ -122,3 +122,24 @@ def test_no_thumbnail_means_no_dense_rule(room):
                                    (600, 412), np.eye(3)))
     assert np.isnan(dense_residual(a.thumb if a.thumb is not None else b.thumb, (600, 412), b.thumb, b.image_size,
                                    np.zeros((2, 3))))                # a degenerate map
+
+
+def test_rule_4b_dense_evidence_stands_in_for_spread_on_reposts_not_on_views(room):
+    """A pair failing only on spread (forced here: ``min_spread`` above 1) passes when its overlap lines up."""
+    crop = room[40:380, 60:560]
+    buf = io.BytesIO()
+    Image.fromarray(crop).resize((400, 272), Image.Resampling.LANCZOS).save(buf, "JPEG", quality=60)
+    a, b = extract(room, "orb"), extract(Image.open(buf), "orb")
+    off = verify(a, b, min_spread=1.01, spread_rescue=None)
+    assert not off.passed and off.reason == "low spread" and np.isnan(off.dense_residual)
+    v = verify(a, b, min_spread=1.01)                                  # the default bound
+    assert v.passed and v.spread < 1.01 and 0 <= v.dense_residual <= SPREAD_RESCUE == 0.6, v
+    a.thumb = None                                                     # no dense evidence: no rescue
+    assert verify(a, b, min_spread=1.01).reason == "low spread"
+    # other views (perspective rule off) are displaced by pixels: never rescued
+    rng = np.random.default_rng(3)
+    loose = dict(max_nonaffine=1.0, max_anisotropy=2.0, min_inlier_ratio=0.2, min_coverage=0.5, min_spread=1.01)
+    for _ in range(6):
+        img1, img2, _ = _second_view(room, rng, move=(0.05, 0.15), min_nonaffine=0.04)
+        w = verify(extract(img1, "orb"), extract(img2, "orb"), **loose)
+        assert not w.passed and w.reason == "low spread" and w.dense_residual > SPREAD_RESCUE, w
