@@ -685,3 +685,31 @@ def test_one_pass_mirrors_only_the_side_each_pair_mirrors(tfl, tflite_file, phot
     # no pairs: every image mirrored (a collection, whose pairs are not known yet)
     _, _, rec3, rep3 = onepass.embed_and_describe(tfl, tflite_file, "tflite", paths, spec, None)
     assert rep3["mirrored"] == 4 and all(r.keypoints.mirror is not None for r in rec3.values())
+
+
+def test_fusion_scores_rescore_pairs_with_the_verifications_int8_model(tflite_file, photo_files, tmp_path):
+    """A collection's or dedup's float-model scores are rescored by the model the fusion was fitted on."""
+    import math
+
+    from nnutils.decide.decision import Decision
+    from nnutils.models.embedders import score_pairs
+    from tests.test_decision_object import _fusion, _run
+
+    run = _run(tmp_path)
+    fz, _, _ = _fusion()
+    plain = Decision.chosen(run, "m", 0.5).with_verification(fz, (0.3, math.inf), "orb")
+    d = Decision.chosen(run, "m", 0.5).with_verification(fz, (0.3, math.inf), "orb", global_model=tflite_file)
+    names = ["cat.jpg", "coffee_444.jpg", "cat_grey.jpg", "astro_big.jpg"]
+    p1 = [str(photo_files[n]) for n in names[:3]] + [str(tmp_path / "missing.jpg")]
+    p2 = [str(photo_files[n]) for n in names[1:]] + [str(photo_files["cat.jpg"])]
+    given = np.array([0.1, 0.2, 0.3, np.nan], np.float32)
+    np.testing.assert_array_equal(plain.fusion_scores(given, p1, p2), given)      # no int8 model: as given
+    got = d.fusion_scores(given, p1, p2, cache_dir=tmp_path / "c")
+    files = list(dict.fromkeys(p1 + p2))
+    emb, ok = TFLiteEmbedder(tflite_file).embed_paths(files)
+    want = score_pairs(emb, ok, [files.index(p) for p in p1], [files.index(p) for p in p2])
+    np.testing.assert_allclose(got[:3], want[:3], atol=1e-5)
+    assert np.isnan(got[3]) and got.dtype == np.float32
+    again = d.fusion_scores(given, p1, p2, cache_dir=tmp_path / "c")              # cached by content
+    np.testing.assert_array_equal(again, got)
+    assert len(d.fusion_scores(np.zeros(0), [], [])) == 0

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from nnutils.decide.fusion import Fusion, apply_fusion, in_band, verify_band
-from nnutils.models.embedders import load_embedder
+from nnutils.models.embedders import embed_cached, load_embedder, score_pairs
 
 __all__ = ["Decision", "FORMAT", "VERSION", "LOCAL_METHODS"]
 
@@ -371,6 +371,43 @@ class Decision:
         if self.global_model is not None:
             return load_embedder(self.global_model, runtime="tflite", threads=threads)
         return self.embedder(runtime=runtime, cache_dir=cache_dir, threads=threads)
+
+    def fusion_scores(self, scores, paths1: Sequence, paths2: Sequence, *, cache_dir=None, batch_size: int = 32,
+                      progress: bool = False) -> np.ndarray:
+        """The global scores this decision's verify range and fusion read, for pairs scored by :attr:`model_path`.
+
+        A collection or a dedup run finds its candidate pairs with the float model (its
+        grouping thresholds were fitted on it); a verification fitted on the int8 model's
+        scores (:attr:`global_model`) must read that model's cosine, not the float one's
+        (median 0.008 apart on validation, up to 0.08). With :attr:`global_model` set, each
+        distinct file of the pairs is embedded by it once (cached by content under
+        ``cache_dir``, :func:`nnutils.models.embedders.embed_cached`) and the pairs rescored;
+        otherwise ``scores`` come back as given.
+
+        Parameters
+        ----------
+        scores : array-like, shape (P,)
+            Cosine per pair from :attr:`model_path` (NaN: unreadable).
+        paths1, paths2 : sequences of str, length P
+            The pairs' image files.
+        cache_dir : path, optional
+        batch_size : int, default 32
+        progress : bool, default False
+
+        Returns
+        -------
+        ndarray of float32, shape (P,)
+            NaN where an image is unreadable by either model.
+        """
+        scores = np.asarray(scores, np.float32)
+        if self.global_model is None or not len(scores):
+            return scores
+        files = list(dict.fromkeys(list(paths1) + list(paths2)))
+        row = {f: i for i, f in enumerate(files)}
+        emb, ok, _ = embed_cached(self.pair_embedder(), self.global_model, "tflite", files, cache_dir, batch_size,
+                                  progress)
+        q = score_pairs(emb, ok, [row[f] for f in paths1], [row[f] for f in paths2])
+        return np.where(np.isfinite(scores), q, np.nan).astype(np.float32)
 
     def global_decisions(self, scores) -> np.ndarray:
         """(P,) int 0/1: ``score >= threshold``; NaN scores (unreadable images) are 0."""

@@ -282,7 +282,9 @@ class QueryResult:
         ``query`` (path), ``rank`` (1 = most similar), ``id``, ``match`` (the item's path),
         ``score`` (cosine in [-1, 1]), ``same_bytes`` (identical file content),
         ``global_decision`` (0/1 at the decision's threshold), ``verified`` (whether the pair
-        was in the verify range and checked locally), ``marked`` (the user marked the pair
+        was in the verify range and checked locally; the range is of the model the
+        verification was fitted on, :meth:`~nnutils.decide.decision.Decision.fusion_scores`:
+        the int8 model's cosine when the run has one), ``marked`` (the user marked the pair
         "not the same") and ``decision`` (the final 0/1).
     unreadable : DataFrame
         ``path``, ``reason`` of query images that could not be read.
@@ -992,9 +994,12 @@ class Collection:
         same = np.array([q_digest[a] == b for a, b in zip(q_paths, m_digest)], bool)
         marked = self._marked(list(zip([q_digest[p] for p in q_paths], m_digest)))
         glob = decision.global_decisions(scores)
-        verified = decision.to_verify(scores)
         t3 = time.perf_counter()
-        dec, vrep = decision.decide(scores, q_paths, m_paths, progress=progress) if len(cand) else \
+        # the verify range and the fusion read the scores of the model they were fitted on (int8: rescored here)
+        vscores = decision.fusion_scores(scores, q_paths, m_paths, cache_dir=self.cache_dir) \
+            if decision.verifies and len(cand) else scores
+        verified = decision.to_verify(vscores)
+        dec, vrep = decision.decide(vscores, q_paths, m_paths, progress=progress) if len(cand) else \
             (np.zeros(0, int), {})
         dec = np.where(marked, 0, dec).astype(int)
         t4 = time.perf_counter()

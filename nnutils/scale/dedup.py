@@ -439,9 +439,12 @@ def find_duplicates(images, model, *, threshold: float | None = None, k: int | N
     if check.verifies and len(sub_edges):   # the fused decision on every link: a rejected one merges nothing
         gfiles = [files[g] for g in good]
         ii, jj = sub_edges.i.to_numpy(), sub_edges.j.to_numpy()
-        # a link's score is the grouping's cosine; the pair decision's own threshold and range apply to it
-        keep_link, vrep = check.decide(sub_edges.similarity.to_numpy(), [gfiles[i] for i in ii],
-                                       [gfiles[j] for j in jj], progress=progress)
+        # a link's score is the grouping's cosine, rescored by the model the verification was fitted on (int8);
+        # the pair decision's own threshold and range apply to it
+        f1, f2 = [gfiles[i] for i in ii], [gfiles[j] for j in jj]
+        scores = check.fusion_scores(sub_edges.similarity.to_numpy(), f1, f2, cache_dir=cache_dir,
+                                     batch_size=batch_size)
+        keep_link, vrep = check.decide(scores, f1, f2, progress=progress)
         keep_link = np.asarray(keep_link).astype(bool)
         vreport = dict(links=int(len(sub_edges)), links_rejected=int((~keep_link).sum()),
                        links_verified=int(vrep.get("pairs_verified", 0)), verify_s=vrep.get("verify_s"),
