@@ -1,6 +1,7 @@
 """The on-disk cache by file content: ``nnutils.data.cache.ContentCache`` over a ``PackStore``."""
 from __future__ import annotations
 
+import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 
@@ -52,7 +53,7 @@ def test_content_cache_keys_rows_by_file_content(tmp_path):
     assert off.lookup(np.zeros((4, 3)), np.zeros(4, bool)) == [0, 1, 2, 3]
 
 
-def test_pack_store_appends_values_and_survives_a_killed_writer(tmp_path):
+def test_pack_store_appends_values_and_survives_a_killed_writer(tmp_path, monkeypatch):
     folder = tmp_path / "packs"
     s = PackStore(folder)
     assert len(s) == 0 and s.get("k1") is None and not list(folder.iterdir())   # nothing written yet
@@ -80,6 +81,12 @@ def test_pack_store_appends_values_and_survives_a_killed_writer(tmp_path):
     w.put("k6", b"six")
     assert len(list(folder.glob("*.pack"))) == 2 and PackStore(folder).get("k6") == b"six"
     assert r.get("k6") is None                                  # opened before: a miss, recomputed
+    # a forked child (another pid) writes a pack of its own, never the parent's
+    real_pid = os.getpid()
+    monkeypatch.setattr(os, "getpid", lambda: real_pid + 1)
+    w.put("k7", b"seven")
+    monkeypatch.setattr(os, "getpid", lambda: real_pid)
+    assert len(list(folder.glob("*.pack"))) == 3 and PackStore(folder).get("k7") == b"seven"
     with pytest.raises(ValueError, match="printable ASCII"):
         w.put("two words", b"x")
     with pytest.raises(ValueError, match="printable ASCII"):

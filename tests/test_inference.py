@@ -610,7 +610,7 @@ def test_one_pass_decodes_each_image_once_and_caches(tfl, tflite_file, photo_fil
 
     monkeypatch.setattr(onepass, "read_any", counting_read_any)
     monkeypatch.setattr(decode_module, "open_image", no_other_decoder)   # decode_square's fallback
-    monkeypatch.setattr(decode_module, "decode_jpeg_bytes", no_other_decoder)
+    monkeypatch.setattr(decode_module, "read_jpeg_file", no_other_decoder)        # decode_square's fast path
     spec = LocalSpec("orb")
     emb, ok, rec, rep = onepass.embed_and_describe(tfl, tflite_file, "tflite", paths, spec, tmp_path / "cache",
                                                    batch_size=2)

@@ -69,7 +69,8 @@ class PackStore:
     """Byte values by key, appended to pack files: ``<folder>/<writer>.pack`` and ``<writer>.idx``.
 
     Each store that writes appends to a pack file of its own (named after the time, host and
-    process, so concurrent processes and threads never write one file) and, after each value,
+    process, so concurrent processes never write one file; a forked child starts its own;
+    threads share the store's, under a lock) and, after each value,
     one line ``<key> <offset> <length>`` to the pack's index. Opening a store reads every
     index in the folder (in name order, i.e. oldest writer first; a later entry for a key
     wins); a line that does not parse or points past its pack's end (a run killed
@@ -100,8 +101,7 @@ class PackStore:
         self._index: dict[str, tuple[str, int, int]] = {}
         self._lock = threading.Lock()
         self._fds: dict[str, int] = {}          # read descriptors by pack name, and the writer's
-        self._writer: tuple[str, int, int] | None = None   # (pack name, pack fd, index fd)
-        self._end = 0
+        self._writer: tuple[str, int, int, int] | None = None   # (pack name, pack fd, index fd, pid)
         self._finalizer = weakref.finalize(self, _close_fds, self._fds)
         for idx in sorted(self.folder.glob(f"*{self.INDEX}")):
             self._read_index(idx)
@@ -168,18 +168,18 @@ class PackStore:
             raise ValueError(f"a pack key must be printable ASCII without spaces, got {key!r}")
         data = memoryview(data).cast("B")
         with self._lock:
-            if self._writer is None:
-                stem = f"{time.time_ns():016x}-{socket.gethostname()[:24]}-{os.getpid()}-{secrets.token_hex(4)}"
+            if self._writer is None or self._writer[3] != os.getpid():   # none yet, or a forked child's
+                pid = os.getpid()
+                stem = f"{time.time_ns():016x}-{socket.gethostname()[:24]}-{pid}-{secrets.token_hex(4)}"
                 flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
                 pack = os.open(self.folder / f"{stem}{self.PACK}", flags, 0o644)
                 idx = os.open(self.folder / f"{stem}{self.INDEX}", flags, 0o644)
-                self._fds["w-pack"], self._fds["w-idx"] = pack, idx
-                self._writer, self._end = (f"{stem}{self.PACK}", pack, idx), 0
-            name, pack, idx = self._writer
-            offset, done = self._end, 0
+                self._fds[f"w-pack-{pid}"], self._fds[f"w-idx-{pid}"] = pack, idx
+                self._writer = (f"{stem}{self.PACK}", pack, idx, pid)
+            name, pack, idx, _ = self._writer
+            offset, done = os.lseek(pack, 0, os.SEEK_END), 0   # the real end, even after a failed write
             while done < len(data):
                 done += os.write(pack, data[done:])
-            self._end += len(data)
             os.write(idx, f"{key} {offset} {len(data)}\n".encode("ascii"))
             self._index[key] = (name, offset, len(data))
 

@@ -9,12 +9,11 @@ result is the same robust RGB image. :func:`decode_square` never raises for a ba
 from __future__ import annotations
 
 import os
-import stat
 
 import numpy as np
 
 from nnutils.data.images import DEFAULT_MAX_PIXELS, UnreadableImageError, open_image
-from nnutils.data.jpeg import _simplejpeg, decode_jpeg_bytes, jpeg_orientation  # noqa: F401 (re-exported)
+from nnutils.data.jpeg import jpeg_orientation, read_jpeg_file  # noqa: F401 (jpeg_orientation: re-exported)
 
 
 def _squash(img, size: int) -> np.ndarray:
@@ -66,18 +65,9 @@ def decode_square(path, size: int, *, max_pixels: int | None = DEFAULT_MAX_PIXEL
         p = os.fspath(path)
     except TypeError:  # NaN from a DataFrame column, ...
         return None
-    if _simplejpeg is not None:
-        try:
-            st = os.stat(p)
-            if stat.S_ISREG(st.st_mode) and st.st_size > 3:
-                with open(p, "rb") as f:
-                    if f.read(3) == b"\xff\xd8\xff":
-                        data = b"\xff\xd8\xff" + f.read()
-                        a = decode_jpeg_bytes(data, size, max_pixels, pil_scale)
-                        if a is not None:
-                            return _squash(a, size)
-        except Exception:
-            pass  # anything odd: PIL decides (and reports unreadable files)
+    fast = read_jpeg_file(p, size, max_pixels, pil_scale=pil_scale, colorspace="RGBX")
+    if fast is not None:   # else anything odd: PIL decides (and reports unreadable files)
+        return _squash(fast[0], size)
     try:
         img = open_image(p, max_pixels=max_pixels, draft_size=(size, size))
     except UnreadableImageError:

@@ -3,7 +3,7 @@
 The fast path of both readers: :func:`nnutils.data.decode.decode_square` (the global model's
 square, any k/8 scale) and :func:`nnutils.data.images.read_any` (the local extractors' and
 the one pass's decode, PIL ``draft``'s 1, 1/2, 1/4, 1/8 scales, so its pixels are the ones
-PIL gives: identical on the embedded and shifted sets' test images). Only the marker
+PIL gives: identical on every image of the embedded and shifted sets). Only the marker
 segments before the scan are parsed here (the EXIF orientation); anything this module is
 unsure of returns None, and the caller decodes with PIL, which judges and reports
 unreadable files. Imports nothing from the project.
@@ -200,9 +200,10 @@ def read_jpeg_file(path, size: int, max_pixels: int | None, *, pil_scale: bool =
         if not stat.S_ISREG(st.st_mode) or st.st_size <= 3:
             return None
         with open(p, "rb") as f:
-            data = f.read()
-        if data[:3] != b"\xff\xd8\xff":
-            return None
+            head = f.read(3)
+            if head != b"\xff\xd8\xff":   # not a JPEG: PIL reads it (and only PIL reads all of it)
+                return None
+            data = head + f.read()
         h, w, _, _ = _simplejpeg.decode_jpeg_header(data)
         a = decode_jpeg_bytes(data, size, max_pixels, pil_scale, colorspace)
     except Exception:
