@@ -127,7 +127,8 @@ def local_columns(local: pd.DataFrame, prefix: str = "lf") -> pd.DataFrame:
         affine map, a share of the image side: large for another view; NaN where the check
         stopped before the perspective rule) and ``_dense`` (the dense rule's residual,
         thumbnail pixels: large for another view whose keypoints an affine map explains; NaN
-        where the check stopped before the dense rule).
+        where the check stopped before the dense rule and did not measure it for rule 4b,
+        the spread rescue of :func:`nnutils.local.verify.verify`).
     """
     v = local["verifiable"].astype(bool).to_numpy()
     nan = lambda c: np.where(v, local[c].astype(float).to_numpy(), np.nan)  # noqa: E731
