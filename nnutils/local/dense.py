@@ -37,7 +37,7 @@ chosen there with a margin over that 99th percentile; the embedded views seldom 
 rule, and the shifted benchmark is never read for it). Another view of a scene that
 passed the keypoint rules is displaced by 2–6 px where it is not nearly affine; views
 within ~1 px of an affine map stay out of reach. Cost: ~1.7 ms per checked pair on
-this 2-core machine (two warps and one batched FFT, scipy's: numpy's made it 2.2–2.3), paid
+this 2-core machine (two warps and one batched FFT, scipy's: numpy's made it 2.2–2.3 ms), paid
 only by pairs that passed every other rule or whose low spread rule 4b looks at.
 """
 from __future__ import annotations
